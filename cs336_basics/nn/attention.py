@@ -1,0 +1,198 @@
+"""Attention: scaled dot-product attention, rotary position embeddings (RoPE) and causal multi-head self-attention.
+
+- ``scaled_dot_product_attention`` is the plain ``softmax(Q K^T / sqrt(d_k)) V`` with a boolean mask over any number
+  of leading dimensions (``True`` = may attend).
+- ``RotaryPositionalEmbedding`` rotates adjacent pairs of dimensions ``(0, 1), (2, 3), ...``; pair ``k`` at position
+  ``i`` turns by ``i / theta^(2k/d_k)``. The cos/sin tables are non-persistent buffers, so they never appear in a
+  state dict (the key layout of ``shared/docs/ADAPTERS.md`` stays exact) and are rebuilt on construction.
+- ``CausalMultiHeadSelfAttention`` projects Q, K and V with one fused matmul (the three weight matrices are
+  concatenated on the fly, so the state dict keeps the separate ``q_proj``/``k_proj``/``v_proj`` keys), applies RoPE
+  per head, and attends causally, optionally within a sliding window. ``backend="naive"`` is the from-scratch path;
+  ``backend="torch_sdpa"`` is an opt-in fast path through PyTorch's fused kernel. With a :class:`KVCache` it
+  treats its input as the continuation of the cached sequence, so decoding costs one position per new token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+from torch.nn.functional import scaled_dot_product_attention as torch_sdpa  # only for the opt-in "torch_sdpa" backend
+
+from cs336_basics.nn.functional import softmax
+from cs336_basics.nn.layers import Linear
+
+POSITIONS = ("rope", "none")
+BACKENDS = ("naive", "torch_sdpa")
+
+
+def scaled_dot_product_attention(
+    Q: Float[Tensor, " ... q d_k"],
+    K: Float[Tensor, " ... k d_k"],
+    V: Float[Tensor, " ... k d_v"],
+    mask: Bool[Tensor, " ... q k"] | None = None,
+) -> Float[Tensor, " ... q d_v"]:
+    """``softmax(Q K^T / sqrt(d_k)) V``; where ``mask`` is False the attention weight is zero."""
+    scores = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(Q.shape[-1]))  # (..., q, k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores, dim=-1) @ V
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """RoPE (Su et al., 2021) with precomputed cos/sin tables for positions ``0 .. max_seq_len - 1``."""
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
+        self.theta, self.d_k, self.max_seq_len = theta, d_k, max_seq_len
+        inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)  # (d_k/2,)
+        angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq  # (L, d_k/2)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(
+        self, x: Float[Tensor, " ... seq d_k"], token_positions: Int[Tensor, " ... seq"] | None = None
+    ) -> Float[Tensor, " ... seq d_k"]:
+        if token_positions is None:
+            token_positions = torch.arange(x.shape[-2], device=x.device)
+        cos = self.cos[token_positions].to(x.dtype)  # (..., seq, d_k/2)
+        sin = self.sin[token_positions].to(x.dtype)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., seq, d_k/2) each
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., seq, d_k/2, 2)
+        return rotated.flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer for incremental decoding.
+
+    ``keys``/``values`` have shape ``(batch, heads, max_seq_len, head_dim)``; ``length`` positions are filled.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_heads: int,
+        head_dim: int,
+        max_seq_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        shape = (batch_size, num_heads, max_seq_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+    def append(
+        self, keys: Float[Tensor, " b h t d"], values: Float[Tensor, " b h t d"]
+    ) -> tuple[Float[Tensor, " b h s d"], Float[Tensor, " b h s d"]]:
+        """Store ``t`` new positions and return all keys and values seen so far (``s = length + t``)."""
+        start, end = self.length, self.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.capacity}; make a larger cache")
+        self.keys[:, :, start:end] = keys
+        self.values[:, :, start:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+def causal_mask(
+    num_queries: int, num_keys: int, window: int | None = None, device: torch.device | str | None = None
+) -> Bool[Tensor, " q k"]:
+    """Boolean mask where query ``i`` (the last ``num_queries`` of ``num_keys`` positions) may see key ``j``.
+
+    Allowed: ``j <= i``, and with a sliding window also ``i - j < window``.
+    """
+    q_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (q, 1)
+    k_pos = torch.arange(num_keys, device=device)[None, :]  # (1, k)
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask = mask & (q_pos - k_pos < window)
+    return mask
+
+
+class CausalMultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention with optional RoPE, sliding window and KV cache."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        positions: str = "rope",
+        max_seq_len: int = 2048,
+        theta: float = 10000.0,
+        backend: str = "naive",
+        window: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        if positions not in POSITIONS:
+            raise ValueError(f"attention positions must be one of {POSITIONS}, got {positions!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+        if window is not None and window < 1:
+            raise ValueError(f"sliding window must be a positive number of positions or None, got {window}")
+        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
+        self.backend, self.window = backend, window
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.rope = None
+        if positions == "rope":
+            self.rope = RotaryPositionalEmbedding(theta, self.head_dim, max_seq_len, device)
+
+    def make_cache(self, batch_size: int, max_seq_len: int) -> KVCache:
+        weight = self.q_proj.weight
+        return KVCache(batch_size, self.num_heads, self.head_dim, max_seq_len, weight.device, weight.dtype)
+
+    def forward(
+        self,
+        x: Float[Tensor, " ... seq d_model"],
+        token_positions: Int[Tensor, " ... seq"] | None = None,
+        cache: KVCache | None = None,
+    ) -> Float[Tensor, " ... seq d_model"]:
+        *lead, T, D = x.shape
+        x = x.reshape(-1, T, D)  # (B, T, D)
+        B = x.shape[0]
+        qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3D, D)
+        qkv = (x @ qkv_weight.T).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
+        past = cache.length if cache is not None else 0
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(past, past + T, device=x.device)  # (T,)
+            else:
+                token_positions = token_positions.reshape(-1, T)[:, None, :]  # (B or 1, 1, T): same for every head
+            q, k = self.rope(q, token_positions), self.rope(k, token_positions)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, past + T, hd)
+        y = self._attend(q, k, v)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(*lead, T, D)  # (..., T, D)
+        return self.output_proj(y)
+
+    def _attend(
+        self, q: Float[Tensor, " b h q d"], k: Float[Tensor, " b h k d"], v: Float[Tensor, " b h k d"]
+    ) -> Float[Tensor, " b h q d"]:
+        num_q, num_k = q.shape[2], k.shape[2]
+        needs_mask = num_q > 1 or (self.window is not None and num_k > self.window)
+        if self.backend == "torch_sdpa":
+            if num_q == num_k and self.window is None:
+                return torch_sdpa(q, k, v, is_causal=True)
+            mask = causal_mask(num_q, num_k, self.window, q.device) if needs_mask else None
+            return torch_sdpa(q, k, v, attn_mask=mask)
+        mask = causal_mask(num_q, num_k, self.window, q.device) if needs_mask else None
+        return scaled_dot_product_attention(q, k, v, mask)
