@@ -1,0 +1,159 @@
+"""Sparse mixture-of-experts feed-forward layer (dropless top-k routing) and model-wide MoE reporting.
+
+- ``MoEFeedForward`` replaces a dense FFN: a linear router scores ``E`` SwiGLU experts per token, each token is sent
+  to its top-k experts (k = 1 or 2) and their outputs are summed, weighted by the router probabilities (renormalised
+  over the chosen k when k > 1; for k = 1 the raw probability is kept, as in Switch, so the router still gets a
+  gradient from the main loss).
+- Dropless: tokens are sorted by expert and each expert processes exactly the tokens routed to it; there is no
+  capacity factor, so no token is ever dropped and the result does not depend on the other tokens in the batch
+  (which keeps a causal model causal).
+- Auxiliary losses (Switch Transformer / ST-MoE): load balancing ``E * sum_i f_i * P_i`` with ``f_i`` the fraction of
+  the N*k routing assignments that went to expert i and ``P_i`` the mean router probability of expert i; router
+  z-loss ``mean(logsumexp(logits)^2)``. Both are weighted and stored after each forward; ``collect_moe_aux_loss``
+  sums them over a model so any architecture (Transformer, Mamba, hybrids) can report them.
+- ``moe_parameter_counts`` reports total vs active (per-token) parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from cs336_basics.nn.functional import softmax
+from cs336_basics.nn.layers import Linear, SwiGLU
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed mixture of SwiGLU experts. Keys: ``router.weight (E, d_model)``, ``experts.{e}.w1/w2/w3``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int = 8,
+        top_k: int = 2,
+        d_ff: int | None = None,
+        load_balance_weight: float = 0.01,
+        z_loss_weight: float = 1e-3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if top_k not in (1, 2):
+            raise ValueError(f"MoEFeedForward: top_k must be 1 or 2, got {top_k}")
+        if num_experts < top_k:
+            raise ValueError(f"MoEFeedForward: num_experts ({num_experts}) must be at least top_k ({top_k})")
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.load_balance_weight = load_balance_weight
+        self.z_loss_weight = z_loss_weight
+        self.router = Linear(d_model, num_experts, device=device, dtype=dtype)
+        self.experts = nn.ModuleList(SwiGLU(d_model, d_ff, device=device, dtype=dtype) for _ in range(num_experts))
+        self.last_load_balance_loss: Tensor | None = None
+        self.last_z_loss: Tensor | None = None
+        self.last_expert_load: Tensor | None = None  # (E,) fraction of assignments per expert
+
+    def route(self, x: Float[Tensor, "N d"]) -> tuple[Tensor, Tensor, Tensor]:
+        """Router logits ``(N, E)``, chosen experts ``(N, k)`` and their gate weights ``(N, k)``."""
+        logits = self.router(x).float()  # (N, E)
+        probs = softmax(logits, dim=-1)
+        top_probs, top_idx = probs.topk(self.top_k, dim=-1)  # (N, k)
+        gates = top_probs / top_probs.sum(dim=-1, keepdim=True) if self.top_k > 1 else top_probs
+        return logits, top_idx, gates
+
+    def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # (N, d)
+        n_tokens = flat.shape[0]
+        logits, top_idx, gates = self.route(flat)
+
+        # Dropless dispatch: sort the N*k (token, expert) assignments by expert, run each expert on its group.
+        expert_of = top_idx.reshape(-1)  # (N*k,)
+        token_of = torch.arange(n_tokens, device=x.device).repeat_interleave(self.top_k)  # (N*k,)
+        gate_of = gates.reshape(-1)  # (N*k,)
+        order = torch.argsort(expert_of, stable=True)
+        counts = torch.bincount(expert_of, minlength=self.num_experts)  # (E,)
+        out = torch.zeros_like(flat)
+        start = 0
+        for e, count in enumerate(counts.tolist()):
+            if count == 0:
+                continue
+            idx = order[start : start + count]
+            start += count
+            tokens = token_of[idx]
+            y = self.experts[e](flat[tokens]) * gate_of[idx, None].to(flat.dtype)  # (count, d)
+            out.index_add_(0, tokens, y)
+
+        self._store_aux(logits, counts)
+        return out.reshape(shape)
+
+    def _store_aux(self, logits: Float[Tensor, "N E"], counts: Tensor) -> None:
+        probs = softmax(logits, dim=-1)
+        load = counts.float() / counts.sum().clamp_min(1)  # f_i
+        mean_prob = probs.mean(dim=0)  # P_i
+        self.last_load_balance_loss = self.num_experts * (load * mean_prob).sum()
+        self.last_z_loss = torch.logsumexp(logits, dim=-1).square().mean()
+        self.last_expert_load = load.detach()
+
+    def auxiliary_loss(self) -> Tensor:
+        """Weighted load-balancing + z-loss of the last forward (zero before any forward)."""
+        if self.last_load_balance_loss is None or self.last_z_loss is None:
+            return torch.zeros((), device=self.router.weight.device)
+        return self.load_balance_weight * self.last_load_balance_loss + self.z_loss_weight * self.last_z_loss
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, top_k={self.top_k}"
+
+
+def build_moe(d_model: int, moe: dict[str, Any] | None, d_ff: int | None = None) -> MoEFeedForward | None:
+    """An ``MoEFeedForward`` from a config dict such as ``{"num_experts": 8, "top_k": 2}`` (None -> None).
+
+    ``d_ff`` is the per-expert hidden size unless the dict sets its own.
+    """
+    if moe is None:
+        return None
+    allowed = {"num_experts", "top_k", "d_ff", "load_balance_weight", "z_loss_weight"}
+    unknown = set(moe) - allowed
+    if unknown:
+        raise ValueError(f"moe config has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return MoEFeedForward(d_model, **{"d_ff": d_ff, **moe})
+
+
+def collect_moe_aux_loss(model: nn.Module) -> Tensor:
+    """Sum of the weighted auxiliary losses of every ``MoEFeedForward`` inside ``model`` (zero if none)."""
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for module in model.modules():
+        if isinstance(module, MoEFeedForward):
+            total = total + module.auxiliary_loss()
+    return total
+
+
+def collect_moe_diagnostics(model: nn.Module) -> dict[str, float]:
+    """Per-MoE-layer expert load fractions and unweighted aux losses of the last forward, keyed by module name."""
+    out: dict[str, float] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, MoEFeedForward) or module.last_expert_load is None:
+            continue
+        for e, frac in enumerate(module.last_expert_load.tolist()):
+            out[f"moe/{name}/load_{e}"] = frac
+        out[f"moe/{name}/load_balance_loss"] = module.last_load_balance_loss.detach().item()
+        out[f"moe/{name}/z_loss"] = module.last_z_loss.detach().item()
+    return out
+
+
+def moe_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total parameters and parameters active per token (only top_k of each MoE layer's experts count as active)."""
+    seen: set[int] = set()
+    total = 0
+    for param in model.parameters():
+        if id(param) not in seen:
+            seen.add(id(param))
+            total += param.numel()
+    inactive = 0
+    for module in model.modules():
+        if isinstance(module, MoEFeedForward):
+            per_expert = sum(p.numel() for p in module.experts[0].parameters())
+            inactive += (module.num_experts - module.top_k) * per_expert
+    return {"total": total, "active": total - inactive}
