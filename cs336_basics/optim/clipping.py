@@ -1,0 +1,40 @@
+"""Gradient clipping by the global L2 norm.
+
+All gradients are treated as one long vector: if its L2 norm exceeds ``max_l2_norm``, every gradient is scaled by
+``max_l2_norm / (norm + 1e-6)`` (the ``1e-6`` guards the division, as in ``torch.nn.utils.clip_grad_norm_``), so
+the update direction is kept and only its length shrinks. Parameters without a gradient are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+CLIP_EPS = 1e-6
+
+
+def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all gradients taken together, as a float32 scalar tensor (0 when no parameter has a gradient)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros((), dtype=torch.float32)
+    # Norm of per-tensor norms == norm of the concatenation, without materialising it. The per-tensor norms are
+    # moved to one device so parameters spread over devices still give a single number.
+    device = grads[0].device
+    norms = torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float32).to(device) for g in grads])
+    return torch.linalg.vector_norm(norms)
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_l2_norm: float) -> float:
+    """Scale gradients in place so their global L2 norm is at most ``max_l2_norm``; returns the pre-clip norm."""
+    if not max_l2_norm > 0.0:
+        raise ValueError(f"max_l2_norm must be > 0, got {max_l2_norm}")
+    params = [p for p in parameters if p.grad is not None]
+    total_norm = global_grad_norm(params)
+    norm = float(total_norm)
+    if norm > max_l2_norm:
+        scale = max_l2_norm / (norm + CLIP_EPS)
+        for p in params:
+            p.grad.mul_(scale)
+    return norm
