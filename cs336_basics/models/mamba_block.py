@@ -1,0 +1,235 @@
+"""The Mamba (S6) mixer block of Gu & Dao (2023), with optional stability switches and recurrent decoding.
+
+Data flow for an input ``x (b, L, d_model)``, with ``d_inner = expand * d_model``:
+
+1. ``in_proj`` maps ``x`` to ``[x_in, z]``, each ``(b, L, d_inner)``; ``z`` is the output gate.
+2. ``conv1d`` (causal depthwise, kernel ``d_conv``, with bias) mixes each channel with its recent past, then SiLU.
+   Optionally ``conv_norm`` (RMSNorm over ``d_inner``) follows.
+3. ``x_proj`` maps the conv output to ``[dt_low (dt_rank), B (d_state), C (d_state)]``; ``dt_proj`` lifts the
+   low-rank ``dt_low`` to ``d_inner``, and ``dt = softplus(dt_proj(dt_low) + dt_bias)``
+   (``dt_bias`` is a separate parameter because :class:`~cs336_basics.nn.layers.Linear` has no bias; it plays the
+   role of the reference's ``dt_proj.bias``).
+4. The selective scan (``kernels.selective_scan``) runs ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t``,
+   ``y_t = C_t h_t + D u_t``, gated by ``silu(z)``; ``A = -exp(A_log)`` is strictly negative by construction.
+5. ``out_proj`` maps ``d_inner`` back to ``d_model``.
+
+Initialisation (as in the paper / ``mamba_simple.py``):
+
+- ``dt_bias`` is the inverse softplus of ``dt`` drawn log-uniformly in ``[dt_min, dt_max] = [1e-3, 1e-1]`` and floored
+  at ``dt_init_floor = 1e-4``, so at init ``softplus(dt_bias)`` spans the range of timescales the paper uses.
+- ``dt_proj.weight`` is uniform in ``+-dt_rank**-0.5`` (keeps ``dt_proj(dt_low)`` O(1) around the bias).
+- ``A_log[c] = log(1, 2, ..., d_state)`` for every channel (S4D-real); ``D = 1``. Both are marked
+  :func:`~cs336_basics.models.base.no_weight_decay`: decaying them would pull ``A`` towards ``-1`` and the skip to 0.
+- ``out_proj.weight`` is multiplied by ``out_proj_scale`` (the caller passes ``1/sqrt(residual branches)`` so that the
+  residual stream's variance does not grow with depth; see :class:`~cs336_basics.models.mamba.MambaLayer`).
+
+Stability switches ("improved SSM"); every default is *off*, so the default block is exactly Mamba-1, which trains
+stably in fp32 at the sizes this project runs and keeps weight layouts identical to the reference. Turn them on for
+high learning rates, low precision or long contexts:
+
+- ``dt_limit=(lo, hi)``: clamp ``dt`` after the softplus. An unbounded ``dt`` lets a single token erase the state
+  (``exp(dt A) -> 0``) and inject ``dt B u`` of arbitrary size; ``(1e-4, 1.0)`` is a reasonable choice.
+- ``a_min_magnitude``: floor on ``|A|`` (``A = -max(exp(A_log), floor)``) so that no channel stops forgetting
+  entirely (``|A| -> 0`` means the state integrates forever and can grow without bound over a long context).
+- ``conv_norm=True``: RMSNorm after the conv + SiLU, bounding the scale of the scan input ``u`` and of ``B, C, dt``.
+- ``decay_limit=(min, max)``: keep the per-step decay ``exp(dt A)`` inside ``[min, max]`` for every state. The scan
+  kernels take ``dt`` and ``A`` separately, so this is applied as the tightest per-channel bound on ``dt`` that
+  guarantees it: ``dt <= -log(min) / max|A|`` and ``dt >= -log(max) / min|A|`` (the second wins if they cross).
+
+Recurrent decoding: :meth:`MambaBlock.make_state` gives a :class:`MambaState` (conv inputs of the last ``d_conv - 1``
+steps and the SSM state). A fresh state is filled by a full-sequence pass (prefill: the scan with
+``return_last_state``); after that every token goes through the single-step path in O(1) time and memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from cs336_basics.models.base import no_weight_decay
+from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
+from cs336_basics.nn.functional import silu
+from cs336_basics.nn.layers import Linear, RMSNorm
+from kernels.selective_scan import selective_scan, selective_scan_step
+
+
+@dataclass
+class MambaState:
+    """Recurrent state of one :class:`MambaBlock` for a batch; updated in place by ``forward(x, state=...)``."""
+
+    conv: Tensor  # (b, d_inner, d_conv - 1): the last conv inputs
+    ssm: Tensor  # (b, d_inner, d_state)
+    seen: int = 0  # tokens consumed so far
+
+
+def softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` without overflow (``logaddexp(x, 0)``)."""
+    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def inverse_softplus(y: Tensor) -> Tensor:
+    """``x`` with ``softplus(x) = y`` for ``y > 0``: ``y + log(1 - exp(-y))``."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+class MambaBlock(nn.Module):
+    """Mamba-1 mixer ``(b, L, d_model) -> (b, L, d_model)``; see the module docstring for every choice."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        scan_backend: str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        out_proj_scale: float = 1.0,
+        dt_limit: tuple[float, float] | None = None,
+        a_min_magnitude: float | None = None,
+        conv_norm: bool = False,
+        decay_limit: tuple[float, float] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if min(d_model, d_state, d_conv, expand) < 1:
+            raise ValueError(f"d_model, d_state, d_conv, expand must be >= 1, got {d_model, d_state, d_conv, expand}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if dt_limit is not None and not 0 <= dt_limit[0] < dt_limit[1]:
+            raise ValueError(f"dt_limit must be (lo, hi) with 0 <= lo < hi, got {dt_limit}")
+        if decay_limit is not None and not 0 < decay_limit[0] < decay_limit[1] <= 1:
+            raise ValueError(f"decay_limit must be (min, max) with 0 < min < max <= 1, got {decay_limit}")
+        if a_min_magnitude is not None and a_min_magnitude <= 0:
+            raise ValueError(f"a_min_magnitude must be > 0 (or None to disable), got {a_min_magnitude}")
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
+        self.scan_backend = scan_backend
+        self.dt_limit, self.a_min_magnitude, self.decay_limit = dt_limit, a_min_magnitude, decay_limit
+
+        self.in_proj = Linear(d_model, 2 * self.d_inner, **factory)
+        self.conv1d = CausalDepthwiseConv1d(self.d_inner, d_conv, bias=True, **factory)
+        self.conv_norm = RMSNorm(self.d_inner, **factory) if conv_norm else None
+        self.x_proj = Linear(self.d_inner, self.dt_rank + 2 * d_state, **factory)
+        self.dt_proj = Linear(self.dt_rank, self.d_inner, **factory)
+        self.dt_bias = nn.Parameter(torch.empty(self.d_inner, **factory))
+        self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **factory)))
+        self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **factory)))
+        self.out_proj = Linear(self.d_inner, d_model, **factory)
+        self._init_ssm_parameters(dt_min, dt_max, dt_init_floor, out_proj_scale)
+
+    @torch.no_grad()
+    def _init_ssm_parameters(self, dt_min: float, dt_max: float, dt_init_floor: float, out_proj_scale: float) -> None:
+        bound = self.dt_rank**-0.5
+        self.dt_proj.weight.uniform_(-bound, bound)
+        log_dt = torch.empty_like(self.dt_bias, dtype=torch.float32).uniform_(math.log(dt_min), math.log(dt_max))
+        dt = log_dt.exp().clamp(min=dt_init_floor)
+        self.dt_bias.copy_(inverse_softplus(dt))
+        states = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=self.A_log.device)
+        self.A_log.copy_(states.log().expand(self.d_inner, -1))
+        self.D.fill_(1.0)
+        self.out_proj.weight.mul_(out_proj_scale)
+
+    def make_state(self, batch_size: int) -> MambaState:
+        """An empty recurrent state on the parameters' device (conv in their dtype, the SSM state in float32)."""
+        conv = self.A_log.new_zeros(batch_size, self.d_inner, self.d_conv - 1)
+        ssm = self.A_log.new_zeros(batch_size, self.d_inner, self.d_state, dtype=torch.float32)
+        return MambaState(conv=conv, ssm=ssm)
+
+    def ssm_matrix(self) -> Float[Tensor, "d n"]:
+        """``A = -exp(A_log)``, with ``|A|`` floored at ``a_min_magnitude`` when that switch is on."""
+        magnitude = self.A_log.float().exp()
+        if self.a_min_magnitude is not None:
+            magnitude = magnitude.clamp(min=self.a_min_magnitude)
+        return -magnitude
+
+    @property
+    def _fused_dt(self) -> bool:
+        """Whether the scan may apply ``dt_bias`` + softplus itself (no clamp to apply in between)."""
+        return self.dt_limit is None and self.decay_limit is None
+
+    def step_sizes(self, dt_raw: Float[Tensor, "b d *L"], A: Float[Tensor, "d n"]) -> Float[Tensor, "b d *L"]:
+        """``dt = softplus(dt_raw + dt_bias)``, then the ``dt_limit`` and ``decay_limit`` clamps when switched on."""
+        extra = (1,) * (dt_raw.ndim - 2)
+        dt = softplus(dt_raw + self.dt_bias.view(-1, *extra))
+        if self.dt_limit is not None:
+            dt = dt.clamp(min=self.dt_limit[0], max=self.dt_limit[1])
+        if self.decay_limit is not None:
+            decay_min, decay_max = self.decay_limit
+            magnitude = -A  # (d, n)
+            upper = -math.log(decay_min) / magnitude.amax(dim=-1)  # (d,)
+            lower = -math.log(decay_max) / magnitude.amin(dim=-1)  # (d,)
+            dt = torch.minimum(dt, upper.view(-1, *extra).to(dt.dtype))
+            dt = torch.maximum(dt, lower.view(-1, *extra).to(dt.dtype))
+        return dt
+
+    def _conv_activation(self, x: Tensor) -> Tensor:
+        """SiLU and the optional RMSNorm, applied to conv outputs with channels last."""
+        x = silu(x)
+        return self.conv_norm(x) if self.conv_norm is not None else x
+
+    def forward(self, x: Float[Tensor, "b L d_model"], state: MambaState | None = None) -> Float[Tensor, "b L d_model"]:
+        """Full-sequence pass; with ``state``, continue from it and update it in place (prefill or steps)."""
+        if state is not None and state.seen > 0:
+            out = torch.stack([self.step(x[:, t], state) for t in range(x.shape[1])], dim=1)
+            return out
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (b, L, d_inner) each
+        x_in, z = x_in.transpose(1, 2), z.transpose(1, 2)  # (b, d_inner, L)
+        u = self._conv_activation(self.conv1d(x_in).transpose(1, 2))  # (b, L, d_inner)
+        dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt_raw = self.dt_proj(dt_low).transpose(1, 2)  # (b, d_inner, L)
+        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, d_state, L)
+        u = u.transpose(1, 2).contiguous()  # (b, d_inner, L)
+        A = self.ssm_matrix()
+        if self._fused_dt:
+            delta, delta_bias, delta_softplus = dt_raw.contiguous(), self.dt_bias.float(), True
+        else:
+            delta, delta_bias, delta_softplus = self.step_sizes(dt_raw, A).contiguous(), None, False
+        scanned = selective_scan(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D=self.D.float(),
+            z=z.contiguous(),
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=state is not None,
+            backend=self.scan_backend,
+        )
+        if state is not None:
+            y, last = scanned
+            state.ssm.copy_(last)
+            state.conv.copy_(conv_state_after(x_in, self.d_conv))
+            state.seen += x.shape[1]
+        else:
+            y = scanned
+        return self.out_proj(y.transpose(1, 2))  # (b, L, d_model)
+
+    def step(self, x: Float[Tensor, "b d_model"], state: MambaState) -> Float[Tensor, "b d_model"]:
+        """One token through the recurrence in O(1): updates ``state`` in place and returns the output."""
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (b, d_inner) each
+        conv_out, new_conv = self.conv1d.step(x_in, state.conv)
+        u = self._conv_activation(conv_out)  # (b, d_inner)
+        dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt_raw = self.dt_proj(dt_low)  # (b, d_inner)
+        A = self.ssm_matrix()
+        if self._fused_dt:
+            delta, delta_bias, delta_softplus = dt_raw, self.dt_bias.float(), True
+        else:
+            delta, delta_bias, delta_softplus = self.step_sizes(dt_raw, A), None, False
+        y, new_ssm = selective_scan_step(state.ssm, u, delta, A, B, C, self.D.float(), z, delta_bias, delta_softplus)
+        state.conv.copy_(new_conv)
+        state.ssm.copy_(new_ssm)
+        state.seen += 1
+        return self.out_proj(y)
