@@ -1,0 +1,188 @@
+"""Synthetic token tasks for recall and memory, the probes where attention and SSMs differ most.
+
+- ``mqar``: multi-query associative recall (Arora et al., Zoology): ``k1 v1 k2 v2 ... kN vN`` then queries
+  ``k v`` where each queried key was bound earlier; the answer is the value bound to the key.
+- ``copy``: random tokens, a separator, then the same tokens again.
+- ``selective_copy`` (Gu & Dao, Mamba): data tokens scattered at random positions among noise tokens, a separator,
+  then the data tokens in order (the model must filter the noise, which content-blind recurrences cannot).
+
+Every task is an LM problem on a sequence ``s`` of ``seq_len + 1`` tokens: ``inputs = s[:-1]``, ``targets = s[1:]``
+and ``answer_mask`` marks the target positions that hold an answer (only those count for :func:`accuracy`; the
+trainer may also restrict the loss to them). Token 0 is padding. Sampling uses only the given
+``torch.Generator``, so a batch is a deterministic function of the generator's state;
+:meth:`SyntheticTask.validation_set` draws a fixed evaluation set from a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+PAD = 0
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor) -> float:
+    """Fraction of answer positions where ``argmax(logits)`` equals the target; logits ``(B, T, V)``."""
+    if logits.shape[:-1] != targets.shape or targets.shape != answer_mask.shape:
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, "
+            f"answer_mask {tuple(answer_mask.shape)}; expected (B, T, V), (B, T), (B, T)"
+        )
+    mask = answer_mask.bool()
+    if not mask.any():
+        raise ValueError("answer_mask selects no positions; accuracy is undefined")
+    correct = logits.argmax(dim=-1) == targets  # (B, T)
+    return correct[mask].float().mean().item()
+
+
+def _random_tokens(shape: tuple[int, ...], low: int, high: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(low, high, shape, generator=generator, dtype=torch.int64)
+
+
+def _distinct_tokens(batch: int, count: int, low: int, high: int, generator: torch.Generator) -> torch.Tensor:
+    """``(batch, count)`` tokens in ``[low, high)``, distinct within each row (random permutation prefix)."""
+    return torch.rand(batch, high - low, generator=generator).argsort(dim=1)[:, :count] + low
+
+
+class SyntheticTask:
+    """Base class: subclasses define ``vocab_size``, ``seq_len`` and ``_sample(batch, generator)``."""
+
+    vocab_size: int
+    seq_len: int
+
+    def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full sequences ``(B, seq_len + 1)`` and a mask ``(B, seq_len + 1)`` of answer tokens."""
+        raise NotImplementedError
+
+    def sample_batch(
+        self, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(inputs, targets, answer_mask)``, each ``(B, seq_len)``; int64, int64, bool; on the CPU."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        seqs, answers = self._sample(batch_size, generator)
+        return seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(), answers[:, 1:].contiguous()
+
+    def validation_set(self, num_examples: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A fixed evaluation set: the same ``num_examples`` sequences for the same ``seed``."""
+        return self.sample_batch(num_examples, torch.Generator().manual_seed(seed))
+
+    def accuracy(self, logits: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor) -> float:
+        return accuracy(logits, targets, answer_mask)
+
+
+@dataclass
+class AssociativeRecall(SyntheticTask):
+    """MQAR: keys from ``[1, vocab/2)``, distinct per sequence; values from ``[vocab/2, vocab)``."""
+
+    vocab_size: int = 128
+    num_pairs: int = 8
+    num_queries: int | None = None  # default: num_pairs (every key queried once, in random order)
+    seq_len: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_queries is None:
+            self.num_queries = self.num_pairs
+        if self.num_pairs < 1 or self.num_queries < 1:
+            raise ValueError("num_pairs and num_queries must be >= 1")
+        if self.vocab_size // 2 - 1 < self.num_pairs:
+            raise ValueError(f"vocab_size {self.vocab_size} has too few keys for {self.num_pairs} pairs")
+        needed = 2 * (self.num_pairs + self.num_queries)
+        if self.seq_len + 1 < needed:
+            raise ValueError(
+                f"seq_len must be >= {needed - 1} for {self.num_pairs} pairs and {self.num_queries} queries"
+            )
+
+    def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        half, P, Q = self.vocab_size // 2, self.num_pairs, self.num_queries
+        keys = _distinct_tokens(batch_size, P, 1, half, generator)  # (B, P)
+        values = _random_tokens((batch_size, P), half, self.vocab_size, generator)  # (B, P)
+        if Q <= P:
+            which = torch.rand(batch_size, P, generator=generator).argsort(dim=1)[:, :Q]  # (B, Q)
+        else:
+            which = _random_tokens((batch_size, Q), 0, P, generator)
+        seqs = torch.full((batch_size, self.seq_len + 1), PAD, dtype=torch.int64)
+        answers = torch.zeros_like(seqs, dtype=torch.bool)
+        seqs[:, 0 : 2 * P : 2], seqs[:, 1 : 2 * P : 2] = keys, values
+        q_end = 2 * P + 2 * Q
+        seqs[:, 2 * P : q_end : 2] = keys.gather(1, which)
+        seqs[:, 2 * P + 1 : q_end : 2] = values.gather(1, which)
+        answers[:, 2 * P + 1 : q_end : 2] = True
+        return seqs, answers
+
+
+@dataclass
+class Copying(SyntheticTask):
+    """``x_1..x_L SEP x_1..x_L`` with ``x`` from ``[2, vocab)``; SEP = 1."""
+
+    vocab_size: int = 16
+    copy_len: int = 16
+    seq_len: int = 32
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 3 or self.copy_len < 1:
+            raise ValueError("copy needs vocab_size >= 3 and copy_len >= 1")
+        if self.seq_len + 1 < 2 * self.copy_len + 1:
+            raise ValueError(f"seq_len must be >= {2 * self.copy_len} for copy_len {self.copy_len}")
+
+    def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        L = self.copy_len
+        data = _random_tokens((batch_size, L), 2, self.vocab_size, generator)
+        seqs = torch.full((batch_size, self.seq_len + 1), PAD, dtype=torch.int64)
+        answers = torch.zeros_like(seqs, dtype=torch.bool)
+        seqs[:, :L], seqs[:, L], seqs[:, L + 1 : 2 * L + 1] = data, 1, data
+        answers[:, L + 1 : 2 * L + 1] = True
+        return seqs, answers
+
+
+@dataclass
+class SelectiveCopying(SyntheticTask):
+    """``num_tokens`` data tokens (from ``[3, vocab)``) at random sorted positions of a noise region (token 1), SEP = 2,
+    then the data tokens in order."""
+
+    vocab_size: int = 16
+    num_tokens: int = 8
+    region_len: int = 48
+    seq_len: int = 56
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 4 or self.num_tokens < 1:
+            raise ValueError("selective_copy needs vocab_size >= 4 and num_tokens >= 1")
+        if self.region_len < self.num_tokens:
+            raise ValueError(f"region_len {self.region_len} must be >= num_tokens {self.num_tokens}")
+        if self.seq_len + 1 < self.region_len + 1 + self.num_tokens:
+            raise ValueError(f"seq_len must be >= {self.region_len + self.num_tokens} for this region and num_tokens")
+
+    def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        R, N = self.region_len, self.num_tokens
+        data = _random_tokens((batch_size, N), 3, self.vocab_size, generator)
+        positions = torch.rand(batch_size, R, generator=generator).argsort(dim=1)[:, :N].sort(dim=1).values
+        seqs = torch.full((batch_size, self.seq_len + 1), PAD, dtype=torch.int64)
+        seqs[:, :R] = 1
+        seqs[:, :R].scatter_(1, positions, data)
+        seqs[:, R] = 2
+        seqs[:, R + 1 : R + 1 + N] = data
+        answers = torch.zeros_like(seqs, dtype=torch.bool)
+        answers[:, R + 1 : R + 1 + N] = True
+        return seqs, answers
+
+
+TASKS: dict[str, type[SyntheticTask]] = {
+    "mqar": AssociativeRecall,
+    "associative_recall": AssociativeRecall,
+    "copy": Copying,
+    "selective_copy": SelectiveCopying,
+}
+
+
+def make_task(name: str, **kwargs) -> SyntheticTask:
+    """Build a task by name (``mqar``/``associative_recall``, ``copy``, ``selective_copy``) with its options."""
+    if name not in TASKS:
+        raise ValueError(f"unknown synthetic task {name!r}; choose one of {sorted(TASKS)}")
+    cls = TASKS[name]
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for task {name!r}; allowed: {sorted(allowed)}")
+    return cls(**kwargs)
