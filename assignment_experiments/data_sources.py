@@ -1,0 +1,93 @@
+"""Turn a ``data`` config section into a batch source, a vocabulary size and (for text) a tokenizer.
+
+- ``stories``: the project's generated story corpus, tokenized by a BPE trained on it (cached under
+  ``data.cache_dir``), via ``cs336_basics.data.pipeline.prepare_corpus``.
+- ``text``: a local UTF-8 text file (e.g. TinyStories), same pipeline.
+- ``tokens``: pre-encoded token ids: a ``.npy`` file, or a raw ``.bin`` of ``data.token_dtype`` (with an optional
+  ``meta.json`` beside it giving ``vocab_size``); the last ``data.val_fraction`` is held out unless ``data.val_path``
+  is given. No tokenizer, so no text samples.
+- ``synthetic``: an algorithmic task (``mqar``, ``copy``, ``selective_copy``) from ``cs336_basics.data.synthetic``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assignment_experiments.config import ConfigError, DataConfig
+from cs336_basics.training.batches import BatchSource, TaskBatches, TokenBatches
+
+
+@dataclass
+class PreparedData:
+    """What the runner needs from the data: batches, the vocabulary size, and for text a tokenizer."""
+
+    batches: BatchSource
+    vocab_size: int
+    tokenizer: Any = None
+    eos_id: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_tokens(path: Path, dtype: str) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="r")
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r")
+
+
+def _token_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int) -> PreparedData:
+    path = Path(data.path)
+    meta_path = path.parent / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    tokens = _load_tokens(path, meta.get("dtype", data.token_dtype))
+    if data.val_path is not None:
+        train, val = tokens, _load_tokens(Path(data.val_path), meta.get("dtype", data.token_dtype))
+    else:
+        split = int(len(tokens) * (1 - data.val_fraction))
+        train, val = tokens[:split], tokens[split:]
+    vocab_size = int(meta.get("vocab_size", int(max(train.max(), val.max())) + 1))
+    batches = TokenBatches(train, val, context_length, device, rank, world)
+    return PreparedData(batches, vocab_size, meta=meta)
+
+
+def _corpus_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int) -> PreparedData:
+    from cs336_basics.data.pipeline import prepare_corpus
+
+    kwargs: dict[str, Any] = {
+        "source": data.source,
+        "num_bytes": data.num_bytes,
+        "vocab_size": data.tokenizer_vocab_size,
+        "val_fraction": data.val_fraction,
+        "seed": data.seed,
+        "cache_dir": data.cache_dir,
+        "token_dtype": data.token_dtype,
+    }
+    if data.source == "text":
+        kwargs["path"] = data.path
+        if data.val_path is not None:
+            kwargs["val_path"] = data.val_path
+    corpus = prepare_corpus(**kwargs)
+    batches = TokenBatches(corpus.train, corpus.val, context_length, device, rank, world)
+    return PreparedData(batches, corpus.vocab_size, corpus.tokenizer, corpus.eos_id, dict(corpus.meta))
+
+
+def prepare_data(
+    data: DataConfig, context_length: int, device: Any, rank: int = 0, world_size: int = 1, seed: int = 0
+) -> PreparedData:
+    """Build the data for a run; bad settings raise ConfigError naming the key."""
+    if data.source == "tokens":
+        return _token_source(data, context_length, device, rank, world_size)
+    if data.source == "synthetic":
+        from cs336_basics.data.synthetic import make_task
+
+        try:
+            task = make_task(data.task, **data.task_options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config error: data.task_options for task {data.task!r}: {error}") from None
+        batches = TaskBatches(task, device, rank, world_size, seed=seed)
+        return PreparedData(batches, task.vocab_size, meta={"task": data.task, **data.task_options})
+    return _corpus_source(data, context_length, device, rank, world_size)

@@ -1,0 +1,249 @@
+"""Run one experiment end to end: data, model, optimizer, training, final evaluation and the run directory.
+
+The order matters for the "validate before writing" promise: the data is prepared and the model is built (so bad
+sizes or unknown options fail as config errors) *before* ``runs/<name>/`` is created. Under ``torchrun`` every
+process trains (DDP: gloo on CPU, nccl on GPU) and only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import resource
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from assignment_experiments.config import ConfigError, ExperimentConfig
+from assignment_experiments.data_sources import PreparedData, prepare_data
+from assignment_experiments.outputs import finish_run
+from assignment_experiments.tracking import Tracker, environment_info, truncate_metrics
+from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
+from cs336_basics.models.factory import build_model
+from cs336_basics.optim.adamw import AdamW
+from cs336_basics.optim.schedules import cosine_with_warmup, warmup_stable_decay
+from cs336_basics.training.checkpoint_files import list_checkpoints
+from cs336_basics.training.loop import LoopSettings, NonFiniteError, Trainer
+
+MODEL_FIELDS_NOT_KWARGS = {"architecture", "options"}
+
+
+class RunError(RuntimeError):
+    """A run-level problem (existing run without --resume, ...); the message says what to do."""
+
+
+def model_kwargs(config: ExperimentConfig, vocab_size: int) -> dict[str, Any]:
+    """Constructor arguments for the configured architecture: set (non-null) fields plus ``model.options``."""
+    m = config.model
+    kwargs = {
+        f.name: getattr(m, f.name)
+        for f in dataclasses.fields(m)
+        if f.name not in MODEL_FIELDS_NOT_KWARGS and getattr(m, f.name) is not None
+    }
+    kwargs["vocab_size"] = vocab_size
+    if m.architecture == "hybrid":
+        kwargs.pop("num_layers", None)  # the pattern's length is the depth
+    if m.architecture == "mamba":
+        kwargs.pop("num_heads", None)
+    return {**kwargs, **m.options}
+
+
+def make_model(config: ExperimentConfig, vocab_size: int) -> LanguageModel:
+    """Build the model, turning constructor complaints into config errors."""
+    if config.model.vocab_size is not None and config.model.vocab_size < vocab_size:
+        raise ConfigError(
+            f"config error: model.vocab_size={config.model.vocab_size} is smaller than the data's vocabulary "
+            f"({vocab_size}); remove model.vocab_size or raise it"
+        )
+    try:
+        return build_model(config.model.architecture, **model_kwargs(config, config.model.vocab_size or vocab_size))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config error: model: {str(error).splitlines()[0]}") from None
+
+
+def learning_rate_schedule(config: ExperimentConfig) -> Any:
+    """``step -> lr`` for the configured schedule (a pure function of the step, so resuming needs no state)."""
+    o, steps = config.optim, config.train.max_steps
+    if o.schedule == "cosine":
+        return partial(
+            cosine_with_warmup,
+            max_learning_rate=o.lr,
+            min_learning_rate=o.min_lr,
+            warmup_iters=o.warmup_steps,
+            cosine_cycle_iters=steps,
+        )
+    if o.schedule == "wsd":
+        return partial(
+            warmup_stable_decay,
+            max_learning_rate=o.lr,
+            min_learning_rate=o.min_lr,
+            warmup_iters=o.warmup_steps,
+            stable_iters=steps - o.warmup_steps - o.decay_steps,
+            decay_iters=o.decay_steps,
+            decay_shape=o.decay_shape,
+        )
+    return lambda it: o.lr * min(1.0, (it + 1) / max(o.warmup_steps, 1)) if o.warmup_steps else o.lr
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _device(choice: str, rank: int) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config error: train.device='cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    torch.cuda.set_device(rank % torch.cuda.device_count())
+    return torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _checkpoint_layers(model: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass instead of storing them."""
+    from torch.utils.checkpoint import checkpoint
+
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise ConfigError("config error: train.activation_checkpointing needs a model with .layers; switch it off")
+    for layer in layers:
+        layer.forward = partial(checkpoint, layer.forward, use_reentrant=False)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def prepare_run_dir(runs_dir: Path, name: str, resume: bool) -> tuple[Path, Path | None]:
+    """The run directory and, with ``resume``, the checkpoint to resume from; refuses to overwrite a run."""
+    run_dir = runs_dir / name
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    if resume:
+        return run_dir, (checkpoints[-1] if checkpoints else None)
+    started = checkpoints or any((run_dir / f).exists() for f in ("summary.json", "metrics.jsonl"))
+    if started:
+        raise RunError(f"run directory {run_dir} already holds a run; pass --resume to continue it or a new --name")
+    return run_dir, None
+
+
+def run_experiment(
+    config: ExperimentConfig, name: str, runs_dir: Path = Path("runs"), resume: bool = False
+) -> dict[str, Any] | None:
+    """Train and evaluate one configured run; returns the summary on rank 0 (None on other ranks)."""
+    rank, world = _distributed()
+    t, o = config.train, config.optim
+    if t.batch_size % world:
+        raise ConfigError(f"config error: train.batch_size={t.batch_size} is not divisible by {world} processes")
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    device = _device(t.device, rank)
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("config error: train.precision='fp16' needs CUDA (GradScaler); use 'fp32' or 'bf16' on CPU")
+    _seed_everything(t.seed)
+    data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
+    if data.batches.seq_len > config.model.context_length:
+        raise ConfigError(
+            f"config error: the task's sequences ({data.batches.seq_len}) exceed model.context_length="
+            f"{config.model.context_length}; raise context_length"
+        )
+    model = make_model(config, data.vocab_size).to(device)
+    run_dir, checkpoint = prepare_run_dir(runs_dir, name, resume)
+    counts = count_parameters(model)
+    optimizer = AdamW(
+        parameter_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+    )
+    train_module: torch.nn.Module = model
+    if t.activation_checkpointing:
+        _checkpoint_layers(model)
+    if t.compile:
+        train_module = torch.compile(train_module)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        train_module = DistributedDataParallel(train_module, device_ids=device_ids)
+    settings = LoopSettings(
+        max_steps=t.max_steps,
+        batch_size=t.batch_size,
+        grad_accum_steps=t.grad_accum_steps,
+        grad_clip=o.grad_clip,
+        eval_every=t.eval_every,
+        eval_batches=t.eval_batches,
+        checkpoint_every=t.checkpoint_every,
+        keep_checkpoints=t.keep_checkpoints,
+        early_stopping_patience=t.early_stopping_patience,
+        log_every=config.logging.log_every,
+        seed=t.seed,
+        precision=t.precision,
+    )
+    writer = rank == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(
+        model,
+        optimizer,
+        learning_rate_schedule(config),
+        data.batches,
+        settings,
+        device,
+        checkpoint_dir=run_dir / "checkpoints",
+        train_module=train_module,
+        extra_state={"config": json.dumps(config.to_dict()), "name": name},
+        is_writer=writer,
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    if writer:
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=2) + "\n")
+        truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+    tracker = Tracker(
+        run_dir,
+        name,
+        config.to_dict(),
+        t.max_steps,
+        config.logging.wandb,
+        config.logging.wandb_project,
+        config.logging.progress_bar,
+        start_step=trainer.state.step,
+        enabled=writer,
+    )
+    tracker.write(
+        f"run {name}: {config.model.architecture}, {counts['total']:,} parameters "
+        f"({counts['non_embedding']:,} non-embedding), device {device}, {world} process(es)"
+        + (f", resumed at step {trainer.state.step}" if checkpoint is not None else "")
+    )
+    trainer.log = tracker.log
+    started = time.perf_counter()
+    try:
+        trainer.fit()
+    except NonFiniteError:
+        tracker.close()
+        raise
+    summary = None
+    if writer:
+        summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
+        summary["peak_memory_mb"] = peak_memory_mb(device)
+        summary["wall_clock_this_session_s"] = time.perf_counter() - started
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tracker.close(summary)
+    if dist.is_initialized():
+        dist.barrier()
+    return summary

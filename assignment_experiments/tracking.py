@@ -1,0 +1,192 @@
+"""Where a run's records go: ``metrics.jsonl`` (always), the console (tqdm bar + one line per interval), W&B.
+
+- ``metrics.jsonl`` holds one JSON object per record (``kind`` = ``train`` | ``eval`` | ``final``). On resume it is
+  cut back to the checkpoint's step, so the file describes exactly one trajectory.
+- W&B: ``online`` logs to the server, ``offline`` writes under ``<run>/wandb`` with no network, ``disabled`` never
+  imports wandb at all (no account needed, no import cost).
+- ``environment.json``: hardware, OS, Python, torch / CUDA / Triton versions.
+- ``loss_curves.png``: train and validation loss against steps and against wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a torn last line from a killed process is skipped)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records after ``step`` (used when resuming from the checkpoint at ``step``)."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step and r.get("kind") != "final"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Tracker:
+    """Fan-out of training records to metrics.jsonl, the console and W&B (rank 0 only; others get a no-op)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        name: str,
+        config: dict[str, Any],
+        max_steps: int,
+        wandb_mode: str = "disabled",
+        wandb_project: str = "cs336-basics",
+        progress_bar: bool = True,
+        start_step: int = 0,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled, self.run_dir, self.max_steps = enabled, run_dir, max_steps
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.bar = None
+        self.wandb_run = None
+        if not enabled:
+            return
+        if progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_steps, initial=start_step, desc=name, unit="step", dynamic_ncols=True)
+        if wandb_mode != "disabled":
+            self.wandb_run = _start_wandb(run_dir, name, config, wandb_mode, wandb_project)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {k: _clean(v) for k, v in record.items()}
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            prefix = record["kind"] + "/"
+            self.wandb_run.log(
+                {prefix + k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"},
+                step=record.get("step", 0),
+            )
+        self._console(record)
+
+    def _console(self, record: dict[str, Any]) -> None:
+        kind, step = record["kind"], record.get("step", 0)
+        if kind == "train":
+            line = (
+                f"step {step:>6}/{self.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+                f"grad {record['grad_norm']:.3f} | {record['tokens_per_s']:,.0f} tok/s"
+            )
+            if self.bar is not None:
+                self.bar.update(step - self.bar.n)
+                self.bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.1e}", tok_s=f"{record['tokens_per_s']:,.0f}"
+                )
+        elif kind == "eval":
+            extra = f" | acc {record['val_accuracy']:.3f}" if record.get("val_accuracy") is not None else ""
+            line = (
+                f"eval {step:>6} | val_loss {record['val_loss']:.4f} | ppl {record['val_perplexity']:.2f} | "
+                f"best {record['best_val_loss']:.4f}{extra}"
+            )
+        else:
+            line = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        self.write(line)
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb_run is not None:
+            if summary:
+                self.wandb_run.summary.update({k: v for k, v in summary.items() if isinstance(v, int | float | str)})
+            self.wandb_run.finish()
+
+
+def _start_wandb(run_dir: Path, name: str, config: dict[str, Any], mode: str, project: str) -> Any:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if mode == "offline":
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_DIR"] = str(run_dir)
+    import wandb
+
+    return wandb.init(
+        project=project, name=name, config=config, dir=str(run_dir), mode=mode, reinit=True, resume="allow", id=name
+    )
+
+
+def environment_info() -> dict[str, Any]:
+    """Hardware and software versions a result depends on."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+    }
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def plot_loss_curves(records: list[dict[str, Any]], out: Path, title: str) -> None:
+    """Train/val loss against steps and against wall-clock seconds, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
+    val = [r for r in records if r.get("kind") == "eval" and r.get("val_loss") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, x_key, label in ((axes[0], "step", "step"), (axes[1], "elapsed_s", "wall-clock (s)")):
+        ax.plot([r[x_key] for r in train], [r["loss"] for r in train], label="train", alpha=0.8)
+        ax.plot([r[x_key] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
+        ax.set_xlabel(label)
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

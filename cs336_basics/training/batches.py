@@ -1,0 +1,108 @@
+"""Batch sources the training loop draws from: token streams (language modelling) and synthetic tasks.
+
+Both sources take an explicit ``torch.Generator`` so the data order is part of the resumable training state, and
+both know the process's ``rank`` / ``world_size``: every process draws the *same* global batch from an identically
+seeded generator and keeps its own contiguous slice of rows. Data-parallel training with N processes therefore sees
+exactly the batches a single process would see, which makes DDP runs comparable (and testable) against one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from cs336_basics.data.batching import get_batch
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs (B, T), targets (B, T), answer mask or None
+
+
+class BatchSource(Protocol):
+    """What the training loop needs from a data source."""
+
+    seq_len: int
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch: ...
+
+    def val_batch(self, batch_size: int, generator: torch.Generator) -> Batch: ...
+
+    def val_windows(self, batch_size: int, max_tokens: int) -> Iterator[Batch]: ...
+
+
+def _rank_slice(rows: int, rank: int, world_size: int) -> slice:
+    if rows % world_size:
+        raise ValueError(f"batch of {rows} rows cannot be split over {world_size} processes; use a multiple")
+    share = rows // world_size
+    return slice(rank * share, (rank + 1) * share)
+
+
+class TokenBatches:
+    """Random windows from 1-D token arrays (numpy arrays or memmaps) for next-token prediction."""
+
+    def __init__(
+        self,
+        train: np.ndarray,
+        val: np.ndarray,
+        context_length: int,
+        device: str | torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        for split, tokens in (("train", train), ("validation", val)):
+            if len(tokens) <= context_length:
+                raise ValueError(
+                    f"the {split} split has {len(tokens)} tokens, fewer than context_length+1={context_length + 1}; "
+                    "use more data or a shorter context"
+                )
+        self.train, self.val, self.seq_len = train, val, context_length
+        self.device, self.rank, self.world_size = device, rank, world_size
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        inputs, targets = get_batch(self.train, batch_size, self.seq_len, "cpu", generator=generator)
+        rows = _rank_slice(batch_size, self.rank, self.world_size)
+        return inputs[rows].to(self.device), targets[rows].to(self.device), None
+
+    def val_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """A whole (unsharded) batch: every process evaluates the same data and reaches the same decisions."""
+        inputs, targets = get_batch(self.val, batch_size, self.seq_len, "cpu", generator=generator)
+        return inputs.to(self.device), targets.to(self.device), None
+
+    def val_windows(self, batch_size: int, max_tokens: int) -> Iterator[Batch]:
+        """Non-overlapping windows covering the validation split (at most ``max_tokens`` predicted tokens)."""
+        count = min((len(self.val) - 1) // self.seq_len, max(1, max_tokens // self.seq_len))
+        starts = np.arange(count) * self.seq_len
+        for first in range(0, count, batch_size):
+            chunk = starts[first : first + batch_size]
+            windows = np.stack([np.asarray(self.val[s : s + self.seq_len + 1], dtype=np.int64) for s in chunk])
+            block = torch.from_numpy(windows)  # (b, T + 1)
+            yield block[:, :-1].to(self.device), block[:, 1:].to(self.device), None
+
+
+class TaskBatches:
+    """Batches from a synthetic task (``cs336_basics.data.synthetic``): accuracy counts answer positions only."""
+
+    def __init__(self, task: Any, device: str | torch.device, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.task, self.seq_len, self.device = task, task.seq_len, device
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        inputs, targets, mask = self.task.sample_batch(batch_size, generator)
+        rows = _rank_slice(batch_size, self.rank, self.world_size)
+        return inputs[rows].to(self.device), targets[rows].to(self.device), mask[rows].to(self.device)
+
+    def val_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """A whole (unsharded) batch: every process evaluates the same data and reaches the same decisions."""
+        inputs, targets, mask = self.task.sample_batch(batch_size, generator)
+        return inputs.to(self.device), targets.to(self.device), mask.to(self.device)
+
+    def val_windows(self, batch_size: int, max_tokens: int) -> Iterator[Batch]:
+        """A fixed held-out set of ``max_tokens / seq_len`` examples, drawn from its own seeded generator."""
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003)
+        remaining = max(1, max_tokens // self.seq_len)
+        while remaining > 0:
+            rows = min(batch_size, remaining)
+            inputs, targets, mask = self.task.sample_batch(rows, generator)
+            remaining -= rows
+            yield inputs.to(self.device), targets.to(self.device), mask.to(self.device)
