@@ -1,0 +1,175 @@
+"""Specification of cs336_basics.nn.attention: SDPA, RoPE, causal multi-head self-attention and its KV cache.
+
+Oracles: F.scaled_dot_product_attention, a complex-number RoPE written here, a torch-native multi-head attention
+written here with nn.functional, and the closed-form properties of rotations.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding, causal_mask
+from tests.adapters import (
+    run_multihead_self_attention,
+    run_multihead_self_attention_with_rope,
+    run_rope,
+    run_scaled_dot_product_attention,
+)
+
+
+def complex_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE as multiplication of adjacent-pair complex numbers by exp(i * position * freq): (..., seq, d_k)."""
+    d_k = x.shape[-1]
+    freqs = theta ** (-torch.arange(0, d_k, 2, dtype=torch.float64) / d_k)  # (d_k/2,)
+    rotation = torch.polar(torch.ones(()), (positions[..., None].double() * freqs).float())  # (..., seq, d_k/2)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], d_k // 2, 2).contiguous())
+    return torch.view_as_real(pairs * rotation).flatten(-2)
+
+
+def torch_mha(x, weights, num_heads, theta=None, positions=None, window=None):
+    """Causal multi-head attention from nn.functional pieces, the independent oracle: (B, T, D) -> (B, T, D)."""
+    B, T, D = x.shape
+    split = lambda t: t.view(B, T, num_heads, D // num_heads).transpose(1, 2)  # (B, H, T, hd)
+    q, k, v = (split(F.linear(x, weights[f"{n}_proj.weight"])) for n in "qkv")
+    if theta is not None:
+        positions = torch.arange(T) if positions is None else positions
+        q, k = complex_rope(q, positions, theta), complex_rope(k, positions, theta)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    if window is not None:
+        mask &= ~torch.ones(T, T, dtype=torch.bool).tril(-window)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.linear(y.transpose(1, 2).reshape(B, T, D), weights["output_proj.weight"])
+
+
+def random_attention_weights(d_model: int) -> dict[str, torch.Tensor]:
+    return {f"{n}_proj.weight": torch.randn(d_model, d_model) / d_model**0.5 for n in ("q", "k", "v", "output")}
+
+
+def test_sdpa_matches_torch_with_a_mask():
+    q, k, v = torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 7, 3)
+    mask = torch.rand(2, 5, 7) > 0.3
+    mask[..., 0] = True  # every query sees at least one key
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(run_scaled_dot_product_attention(q, k, v, mask), expected)
+
+
+def test_sdpa_handles_4d_leading_dims():
+    q, k, v = torch.randn(2, 3, 4, 5, 8), torch.randn(2, 3, 4, 6, 8), torch.randn(2, 3, 4, 6, 8)
+    mask = torch.rand(2, 3, 4, 5, 6) > 0.5
+    mask[..., 0] = True
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(run_scaled_dot_product_attention(q, k, v, mask), expected)
+
+
+def test_sdpa_without_mask_matches_torch():
+    q, k, v = torch.randn(3, 4, 8), torch.randn(3, 6, 8), torch.randn(3, 6, 8)
+    torch.testing.assert_close(run_scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_rope_matches_complex_rotation():
+    x, positions = torch.randn(2, 6, 16), torch.tensor([[0, 1, 2, 3, 4, 5], [7, 3, 9, 0, 31, 2]])
+    torch.testing.assert_close(run_rope(16, 10000.0, 32, x, positions), complex_rope(x, positions, 10000.0))
+
+
+def test_rope_preserves_norms():
+    x, positions = torch.randn(3, 10, 32), torch.randint(0, 64, (3, 10))
+    torch.testing.assert_close(run_rope(32, 500.0, 64, x, positions).norm(dim=-1), x.norm(dim=-1))
+
+
+def test_rope_dot_products_depend_only_on_relative_position():
+    rope = RotaryPositionalEmbedding(10000.0, 16, 128)
+    q, k = torch.randn(16), torch.randn(16)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        return rope(q[None], torch.tensor([m])) @ rope(k[None], torch.tensor([n]))[0]
+
+    torch.testing.assert_close(score(5, 2), score(103, 100), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(score(5, 2), score(5, 3), atol=1e-3)
+
+
+def test_rope_at_position_zero_is_the_identity():
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(run_rope(8, 10000.0, 16, x, torch.zeros(4, dtype=torch.long)), x)
+
+
+def test_rope_tables_are_not_in_the_state_dict():
+    assert len(RotaryPositionalEmbedding(10000.0, 8, 16).state_dict()) == 0
+
+
+def test_mha_matches_torch_native_attention():
+    weights, x = random_attention_weights(32), torch.randn(2, 7, 32)
+    out = run_multihead_self_attention(32, 4, *weights.values(), x)
+    torch.testing.assert_close(out, torch_mha(x, weights, 4), rtol=1e-4, atol=1e-5)
+
+
+def test_mha_with_rope_matches_torch_native_attention():
+    weights, x = random_attention_weights(32), torch.randn(2, 7, 32)
+    out = run_multihead_self_attention_with_rope(32, 4, 16, 10000.0, *weights.values(), x)
+    torch.testing.assert_close(out, torch_mha(x, weights, 4, theta=10000.0), rtol=1e-4, atol=1e-5)
+
+
+def test_mha_with_rope_uses_the_given_token_positions_and_extra_leading_dims():
+    weights, x = random_attention_weights(16), torch.randn(3, 5, 16)
+    positions = torch.tensor([4, 5, 6, 10, 11])
+    out = run_multihead_self_attention_with_rope(16, 2, 16, 100.0, *weights.values(), x[None], positions[None])
+    expected = torch_mha(x, weights, 2, theta=100.0, positions=positions)
+    torch.testing.assert_close(out[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mha_state_dict_keys_are_the_adapter_layout():
+    keys = set(CausalMultiHeadSelfAttention(16, 2).state_dict())
+    assert keys == {"q_proj.weight", "k_proj.weight", "v_proj.weight", "output_proj.weight"}
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_sliding_window_attention_matches_a_banded_mask(window):
+    weights, x = random_attention_weights(16), torch.randn(2, 8, 16)
+    attn = CausalMultiHeadSelfAttention(16, 2, positions="none", window=window)
+    attn.load_state_dict(weights)
+    torch.testing.assert_close(attn(x), torch_mha(x, weights, 2, window=window), rtol=1e-4, atol=1e-5)
+
+
+def test_causal_mask_for_the_last_queries_of_a_longer_sequence():
+    expected = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(causal_mask(2, 4), expected)
+    assert torch.equal(causal_mask(2, 4, window=2), torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]], dtype=torch.bool))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_torch_sdpa_backend_matches_naive(window):
+    naive = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, window=window)
+    fused = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, window=window, backend="torch_sdpa")
+    fused.load_state_dict(naive.state_dict())
+    x = torch.randn(2, 9, 32)
+    torch.testing.assert_close(fused(x), naive(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("backend", "window"), [("naive", None), ("torch_sdpa", None), ("naive", 2)])
+def test_kv_cache_gives_the_same_outputs_as_one_full_pass(backend, window):
+    attn = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, backend=backend, window=window)
+    x = torch.randn(2, 10, 32)
+    cache = attn.make_cache(batch_size=2, max_seq_len=10)
+    chunks = [attn(x[:, :4], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(4, 10)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), attn(x), rtol=1e-4, atol=1e-5)
+    assert cache.length == 10
+
+
+def test_kv_cache_overflow_is_a_clear_error():
+    attn = CausalMultiHeadSelfAttention(16, 2)
+    cache = attn.make_cache(batch_size=1, max_seq_len=3)
+    with pytest.raises(ValueError, match="overflow"):
+        attn(torch.randn(1, 4, 16), cache=cache)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_heads": 3}, "divisible"),
+        ({"positions": "alibi"}, "positions"),
+        ({"backend": "flash"}, "backend"),
+        ({"window": 0}, "window"),
+    ],
+)
+def test_attention_rejects_bad_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CausalMultiHeadSelfAttention(**{"d_model": 16, "num_heads": 2, **kwargs})
