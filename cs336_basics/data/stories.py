@@ -10,7 +10,8 @@ remembering sentence three. Word choices inside each slot follow a Zipf law with
 
 Documented statistics (checked in ``tests/test_stories.py``):
 
-- each story has ``3 + [MIN_BODY_SENTENCES, MAX_BODY_SENTENCES] + 1`` sentences, about 250 to 1,500 bytes (mean about 770);
+- each story has ``3 + [MIN_BODY_SENTENCES, MAX_BODY_SENTENCES] + 1`` sentences, about 250 to 1,500 bytes
+  (mean about 770);
 - the hero named in the first sentence appears at least twice more in the same story;
 - within a slot, the ``r``-th word (1-based) has frequency ``~ r ** -ZIPF_EXPONENT``.
 

@@ -1,0 +1,67 @@
+"""Content-addressed cache entries for prepared data: a folder named by a key, files inside, and a ``meta.json``
+that records every file's size and SHA-256.
+
+- :func:`cache_key` hashes everything an entry depends on (source, its checksums, tokenizer checksum, split
+  settings, format version), so a changed input or tokenizer gets a new folder and is never silently reused.
+- :func:`verify_entry` re-checks sizes (cheap) and, by default, checksums; a truncated or corrupted file makes the
+  entry invalid and the caller rebuilds it. ``meta.json`` is written last and atomically: a build interrupted
+  half-way has no ``meta.json`` and counts as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike, block_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A short stable hash of ``parts`` (JSON-serialisable) plus the cache format version."""
+    text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_files(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes", "sha256"}}`` for files inside ``directory``."""
+    return {n: {"bytes": (directory / n).stat().st_size, "sha256": sha256_file(directory / n)} for n in names}
+
+
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    tmp = directory / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, directory / "meta.json")
+
+
+def read_meta(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def verify_entry(directory: Path, checksums: bool = True) -> tuple[dict[str, Any] | None, str]:
+    """``(meta, "")`` when every recorded file exists with its recorded size (and SHA-256); else ``(None, reason)``."""
+    meta = read_meta(directory)
+    if meta is None:
+        return None, f"{directory / 'meta.json'} is missing or unreadable"
+    for name, info in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            return None, f"{path} is missing"
+        if path.stat().st_size != info["bytes"]:
+            return None, f"{path} has {path.stat().st_size} bytes, expected {info['bytes']}"
+        if checksums and sha256_file(path) != info["sha256"]:
+            return None, f"{path} does not match its recorded SHA-256"
+    return meta, ""

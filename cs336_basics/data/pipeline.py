@@ -1,0 +1,231 @@
+"""Prepare a corpus once: documents -> train/validation split -> tokenizer -> cached token arrays.
+
+``prepare_corpus(...)`` returns a :class:`PreparedCorpus` whose ``train``/``val`` are read-only memmaps, so memory
+never scales with the corpus. Three cache entries (see :mod:`cs336_basics.data.cache`), each keyed by everything it
+depends on, make a second call start instantly and a changed input rebuild:
+
+1. ``split-<key>/``: ``train.txt`` and ``val.txt``. The split is by document, *before* flattening, so no document is
+   in both: a document goes to validation when a seeded hash of its text falls below ``val_fraction`` (identical
+   documents therefore land on the same side). ``val_fraction=None`` uses the corpus's own validation file instead.
+   Key: source name and settings plus the SHA-256 of every input file (or, for generated stories, their size,
+   seed and a fingerprint of the grammar).
+2. ``bpe-<key>/``: ``vocab.json`` + ``merges.txt`` trained on (the first ``bpe_train_bytes`` of) ``train.txt``.
+3. ``tokens-<key>/``: ``train/tokens.bin`` and ``val/tokens.bin`` (``uint16``/``uint32``) + ``meta.json``; key:
+   the split entry's file checksums and the tokenizer's checksum.
+
+Entries are verified (sizes and SHA-256) before reuse; a damaged one is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cs336_basics.data import corpora
+from cs336_basics.data.cache import cache_key, describe_files, sha256_file, verify_entry, write_meta
+from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
+from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
+from cs336_basics.tokenizer.bpe_train import train_bpe
+from cs336_basics.tokenizer.io import save_tokenizer_files
+from cs336_basics.tokenizer.tokenizer import Tokenizer
+
+SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "jsonl", "text")
+TOKENIZERS = ("bytes", "bpe", "gpt2")
+
+
+@dataclass
+class PreparedCorpus:
+    """Token arrays ready for training; ``meta`` records how they were made (keys, checksums, sizes)."""
+
+    train: np.ndarray  # (N_train,) memmap
+    val: np.ndarray  # (N_val,) memmap
+    vocab_size: int
+    tokenizer: Any  # has encode(str) -> list[int] and decode(ids) -> str
+    eos_id: int
+    meta: dict[str, Any]
+    directory: Path
+
+
+def in_validation(doc: str, seed: int, val_fraction: float) -> bool:
+    """Deterministic document-level split: a seeded 64-bit hash of the text compared with ``val_fraction``."""
+    digest = hashlib.blake2b(doc.encode("utf-8"), digest_size=8, key=seed.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "little") < val_fraction * 2**64
+
+
+def _story_documents(num_bytes: int, seed: int) -> Iterator[str]:
+    for block in iter_story_bytes(num_bytes, seed):
+        yield from block.decode("utf-8").split(EOT)[:-1]
+
+
+def _input_files(source: str, path, data_dir, splits: list[str]) -> list[Path]:
+    files = []
+    for split in splits:
+        if source in ("jsonl", "text"):
+            if path is None or not Path(path).exists():
+                raise FileNotFoundError(f"source {source!r} reads a local file: pass path=... (got {path})")
+            location = Path(path)
+        else:
+            location = corpora.local_path(source, split, path, data_dir)
+        files += sorted(p for p in location.rglob("*") if p.is_file()) if location.is_dir() else [location]
+    return files
+
+
+def _build_split(directory: Path, train_docs, val_docs, seed: int, val_fraction: float | None, progress: bool) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {"train": 0, "val": 0}
+    with (
+        open(directory / "train.txt", "w", encoding="utf-8") as ftrain,
+        open(directory / "val.txt", "w", encoding="utf-8") as fval,
+    ):
+        for doc in tqdm(train_docs, desc="split", unit="doc", disable=not progress):
+            side = "val" if val_fraction is not None and in_validation(doc, seed, val_fraction) else "train"
+            (fval if side == "val" else ftrain).write(doc + EOT)
+            counts[side] += 1
+        for doc in val_docs:
+            fval.write(doc + EOT)
+            counts["val"] += 1
+    for side, n in counts.items():
+        if n == 0:
+            raise ValueError(
+                f"the {side} split is empty ({counts['train']} train / {counts['val']} val documents); "
+                "use more data or a different val_fraction"
+            )
+    write_meta(directory, {"files": describe_files(directory, ["train.txt", "val.txt"]), "documents": counts})
+
+
+def _prepare_split(
+    source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress
+) -> tuple[Path, dict]:
+    if source == "stories":
+        identity = {"num_bytes": num_bytes, "grammar": hashlib.sha256(generate_stories(4096).encode()).hexdigest()}
+        train_docs, val_docs = _story_documents(num_bytes, seed), iter(())
+    elif hf_revision is not None:
+        identity = {"hf_revision": hf_revision, "text_field": text_field}
+        train_docs = corpora.iter_hf_documents(source, "train", hf_revision, text_field)
+        val_docs = (
+            corpora.iter_hf_documents(source, "valid", hf_revision, text_field) if val_fraction is None else iter(())
+        )
+    else:
+        splits = ["train"] if val_fraction is not None else ["train", "valid"]
+        identity = {"files": {str(p): sha256_file(p) for p in _input_files(source, path, data_dir, splits)}}
+        train_docs = corpora.iter_documents(source, "train", path, data_dir, text_field)
+        val_docs = (
+            corpora.iter_documents(source, "valid", path, data_dir, text_field) if val_fraction is None else iter(())
+        )
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1) or None (use the corpus's own split), got {val_fraction}")
+    key = cache_key({"stage": "split", "source": source, "seed": seed, "val_fraction": val_fraction, **identity})
+    directory = Path(cache_dir) / f"split-{source}-{key}"
+    meta, _ = verify_entry(directory)
+    if meta is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        _build_split(directory, train_docs, val_docs, seed, val_fraction, progress)
+        meta, _ = verify_entry(directory, checksums=False)
+    return directory, meta
+
+
+def _make_tokenizer(
+    kind: str, split_dir: Path, split_meta: dict, vocab_size, bpe_train_bytes, cache_dir, workers, progress
+):
+    if kind == "bytes":
+        return ByteTokenizer([EOT])
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    vocab_size = vocab_size or 1024
+    key = cache_key({"stage": "bpe", "train": split_meta["files"]["train.txt"]["sha256"], "vocab_size": vocab_size,
+                     "bpe_train_bytes": bpe_train_bytes, "special_tokens": [EOT]})  # fmt: skip
+    directory = Path(cache_dir) / f"bpe-{vocab_size}-{key}"
+    if verify_entry(directory)[0] is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        sample = split_dir / "train.txt"
+        if bpe_train_bytes is not None and sample.stat().st_size > bpe_train_bytes:
+            sample = directory / "bpe_train.txt"
+            with open(split_dir / "train.txt", encoding="utf-8", errors="ignore") as src:
+                text = src.read(bpe_train_bytes)
+            sample.write_text(text[: text.rfind(EOT) + len(EOT)] if EOT in text else text, encoding="utf-8")
+        vocab, merges = train_bpe(sample, vocab_size, [EOT], num_workers=workers, progress=progress)
+        (directory / "bpe_train.txt").unlink(missing_ok=True)
+        save_tokenizer_files(vocab, merges, directory)
+        write_meta(directory, {"files": describe_files(directory, ["vocab.json", "merges.txt"])})
+    return Tokenizer.from_files(directory / "vocab.json", directory / "merges.txt", [EOT])
+
+
+def prepare_corpus(
+    source: str = "stories",
+    tokenizer: str = "bytes",
+    cache_dir: str | os.PathLike = "data_cache",
+    vocab_size: int | None = None,
+    num_bytes: int = 4_000_000,
+    val_fraction: float | None = 0.1,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike = corpora.DEFAULT_DATA_DIR,
+    text_field: str = "text",
+    hf_revision: str | None = None,
+    bpe_train_bytes: int | None = 8_000_000,
+    num_workers: int | None = None,
+    progress: bool = False,
+    verify_checksums: bool = True,
+) -> PreparedCorpus:
+    """Split, tokenize and cache a corpus (see the module docstring); returns memmapped token arrays.
+
+    Args:
+        source: one of :data:`SOURCES` (``stories`` is generated offline; the others read local files, or the HF hub
+            when ``hf_revision`` pins a revision).
+        tokenizer: ``bytes`` (vocab 257), ``bpe`` (trained here, ``vocab_size`` default 1024) or ``gpt2`` (tiktoken).
+        num_bytes: size of the generated story corpus (``source="stories"`` only).
+        val_fraction: fraction of documents held out; ``None`` uses the corpus's own validation file.
+        seed: story generator seed and split hash key.
+        path: a local file or folder for the source (default: the registry location under ``data_dir``).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {TOKENIZERS}")
+    if source == "stories" and val_fraction is None:
+        raise ValueError("generated stories have no separate validation file; pass a val_fraction such as 0.1")
+    split_dir, split_meta = _prepare_split(
+        source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress
+    )
+    tok = _make_tokenizer(
+        tokenizer, split_dir, split_meta, vocab_size, bpe_train_bytes, cache_dir, num_workers, progress
+    )
+    tok_sha = tokenizer_sha256(tok)
+    split_sums = {name: info["sha256"] for name, info in split_meta["files"].items()}
+    key = cache_key({"stage": "tokens", "split": split_sums, "tokenizer": tok_sha})
+    directory = Path(cache_dir) / f"tokens-{source}-{tokenizer}-{key}"
+    meta, _ = verify_entry(directory, checksums=verify_checksums)
+    if meta is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        parts = {}
+        for side in ("train", "val"):
+            parts[side] = encode_text_file(split_dir / f"{side}.txt", tok, directory / side, num_workers, progress)
+        meta = {
+            "files": describe_files(directory, ["train/tokens.bin", "val/tokens.bin"]),
+            "dtype": parts["train"]["dtype"],
+            "num_tokens": {side: parts[side]["num_tokens"] for side in parts},
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.encode(EOT)[0],
+            "source": source,
+            "tokenizer": tokenizer,
+            "tokenizer_sha256": tok_sha,
+            "split": {"directory": str(split_dir), "documents": split_meta["documents"], "val_fraction": val_fraction},
+            "seed": seed,
+        }
+        write_meta(directory, meta)
+    arrays = {
+        side: np.memmap(
+            directory / side / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"][side],)
+        )
+        for side in ("train", "val")
+    }
+    return PreparedCorpus(arrays["train"], arrays["val"], meta["vocab_size"], tok, meta["eos_id"], meta, directory)
