@@ -1,0 +1,199 @@
+"""Specification of the selective scan's PyTorch backends, dispatcher and single-step decode (CPU, fast).
+
+Oracles: an explicit double-sum form of the recurrence (for the reference), the sequential reference (for the
+chunked scan, in float64), and ``torch.autograd.gradcheck`` (finite differences) for the chunked scan's gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import kernels.selective_scan as ss
+from kernels.selective_scan import resolve_backend, selective_scan, selective_scan_step
+from kernels.selective_scan.chunked import selective_scan_chunked
+from kernels.selective_scan.reference import selective_scan_reference
+from tests.adapters import run_selective_scan
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(b=2, d=3, n=4, L=13, dtype=torch.float64, optional=True, delta_scale=1.0, seed=0):
+    """Random scan inputs (dict by argument name) with A < 0 as in Mamba; D, z, delta_bias None unless optional."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    x = {
+        "u": r(b, d, L),
+        "delta": r(b, d, L) * delta_scale,
+        "A": -torch.rand(d, n, generator=g, dtype=torch.float64) * 2 - 0.1,
+        "B": r(b, n, L),
+        "C": r(b, n, L),
+        "D": r(d) if optional else None,
+        "z": r(b, d, L) if optional else None,
+        "delta_bias": r(d) if optional else None,
+    }
+    return {k: v.to(dtype).requires_grad_() if v is not None else None for k, v in x.items()}
+
+
+def run_with_grads(fn, x, softplus=True, **kwargs):
+    """Output, last state and the gradients of a fixed random functional of both, for every non-None input."""
+    y, last = fn(**x, delta_softplus=softplus, return_last_state=True, **kwargs)
+    g = torch.Generator().manual_seed(1)
+    w_y = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)
+    w_h = torch.randn(last.shape, generator=g, dtype=torch.float64).to(last.dtype)
+    inputs = [x[k] for k in NAMES if x[k] is not None]
+    grads = torch.autograd.grad((y * w_y).sum() + (last * w_h).sum(), inputs)
+    return y, last, dict(zip([k for k in NAMES if x[k] is not None], grads, strict=True))
+
+
+def test_reference_matches_explicit_sum_form():
+    # h_t = sum_{s<=t} exp(A * sum_{s<r<=t} dt_r) * dt_s * B_s * u_s, written out with no recurrence at all.
+    x = make_inputs(b=1, d=2, n=3, L=6, optional=False)
+    u, dt, A, B, C = (x[k].detach() for k in ("u", "delta", "A", "B", "C"))
+    dt = dt.abs()
+    y = selective_scan_reference(u, dt, A, B, C)
+    for t in range(6):
+        h = sum(
+            torch.exp(A * dt[0, :, s + 1 : t + 1].sum(-1)[:, None]) * (dt[0, :, s] * u[0, :, s])[:, None] * B[0, :, s]
+            for s in range(t + 1)
+        )
+        torch.testing.assert_close(y[0, :, t], (h * C[0, :, t]).sum(-1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [1, 7, 8, 9, 33])
+@pytest.mark.parametrize("optional", [True, False])
+def test_chunked_matches_reference_values_and_gradients_float64(L, optional):
+    x = make_inputs(L=L, optional=optional)
+    ref = run_with_grads(selective_scan_reference, x, softplus=optional)
+    got = run_with_grads(selective_scan_chunked, x, softplus=optional, chunk_size=8)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-10)
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+
+
+def test_chunked_passes_gradcheck():
+    x = make_inputs(b=1, d=2, n=2, L=5)
+    names = [k for k in NAMES if x[k] is not None]
+
+    def f(*args):
+        return selective_scan_chunked(**dict(zip(names, args, strict=True)), delta_softplus=True, chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, tuple(x[k] for k in names))
+
+
+def test_chunked_long_sequence_with_large_dt_stays_finite_and_matches_reference():
+    # L = 4096 with dt up to ~30 and A down to -2: cumulative log-decay reaches ~ -1e5, far past float32 exp range.
+    x64 = make_inputs(b=1, d=2, n=4, L=4096, delta_scale=10.0)
+    x32 = {k: v.detach().float().requires_grad_() if v is not None else None for k, v in x64.items()}
+    y, last, grads = run_with_grads(selective_scan_chunked, x32)
+    assert torch.isfinite(y).all() and torch.isfinite(last).all()
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    ref = run_with_grads(selective_scan_reference, x64)
+    torch.testing.assert_close(y.double(), ref[0], rtol=1e-4, atol=1e-4)
+    for name in ref[2]:
+        scale = ref[2][name].abs().max()
+        torch.testing.assert_close(grads[name].double() / scale, ref[2][name] / scale, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_half_precision_inputs_return_input_dtype_and_match_float32(dtype):
+    x = {k: v.detach().to(dtype) if v is not None else None for k, v in make_inputs(L=40).items()}
+    y = selective_scan_chunked(**x, delta_softplus=True)
+    ref = selective_scan_reference(
+        **{k: v.float() if v is not None else None for k, v in x.items()}, delta_softplus=True
+    )
+    assert y.dtype == dtype
+    # Only the final rounding to the half type differs: state accumulates in float32.
+    torch.testing.assert_close(y.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_iterated_step_equals_full_scan_and_last_state():
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs(L=11).items()}
+    y, last = selective_scan_reference(**x, delta_softplus=True, return_last_state=True)
+    h = torch.zeros(2, 3, 4, dtype=torch.float64)
+    ys = []
+    for t in range(11):
+        y_t, h = selective_scan_step(
+            h, x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t],
+            D=x["D"], z_t=x["z"][..., t], delta_bias=x["delta_bias"], delta_softplus=True,
+        )  # fmt: skip
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, dim=-1), y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h, last, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["chunked", "auto"])
+def test_return_last_state_matches_reference(backend):
+    x = {k: v.detach().float() if v is not None else None for k, v in make_inputs(L=30).items()}
+    _, want = selective_scan_reference(**x, delta_softplus=True, return_last_state=True)
+    _, got = selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 4)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_runs_every_cpu_backend_to_the_same_output():
+    x = {k: v.detach().float() if v is not None else None for k, v in make_inputs(L=20).items()}
+    outs = [run_selective_scan(**x, delta_softplus=True, backend=b) for b in ("reference", "chunked", "auto")]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[2], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_resolves_to_chunked_on_cpu_and_logs_the_choice_once(caplog, monkeypatch):
+    monkeypatch.setattr(ss, "_logged_choices", set())
+    x = {k: v.detach().float() if v is not None else None for k, v in make_inputs(L=4).items()}
+    assert resolve_backend("cpu") == "chunked"
+    with caplog.at_level(logging.INFO, logger="kernels.selective_scan"):
+        selective_scan(**x)
+        selective_scan(**x)
+    assert [r.getMessage() for r in caplog.records].count(
+        "selective_scan: backend 'auto' resolved to 'chunked' on cpu"
+    ) == 1
+
+
+def test_unknown_backend_is_rejected():
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs(L=4).items()}
+    with pytest.raises(ValueError, match="unknown backend 'cuda_fast'"):
+        selective_scan(**x, backend="cuda_fast")
+
+
+def test_triton_on_cpu_without_interpreter_is_rejected(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        resolve_backend("cpu", "triton")
+
+
+@pytest.mark.parametrize(
+    ("name", "bad_shape", "message"),
+    [
+        ("u", (2, 3), "u has shape"),
+        ("delta", (2, 3, 12), "delta has shape"),
+        ("A", (4, 4), "A has shape"),
+        ("B", (2, 5, 13), "B has shape"),
+        ("C", (2, 4, 12), "C has shape"),
+        ("D", (4,), "D has shape"),
+        ("z", (1, 3, 13), "z has shape"),
+        ("delta_bias", (3, 1), "delta_bias has shape"),
+    ],
+)
+def test_shape_mismatch_gives_one_line_error_naming_the_argument(name, bad_shape, message):
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs().items()}
+    x[name] = torch.zeros(bad_shape, dtype=torch.float64)
+    with pytest.raises(ValueError, match=message) as info:
+        selective_scan(**x)
+    assert "\n" not in str(info.value)
+
+
+def test_integer_input_is_rejected():
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs().items()}
+    x["u"] = x["u"].long()
+    with pytest.raises(ValueError, match="u has dtype torch.int64"):
+        selective_scan(**x)
+
+
+def test_step_with_mismatched_state_is_rejected():
+    with pytest.raises(ValueError, match="selective_scan_step"):
+        selective_scan_step(torch.zeros(2, 3, 4), torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(3, 4),
+                            torch.zeros(2, 4), torch.zeros(2, 4))  # fmt: skip
