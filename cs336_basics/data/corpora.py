@@ -102,13 +102,14 @@ def _is_article_heading(line: str) -> bool:
 
 def wikitext_articles(lines: Iterable[str]) -> Iterator[str]:
     """Join WikiText rows into articles, starting a new one at every top-level `` = Title = `` row."""
-    article: list[str] = []
+    article: list[str] = []  # starts at its first non-blank row
     for line in lines:
-        if _is_article_heading(line) and any(x.strip() for x in article):
+        if _is_article_heading(line) and article:
             yield "".join(article).strip("\n")
             article = []
-        article.append(line if line.endswith("\n") else line + "\n")
-    if any(x.strip() for x in article):
+        if article or line.strip():
+            article.append(line if line.endswith("\n") else line + "\n")
+    if article:
         yield "".join(article).strip("\n")
 
 
