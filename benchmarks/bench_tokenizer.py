@@ -1,0 +1,191 @@
+"""Tokenizer benchmark: BPE training vs HF ``tokenizers`` and encoding throughput vs ``tiktoken``, same run.
+
+Corpus: the project's generated stories (``cs336_basics.data.stories.write_stories``), cached under ``--data-dir``.
+
+* Training: ``train_bpe`` and HF's ByteLevel ``BpeTrainer`` (same vocab size, special token and cores; HF's Rayon
+  pool is capped with ``RAYON_NUM_THREADS``; it is fed documents split at the special token, because the corpus has
+  no newlines and HF parallelises over lines), each in a fresh subprocess; peak memory is the largest sum of RSS
+  over the subprocess and all its children, sampled every 20 ms with psutil.
+* Encoding: ``Tokenizer.encode`` vs ``tiktoken`` built from the same merges, one process, on the first
+  ``--encode-mb`` MB; plus ``encode_file`` with all cores on the whole corpus.
+
+Run: ``uv run --group benchmark python benchmarks/bench_tokenizer.py`` (writes ``benchmarks/results/tokenizer.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+EOT = "<|endoftext|>"
+RESULTS = Path(__file__).parent / "results" / "tokenizer.md"
+
+
+def _train_ours(path: str, vocab_size: int, workers: int, out: str) -> dict:
+    from cs336_basics.tokenizer.bpe_train import train_bpe
+    from cs336_basics.tokenizer.io import save_tokenizer_files
+
+    vocab, merges = train_bpe(path, vocab_size, [EOT], num_workers=workers)
+    save_tokenizer_files(vocab, merges, out)
+    return {"vocab": len(vocab), "merges": len(merges)}
+
+
+def _documents(path: str, block_chars: int = 1 << 20):
+    """Stream the corpus as documents, split at ``EOT`` (which is dropped, as a special token never merges)."""
+    rest = ""
+    with open(path, encoding="utf-8") as f:
+        for block in iter(lambda: f.read(block_chars), ""):
+            docs = (rest + block).split(EOT)
+            rest = docs.pop()
+            yield from docs
+    yield rest
+
+
+def _train_hf(path: str, vocab_size: int, workers: int, out: str) -> dict:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # the corpus has no newlines and HF parallelises over lines, so hand it documents (split at EOT) instead
+    tokenizer.train_from_iterator(_documents(path), trainer)
+    return {"vocab": tokenizer.get_vocab_size()}
+
+
+def run_measured(mode: str, path: str, vocab_size: int, workers: int, out: str) -> dict:
+    """Run one trainer in a subprocess; return its wall time and peak RSS summed over its process tree."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(workers))
+    cmd = [sys.executable, __file__, "--child", mode, path, str(vocab_size), str(workers), out]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed with exit code {proc.returncode}")
+    return {"wall_s": wall, "peak_mib": peak / 2**20, **json.loads(stdout.strip().splitlines()[-1])}
+
+
+def bench_encoding(corpus: Path, tokenizer_dir: Path, encode_mb: float, workers: int) -> dict:
+    import tiktoken
+
+    from cs336_basics.tokenizer.encode_file import encode_file
+    from cs336_basics.tokenizer.pretokenize import GPT2_PATTERN
+    from cs336_basics.tokenizer.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_files(tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt", [EOT])
+    ranks = {bytes([b]): b for b in range(256)}
+    for a, b in tok.merges:
+        ranks[a + b] = len(ranks)
+    enc = tiktoken.Encoding(name="same-merges", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={EOT: len(ranks)})  # fmt: skip
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read(int(encode_mb * 1e6))
+    num_bytes = len(text.encode("utf-8"))
+    start = time.perf_counter()
+    ours = tok.encode(text)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    theirs = enc.encode(text, allowed_special="all")
+    tiktoken_s = time.perf_counter() - start
+    assert len(ours) == len(theirs), "token counts differ from tiktoken"
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        meta = encode_file(corpus, tok, out, num_workers=workers, progress=False)
+        parallel_s = time.perf_counter() - start
+    return {
+        "encode_bytes": num_bytes,
+        "ours_Bps": num_bytes / ours_s,
+        "tiktoken_Bps": num_bytes / tiktoken_s,
+        "parallel_Bps": meta["input_bytes"] / parallel_s,
+        "parallel_tokens": meta["num_tokens"],
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        mode, path, vocab_size, workers, out = sys.argv[2:7]
+        fn = _train_ours if mode == "ours" else _train_hf
+        print(json.dumps(fn(path, int(vocab_size), int(workers), out)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=100.0, help="corpus size in MB (1e6 bytes)")
+    parser.add_argument("--vocab-size", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--encode-mb", type=float, default=20.0, help="text for the single-process encode timing")
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "cs336_bench_tokenizer"))
+    args = parser.parse_args()
+
+    from cs336_basics.data.stories import write_stories
+
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    corpus = data_dir / f"stories_{args.mb:g}MB.txt"
+    if not corpus.exists():
+        write_stories(corpus, int(args.mb * 1e6), seed=0)
+    size_mb = corpus.stat().st_size / 1e6
+    print(f"corpus {corpus} ({size_mb:.1f} MB), vocab {args.vocab_size}, {args.workers} workers")
+
+    ours_dir = data_dir / "ours_tokenizer"
+    ours = run_measured("ours", str(corpus), args.vocab_size, args.workers, str(ours_dir))
+    print(f"train ours: {ours}")
+    hf = run_measured("hf", str(corpus), args.vocab_size, args.workers, str(data_dir / "hf_tokenizer"))
+    print(f"train HF:   {hf}")
+    enc = bench_encoding(corpus, ours_dir, args.encode_mb, args.workers)
+    print(f"encode: {enc}")
+
+    time_ratio = ours["wall_s"] / hf["wall_s"]
+    enc_ratio = enc["ours_Bps"] / enc["tiktoken_Bps"]
+    cmd = "uv run --group benchmark python benchmarks/bench_tokenizer.py" + " ".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("mb", "vocab_size", "workers")
+    )
+    machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs"
+    lines = [
+        "# Tokenizer benchmark",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {machine}; "
+        f"corpus: generated stories, {size_mb:.1f} MB.",
+        "",
+        "| measure | ours | peer | ratio (ours/peer) | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| BPE training wall time, vocab {args.vocab_size}, {args.workers} workers (peer: HF tokenizers) "
+        f"| {ours['wall_s']:.1f} s ({ours['merges']} merges) | {hf['wall_s']:.1f} s | {time_ratio:.2f}x | <= 1.5x |",
+        f"| BPE training peak memory incl. workers | {ours['peak_mib']:.0f} MiB | {hf['peak_mib']:.0f} MiB "
+        f"| {ours['peak_mib'] / hf['peak_mib']:.2f}x | < 2048 MiB |",
+        f"| encode throughput, 1 process, {enc['encode_bytes'] / 1e6:.0f} MB (peer: tiktoken, same merges) "
+        f"| {enc['ours_Bps'] / 1e6:.2f} MB/s | {enc['tiktoken_Bps'] / 1e6:.2f} MB/s | {enc_ratio:.2f}x | >= 0.5x |",
+        f"| encode_file throughput, {args.workers} workers, whole corpus "
+        f"| {enc['parallel_Bps'] / 1e6:.2f} MB/s | — | — | — |",
+        "",
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
