@@ -163,6 +163,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError:
                 continue
+        if any(typing.get_origin(option) is Literal for option in typing.get_args(annotation)):
+            raise ConfigError(f"config error: {key}={value!r} is not allowed; choose one of {_type_name(annotation)}")
         raise ConfigError(f"config error: {key}={value!r} has the wrong type; expected {_type_name(annotation)}")
     if annotation is type(None):
         if value is None:

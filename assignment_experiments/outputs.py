@@ -21,20 +21,17 @@ def write_samples(config: ExperimentConfig, model: torch.nn.Module, data: Prepar
 
     t = config.train
     blocks = []
-    device = next(model.parameters()).device
     for index, prompt in enumerate(t.sample_prompts):
-        prompt_ids = torch.tensor([data.tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, P)
-        output = generate(
+        new_ids = generate(
             model,
-            prompt_ids,
+            data.tokenizer.encode(prompt),
             t.sample_max_new_tokens,
             temperature=t.sample_temperature,
             top_p=t.sample_top_p,
             eos_id=data.eos_id,
             seed=t.seed + index,
         )
-        ids = output[0].tolist() if isinstance(output, torch.Tensor) else list(output[0])
-        blocks.append(f"### prompt: {prompt!r}\n{data.tokenizer.decode(ids)}\n")
+        blocks.append(f"### prompt: {prompt!r}\n{prompt}{data.tokenizer.decode(new_ids)}\n")
     out.write_text("\n".join(blocks))
 
 

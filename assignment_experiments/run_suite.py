@@ -1,0 +1,105 @@
+"""Run a suite of experiments (a sweep, an ablation set, an architecture study) one after another.
+
+    uv run python -m assignment_experiments.run_suite --suite assignment_experiments/configs/suites/lr_sweep.json
+
+A suite JSON names a base config and a list of runs, each with a ``name`` and ``set`` overrides (and optionally
+its own ``config``)::
+
+    {"description": "...", "base": "../cpu_baseline.json",
+     "runs": [{"name": "lr_1e-3", "set": {"optim.lr": 1e-3}}, {"name": "lr_3e-3", "set": {"optim.lr": 3e-3}}]}
+
+Config paths are relative to the suite file. Every run's config is validated before the first one starts; finished
+runs (``summary.json`` present) are skipped, interrupted ones are resumed; a diverging run is recorded and the suite
+goes on (a learning-rate sweep is expected to find the edge). At the end the suite's runs are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from assignment_experiments.config import ConfigError, ExperimentConfig, load_config
+
+
+def load_suite(path: Path, extra_overrides: list[str]) -> list[tuple[str, ExperimentConfig]]:
+    """The suite's (name, validated config) pairs."""
+    if not path.is_file():
+        raise ConfigError(f"config error: suite file {path} does not exist; pass --suite with an existing JSON file")
+    suite = json.loads(path.read_text())
+    unknown = sorted(set(suite) - {"description", "base", "runs"})
+    if unknown or not isinstance(suite.get("runs"), list) or not suite["runs"]:
+        raise ConfigError(
+            f"config error: suite {path} needs a non-empty 'runs' list (keys: description, base, runs); got {unknown}"
+        )
+    runs = []
+    for index, entry in enumerate(suite["runs"]):
+        bad = sorted(set(entry) - {"name", "config", "set"})
+        if bad or "name" not in entry:
+            raise ConfigError(f"config error: suite run #{index} needs 'name' (optional: 'config', 'set'); got {bad}")
+        config_path = entry.get("config", suite.get("base"))
+        if config_path is None:
+            raise ConfigError(f"config error: suite run {entry['name']!r} has no config and the suite no 'base'")
+        overrides = [f"{k}={json.dumps(v)}" for k, v in entry.get("set", {}).items()] + extra_overrides
+        try:
+            runs.append((entry["name"], load_config(path.parent / config_path, overrides)))
+        except ConfigError as error:
+            raise ConfigError(f"{error} (suite run {entry['name']!r})") from None
+    names = [name for name, _ in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config error: suite {path} repeats run names; give every run a unique 'name'")
+    return runs
+
+
+def run_suite(path: Path, runs_dir: Path, extra_overrides: list[str]) -> dict[str, Any]:
+    """Run (or skip / resume) every run of the suite; returns {name: status}."""
+    from assignment_experiments.report import build_report
+    from assignment_experiments.runner import run_experiment
+    from cs336_basics.training.loop import NonFiniteError
+
+    status: dict[str, Any] = {}
+    for name, config in load_suite(path, extra_overrides):
+        run_dir = runs_dir / name
+        if (run_dir / "summary.json").is_file():
+            print(f"[suite] {name}: finished already, skipping", flush=True)
+            status[name] = "skipped"
+            continue
+        print(f"[suite] {name}: starting", flush=True)
+        try:
+            run_experiment(config, name, runs_dir, resume=run_dir.exists())
+            status[name] = "done"
+        except NonFiniteError as error:
+            print(f"[suite] {name}: diverged: {error}", flush=True)
+            status[name] = "diverged"
+    finished = [runs_dir / n for n in status if (runs_dir / n / "summary.json").is_file()]
+    if finished:
+        print(build_report(finished, runs_dir / "_report" / path.stem, log_path=None))
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    description = __doc__.splitlines()[0]
+    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.run_suite", description=description)
+    parser.add_argument("--suite", type=Path, required=True, help="suite JSON (base config + runs with overrides)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent directory of runs (default: runs)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override applied to every run of the suite (repeatable), e.g. --set train.max_steps=50",
+    )
+    args = parser.parse_args(argv)
+    try:
+        status = run_suite(args.suite, args.runs_dir, args.overrides)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    return 0 if "diverged" not in status.values() else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Config loading: types, overrides, and one actionable line (exit code 2, nothing written) for every bad config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assignment_experiments.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, load_config
+from assignment_experiments.run_experiment import main
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "assignment_experiments" / "configs"
+
+
+@pytest.fixture
+def base_config(tmp_path: Path) -> dict:
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.arange(400, dtype=np.uint16) % 50)
+    return {
+        "description": "test",
+        "model": {"architecture": "transformer", "context_length": 16, "d_model": 16, "num_layers": 1, "num_heads": 2},
+        "data": {"source": "tokens", "path": str(tokens)},
+        "optim": {"warmup_steps": 1},
+        "train": {"max_steps": 2, "batch_size": 2, "eval_every": 1, "eval_batches": 1, "checkpoint_every": 0},
+        "logging": {"progress_bar": False},
+    }
+
+
+def write(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+BAD_CONFIGS = [
+    ({"model": {"d_model": 100, "num_heads": 3}}, "model.d_model=100 is not divisible by model.num_heads=3"),
+    ({"model": {"colour": "red"}}, "unknown key model.colour"),
+    ({"trian": {}}, "unknown key trian"),
+    ({"model": {"d_model": "big"}}, "model.d_model='big' has the wrong type"),
+    ({"train": {"compile": "yes"}}, "train.compile='yes' has the wrong type"),
+    ({"model": {"norm": "layer"}}, "model.norm='layer' is not allowed"),
+    ({"model": {"architecture": "hybrid", "pattern": "AMX"}}, "model.pattern='AMX' contains ['X']"),
+    ({"model": {"architecture": "hybrid"}}, "model.pattern is required"),
+    ({"model": {"vocab_size": 70000}}, "model.vocab_size=70000 is too large for data.token_dtype='uint16'"),
+    ({"data": {"path": "/nonexistent/tokens.npy"}}, "data.path=/nonexistent/tokens.npy does not exist"),
+    ({"data": {"source": "synthetic"}}, "data.task is required"),
+    ({"train": {"batch_size": 0}}, "train.batch_size=0 must be positive"),
+    ({"optim": {"lr": 1e-3, "min_lr": 1e-2}}, "optim.min_lr=0.01 must lie in [0, optim.lr=0.001]"),
+    ({"optim": {"schedule": "wsd"}}, "optim.decay_steps=0 with optim.schedule='wsd'"),
+    ({"optim": {"betas": [0.9]}}, "optim.betas=[0.9] must be two numbers"),
+    ({"optim": {"warmup_steps": 10}}, "exceeds train.max_steps=2"),
+    ({"train": {"average_last_k": 3}}, "train.average_last_k=3 exceeds train.keep_checkpoints=2"),
+    ({"model": {"options": {"num_experts": 4}}}, "config error: model: transformer does not take argument(s)"),
+]
+
+
+def merge(base: dict, change: dict) -> dict:
+    merged = json.loads(json.dumps(base))
+    for section, values in change.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, base_config, change, message):
+    path = write(tmp_path, merge(base_config, change))
+    runs = tmp_path / "runs"
+    code = main(["--config", str(path), "--runs-dir", str(runs), "--name", "bad"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert err.startswith("config error:") and "\n" not in err and "Traceback" not in err
+    assert not runs.exists()
+
+
+def test_set_override_with_a_wrong_type_is_a_config_error(tmp_path, capsys, base_config):
+    path = write(tmp_path, base_config)
+    code = main(["--config", str(path), "--runs-dir", str(tmp_path / "runs"), "--set", "train.max_steps=lots"])
+    assert code == 2
+    assert "train.max_steps='lots' has the wrong type" in capsys.readouterr().err
+
+
+def test_set_overrides_are_parsed_as_json_and_type_checked(tmp_path, base_config):
+    config = load_config(
+        write(tmp_path, base_config),
+        ["optim.lr=3e-4", "optim.betas=[0.8, 0.9]", "model.tie_embeddings=true", "model.options.dropout=0"],
+    )
+    assert config.optim.lr == 3e-4
+    assert config.optim.betas == [0.8, 0.9]
+    assert config.model.tie_embeddings is True
+    assert config.model.options == {"dropout": 0}
+
+
+def test_integers_are_accepted_where_floats_are_expected(base_config):
+    config = config_from_dict(merge(base_config, {"optim": {"lr": 1, "min_lr": 0}}))
+    assert isinstance(config.optim.lr, float) and config.optim.lr == 1.0
+
+
+def test_override_without_equals_sign_names_the_fix():
+    with pytest.raises(ConfigError, match="write --set section.key=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_missing_config_file_is_a_config_error(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "nope.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_round_trip_through_to_dict_gives_the_same_config(base_config):
+    config = config_from_dict(base_config)
+    assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    assert isinstance(load_config(path), ExperimentConfig)
