@@ -1,11 +1,16 @@
 """Specification of ``prepare_corpus``: document-level split, round trips, caching, invalidation and repair."""
 
+import hashlib
+import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cs336_basics.data import pipeline
+from cs336_basics.data.cache import fingerprint
 from cs336_basics.data.pipeline import in_validation, prepare_corpus
 from cs336_basics.data.stories import EOT, generate_stories
 
@@ -126,3 +131,23 @@ def test_unknown_source_and_tokenizer_are_rejected(tmp_path):
 def test_too_little_data_for_a_validation_split_says_so(tmp_path):
     with pytest.raises(ValueError, match="val split is empty"):
         prepare_corpus("stories", cache_dir=tmp_path, num_bytes=500, val_fraction=0.01)
+
+
+def test_input_fingerprint_is_the_sha256_and_follows_file_changes(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"aaaa")
+    assert fingerprint(path, tmp_path / "c") == hashlib.sha256(b"aaaa").hexdigest()
+    path.write_bytes(b"bbbb")  # same size; the modification time moves on
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert fingerprint(path, tmp_path / "c") == hashlib.sha256(b"bbbb").hexdigest()
+
+
+def test_damaged_split_text_is_rebuilt_before_it_is_encoded(tmp_path):
+    first = prepare_corpus("stories", "bytes", cache_dir=tmp_path, num_bytes=50_000)
+    expected, directory = np.array(first.train), first.directory
+    split_dir = Path(first.meta["split"]["directory"])
+    del first
+    shutil.rmtree(directory)
+    text = (split_dir / "train.txt").read_bytes()
+    (split_dir / "train.txt").write_bytes(text.replace(b"Once", b"Oncf", 1))
+    assert np.array_equal(prepare_corpus("stories", "bytes", cache_dir=tmp_path, num_bytes=50_000).train, expected)

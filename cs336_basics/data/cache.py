@@ -27,6 +27,28 @@ def sha256_file(path: str | os.PathLike, block_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(path: str | os.PathLike, memo_dir: str | os.PathLike) -> str:
+    """SHA-256 of an input file, memoised in ``memo_dir/fingerprints.json`` by (path, size, mtime) so a second run
+    over a multi-GB corpus does not re-read it; any change to the file's size or modification time re-hashes it."""
+    path, memo_path = Path(path).resolve(), Path(memo_dir) / "fingerprints.json"
+    stat = path.stat()
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        memo = {}
+    entry = memo.get(str(path))
+    if entry is not None and entry["stamp"] == stamp:
+        return entry["sha256"]
+    digest = sha256_file(path)
+    memo[str(path)] = {"stamp": stamp, "sha256": digest}
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_path.with_name(f"fingerprints.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, memo_path)
+    return digest
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     """A short stable hash of ``parts`` (JSON-serialisable) plus the cache format version."""
     text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)

@@ -13,7 +13,9 @@ depends on, make a second call start instantly and a changed input rebuild:
 3. ``tokens-<key>/``: ``train/tokens.bin`` and ``val/tokens.bin`` (``uint16``/``uint32``) + ``meta.json``; key:
    the split entry's file checksums and the tokenizer's checksum.
 
-Entries are verified (sizes and SHA-256) before reuse; a damaged one is rebuilt.
+Token arrays are verified (sizes and SHA-256; ``verify_checksums=False`` checks sizes only, for multi-GB arrays)
+before reuse, and the split files' checksums are re-checked before they are encoded; a damaged entry is rebuilt.
+Input files are hashed once and memoised by size and modification time (``cache_dir/fingerprints.json``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336_basics.data import corpora
-from cs336_basics.data.cache import cache_key, describe_files, sha256_file, verify_entry, write_meta
+from cs336_basics.data.cache import cache_key, describe_files, fingerprint, verify_entry, write_meta
 from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
 from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.bpe_train import train_bpe
@@ -102,7 +104,7 @@ def _build_split(directory: Path, train_docs, val_docs, seed: int, val_fraction:
 
 
 def _prepare_split(
-    source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress
+    source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress, checksums
 ) -> tuple[Path, dict]:
     if source == "stories":
         identity = {"num_bytes": num_bytes, "grammar": hashlib.sha256(generate_stories(4096).encode()).hexdigest()}
@@ -115,7 +117,8 @@ def _prepare_split(
         )
     else:
         splits = ["train"] if val_fraction is not None else ["train", "valid"]
-        identity = {"files": {str(p): sha256_file(p) for p in _input_files(source, path, data_dir, splits)}}
+        files = _input_files(source, path, data_dir, splits)
+        identity = {"files": {str(p): fingerprint(p, cache_dir) for p in files}}
         train_docs = corpora.iter_documents(source, "train", path, data_dir, text_field)
         val_docs = (
             corpora.iter_documents(source, "valid", path, data_dir, text_field) if val_fraction is None else iter(())
@@ -124,7 +127,7 @@ def _prepare_split(
         raise ValueError(f"val_fraction must be in (0, 1) or None (use the corpus's own split), got {val_fraction}")
     key = cache_key({"stage": "split", "source": source, "seed": seed, "val_fraction": val_fraction, **identity})
     directory = Path(cache_dir) / f"split-{source}-{key}"
-    meta, _ = verify_entry(directory)
+    meta, _ = verify_entry(directory, checksums=checksums)
     if meta is None:
         shutil.rmtree(directory, ignore_errors=True)
         _build_split(directory, train_docs, val_docs, seed, val_fraction, progress)
@@ -193,9 +196,8 @@ def prepare_corpus(
         raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {TOKENIZERS}")
     if source == "stories" and val_fraction is None:
         raise ValueError("generated stories have no separate validation file; pass a val_fraction such as 0.1")
-    split_dir, split_meta = _prepare_split(
-        source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress
-    )
+    split_args = (source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress)
+    split_dir, split_meta = _prepare_split(*split_args, checksums=False)  # contents re-checked only if re-encoding
     tok = _make_tokenizer(
         tokenizer, split_dir, split_meta, vocab_size, bpe_train_bytes, cache_dir, num_workers, progress
     )
@@ -206,6 +208,7 @@ def prepare_corpus(
     meta, _ = verify_entry(directory, checksums=verify_checksums)
     if meta is None:
         shutil.rmtree(directory, ignore_errors=True)
+        split_dir, split_meta = _prepare_split(*split_args, checksums=True)
         parts = {}
         for side in ("train", "val"):
             parts[side] = encode_text_file(split_dir / f"{side}.txt", tok, directory / side, num_workers, progress)
