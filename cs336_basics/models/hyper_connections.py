@@ -25,6 +25,8 @@ the gradient of a doubly-stochastic ``H_res`` vanishes by symmetry. So:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -62,13 +64,15 @@ def collapse_streams(streams: Float[Tensor, "... n d"]) -> Float[Tensor, "... d"
 class HyperConnection(nn.Module):
     """Wraps one residual branch ``f: (..., d) -> (..., d)`` so it runs over ``n`` mixed residual streams.
 
-    ``forward(streams (..., n, d), *args, **kwargs)`` passes extra arguments through to the branch.
-    Parameters: ``pre_logits (n,)``, ``post_logits (n,)``, ``res_logits (n, n)``; the branch is ``branch``.
+    ``forward(streams (..., n, d), *args, **kwargs)`` runs the owned ``branch`` with the extra arguments;
+    ``mix(streams, fn)`` runs any callable instead, for models whose branch modules live elsewhere (e.g. inside a
+    TransformerBlock whose state-dict keys must not move). Parameters: ``pre_logits (n,)``, ``post_logits (n,)``,
+    ``res_logits (n, n)``.
     """
 
     def __init__(
         self,
-        branch: nn.Module,
+        branch: nn.Module | None = None,
         n_streams: int = 4,
         sinkhorn_iters: int = 20,
         residual_logit: float = 6.0,
@@ -94,9 +98,15 @@ class HyperConnection(nn.Module):
         return h_pre, h_post, sinkhorn(self.res_logits, self.sinkhorn_iters)
 
     def forward(self, streams: Float[Tensor, "... n d"], *args, **kwargs) -> Float[Tensor, "... n d"]:
+        if self.branch is None:
+            raise ValueError("this HyperConnection owns no branch; call mix(streams, fn) instead")
+        return self.mix(streams, lambda x: self.branch(x, *args, **kwargs))
+
+    def mix(self, streams: Float[Tensor, "... n d"], fn: Callable[[Tensor], Tensor]) -> Float[Tensor, "... n d"]:
+        """``H_res (X + h_post ⊗ fn(h_pre^T X))``."""
         h_pre, h_post, h_res = (m.to(streams.dtype) for m in self.mixing())
         x = torch.einsum("n,...nd->...d", h_pre, streams)  # (..., d)
-        y = self.branch(x, *args, **kwargs)  # (..., d)
+        y = fn(x)  # (..., d)
         written = streams + h_post[:, None] * y.unsqueeze(-2)  # (..., n, d)
         return torch.einsum("ij,...jd->...id", h_res, written)
 

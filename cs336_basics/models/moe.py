@@ -138,7 +138,7 @@ def collect_moe_diagnostics(model: nn.Module) -> dict[str, float]:
             continue
         for e, frac in enumerate(module.last_expert_load.tolist()):
             out[f"moe/{name}/load_{e}"] = frac
-        out[f"moe/{name}/load_balance_loss"] = module.last_load_balance_loss.detach().item()
+        out[f"moe/{name}/balance_loss"] = module.last_load_balance_loss.detach().item()
         out[f"moe/{name}/z_loss"] = module.last_z_loss.detach().item()
     return out
 

@@ -1,0 +1,155 @@
+"""Specification of the attention/Mamba layer-pattern hybrid (``HybridLM``) and its options."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from cs336_basics.models.base import count_parameters
+from cs336_basics.models.hybrid import STUDY_PATTERNS, STUDY_TARGET_PARAMS, HybridLM
+from cs336_basics.nn.functional import cross_entropy
+from cs336_basics.optim.adamw import AdamW
+from tests.adapters import run_hybrid_lm
+
+TINY = {"vocab_size": 20, "context_length": 16, "d_model": 16, "num_heads": 2, "d_ff": 32, "d_state": 4}
+VARIANTS = {
+    "standard": {},
+    "mhc": {"residual": "mhc", "hc_expansion": 2},
+    "moe": {"moe": {"num_experts": 3, "top_k": 2}},
+    "fast_weights": {"fast_weights": True, "fast_weight_heads": 2},
+}
+
+
+def _closed_form_parameters(pattern, vocab, d, d_ff, d_state=16, d_conv=4, expand=2):
+    """Independent count: SwiGLU 3 d d_ff; attention 4 d^2; Mamba-1 mixer with dt_rank ceil(d/16); norms d each."""
+    ffn = 3 * d * d_ff
+    attention_layer = 4 * d * d + 2 * d + ffn
+    di, rank = expand * d, math.ceil(d / 16)
+    mixer = 2 * di * d + di * d_conv + di + (rank + 2 * d_state) * di + rank * di + di + di * d_state + di + d * di
+    mamba_layer = mixer + 2 * d + ffn
+    return 2 * vocab * d + d + sum(attention_layer if c == "A" else mamba_layer for c in pattern)
+
+
+@pytest.mark.parametrize("pattern", STUDY_PATTERNS)
+def test_study_pattern_parameter_count_matches_formula_and_lands_in_23_to_27m(pattern):
+    with torch.device("meta"):
+        model = HybridLM(10000, 256, 384, 8, d_state=16, pattern=pattern, target_params=STUDY_TARGET_PARAMS)
+    total = count_parameters(model)["total"]
+    assert model.d_ff % 64 == 0
+    assert total == _closed_form_parameters(pattern, 10000, 384, model.d_ff)
+    assert 23_000_000 <= total <= 27_000_000
+
+
+def test_layer_kinds_follow_the_pattern():
+    model = HybridLM(**TINY, pattern="AMMA")
+    keys = model.state_dict().keys()
+    assert "layers.0.attn.q_proj.weight" in keys and "layers.3.ln2.weight" in keys
+    assert "layers.1.mixer.A_log" in keys and "layers.2.ffn.w2.weight" in keys
+    assert {"token_embeddings.weight", "ln_final.weight", "lm_head.weight"} <= set(keys)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("AMX", "pattern 'AMX' has invalid character 'X' at position 2; use only 'A' (attention) and 'M' (Mamba)"),
+        ("", "non-empty"),
+        ("am", "invalid character 'a' at position 0"),
+    ],
+)
+def test_invalid_pattern_is_value_error_naming_the_position(pattern, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        HybridLM(**TINY, pattern=pattern)
+
+
+def test_d_ff_and_target_params_together_are_rejected():
+    with pytest.raises(ValueError, match="target_params"):
+        HybridLM(**TINY, pattern="AM", target_params=10_000)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_perturbing_future_tokens_leaves_past_logits_unchanged(variant):
+    model = HybridLM(**TINY, pattern="AMMA", **VARIANTS[variant])
+    ids = torch.randint(0, 20, (2, 12))
+    changed = ids.clone()
+    changed[:, 7:] = torch.randint(0, 20, (2, 5))
+    torch.testing.assert_close(model(ids)[:, :7], model(changed)[:, :7], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_state_dict_round_trip_gives_identical_logits(variant):
+    model = HybridLM(**TINY, pattern="MA", **VARIANTS[variant])
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(123)
+    fresh = HybridLM(**TINY, pattern="MA", **VARIANTS[variant])
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    ids = torch.randint(0, 20, (2, 9))
+    torch.testing.assert_close(fresh(ids), model(ids), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_incremental_decoding_matches_full_forward(variant):
+    model = HybridLM(**TINY, pattern="AMMA", **VARIANTS[variant])
+    ids = torch.randint(0, 20, (2, 10))
+    cache = model.make_cache(2, 16)
+    pieces = [model(ids[:, :6], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(6, 10)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), model(ids), rtol=1e-4, atol=1e-4)
+
+
+def _train_loss(model, steps, lr=1e-2):
+    """Train on a deterministic successor task (next token = token + 1 mod V); return (first, last) loss."""
+    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        start = torch.randint(0, 20, (8, 1), generator=generator)
+        seq = (start + torch.arange(13)) % 20
+        logits = model(seq[:, :-1])
+        loss = cross_entropy(logits, seq[:, 1:]) + model.auxiliary_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_loss_falls_on_a_tiny_learnable_task(variant):
+    model = HybridLM(**TINY, pattern="AM", **VARIANTS[variant])
+    first, last = _train_loss(model, steps=60)
+    assert last < 0.5 * first
+
+
+def test_moe_variant_reports_aux_loss_and_expert_load():
+    model = HybridLM(**TINY, pattern="AM", moe={"num_experts": 3, "top_k": 1})
+    model(torch.randint(0, 20, (2, 8)))
+    assert model.auxiliary_loss().item() > 0
+    diagnostics = model.diagnostics()
+    loads = [v for k, v in diagnostics.items() if k.startswith("moe/layers.1.ffn/load_")]
+    assert len(loads) == 3 and sum(loads) == pytest.approx(1.0)
+
+
+def test_adapter_with_no_weights_initialises_from_seed_zero():
+    ids = torch.randint(0, 20, (1, 6))
+    kwargs = {k: TINY[k] for k in ("vocab_size", "context_length", "d_model", "num_heads", "d_ff", "d_state")}
+    logits = run_hybrid_lm(**kwargs, pattern="AM", rope_theta=10000.0, weights=None, in_indices=ids)
+    torch.manual_seed(0)
+    expected = HybridLM(**TINY, pattern="AM")(ids)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
+def test_adapter_loads_given_weights():
+    ids = torch.randint(0, 20, (1, 6))
+    torch.manual_seed(7)
+    model = HybridLM(**TINY, pattern="MAM")
+    kwargs = {k: TINY[k] for k in ("vocab_size", "context_length", "d_model", "num_heads", "d_ff", "d_state")}
+    logits = run_hybrid_lm(**kwargs, pattern="MAM", rope_theta=10000.0, weights=model.state_dict(), in_indices=ids)
+    torch.testing.assert_close(logits, model(ids), rtol=0, atol=0)
+
+
+def test_sequence_longer_than_context_is_value_error():
+    model = HybridLM(**TINY, pattern="AM")
+    with pytest.raises(ValueError, match="context_length"):
+        model(torch.zeros(1, 17, dtype=torch.long))
