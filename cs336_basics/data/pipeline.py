@@ -39,7 +39,7 @@ from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
-SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "jsonl", "text")
+SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia", "jsonl", "text")
 TOKENIZERS = ("bytes", "bpe", "gpt2")
 
 
@@ -183,7 +183,7 @@ def prepare_corpus(
 
     Args:
         source: one of :data:`SOURCES` (``stories`` is generated offline; the others read local files, or the HF hub
-            when ``hf_revision`` pins a revision).
+            when ``hf_revision`` pins a revision; ``cosmopedia`` reads a local ``.jsonl`` given by ``path``).
         tokenizer: ``bytes`` (vocab 257), ``bpe`` (trained here, ``vocab_size`` default 1024) or ``gpt2`` (tiktoken).
         num_bytes: size of the generated story corpus (``source="stories"`` only).
         val_fraction: fraction of documents held out; ``None`` uses the corpus's own validation file.
