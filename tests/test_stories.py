@@ -1,6 +1,8 @@
 """Specification of the generated story corpus: determinism, streaming, speed and the documented statistics."""
 
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -109,3 +111,16 @@ def test_text_has_dialogue_numbers_accents_and_emoji(corpus):
     assert any(e in corpus for e in sv.EMOJIS)
     non_ascii = sum(ord(c) > 127 for c in corpus) / len(corpus)
     assert 0 < non_ascii < 0.01
+
+
+@pytest.mark.slow
+def test_writing_a_large_corpus_keeps_memory_bounded(tmp_path):
+    script = (
+        "import resource, sys; from cs336_basics.data.stories import write_stories; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"write_stories({str(tmp_path / 'big.txt')!r}, 300_000_000); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    grown_kib = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert (tmp_path / "big.txt").stat().st_size >= 300_000_000
+    assert grown_kib < 100_000  # < 100 MB for a 300 MB file
