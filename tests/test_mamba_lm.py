@@ -1,0 +1,186 @@
+"""Specification of the Mamba language model (cs336_basics/models/mamba.py): layout, causality, decoding, training.
+
+Oracles: the model's own full-sequence forward for decoding (itself tested against a slow reference in
+test_mamba_block.py), a recompute-the-prefix greedy loop for ``generate``, ``torch.optim.AdamW`` for training.
+"""
+
+import pytest
+import torch
+
+from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
+from cs336_basics.models.mamba import MambaLayer, MambaLM
+from cs336_basics.nn.functional import cross_entropy
+from cs336_basics.nn.layers import Linear
+from cs336_basics.training.generation import generate
+from tests.adapters import run_mamba_lm
+
+VOCAB, D_MODEL, LAYERS = 32, 16, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _lm(**kwargs) -> MambaLM:
+    return MambaLM(VOCAB, D_MODEL, LAYERS, d_state=4, d_conv=4, expand=2, **kwargs)
+
+
+def test_state_dict_keys_follow_documented_layout():
+    shapes = {k: tuple(v.shape) for k, v in _lm().state_dict().items()}
+    d_inner, R, n = 2 * D_MODEL, 1, 4
+    expected = {
+        "token_embeddings.weight": (VOCAB, D_MODEL),
+        "ln_final.weight": (D_MODEL,),
+        "lm_head.weight": (VOCAB, D_MODEL),
+    }
+    for i in range(LAYERS):
+        p = f"layers.{i}."
+        expected |= {
+            p + "norm.weight": (D_MODEL,),
+            p + "mixer.in_proj.weight": (2 * d_inner, D_MODEL),
+            p + "mixer.conv1d.weight": (d_inner, 4),
+            p + "mixer.conv1d.bias": (d_inner,),
+            p + "mixer.x_proj.weight": (R + 2 * n, d_inner),
+            p + "mixer.dt_proj.weight": (d_inner, R),
+            p + "mixer.dt_bias": (d_inner,),
+            p + "mixer.A_log": (d_inner, n),
+            p + "mixer.D": (d_inner,),
+            p + "mixer.out_proj.weight": (D_MODEL, d_inner),
+        }
+    assert shapes == expected
+
+
+def test_swiglu_ffn_adds_norm_and_ffn_keys():
+    keys = _lm(ffn="swiglu", d_ff=48).state_dict().keys()
+    assert {"layers.0.ffn_norm.weight", "layers.0.ffn.w1.weight", "layers.0.ffn.w2.weight"} <= keys
+
+
+def test_forward_returns_logits_per_position():
+    model = _lm()
+    assert isinstance(model, LanguageModel)
+    assert model(torch.randint(0, VOCAB, (3, 7))).shape == (3, 7, VOCAB)
+
+
+def test_lm_is_causal():
+    model = _lm(ffn="swiglu")
+    ids = torch.randint(0, VOCAB, (2, 12))
+    ids2 = ids.clone()
+    ids2[:, 8:] = (ids2[:, 8:] + 1) % VOCAB
+    logits, logits2 = model(ids), model(ids2)
+    torch.testing.assert_close(logits[:, :8], logits2[:, :8])
+    assert not torch.allclose(logits[:, 8:], logits2[:, 8:])
+
+
+@pytest.mark.parametrize("prompt_len", [1, 2, 3, 4, 9])
+def test_cached_decoding_equals_full_forward_at_every_position(prompt_len):
+    model = _lm(ffn="swiglu").eval()
+    ids = torch.randint(0, VOCAB, (2, 12))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.make_cache(2, 12)
+        parts = [model(ids[:, :prompt_len], cache=cache)]
+        parts += [model(ids[:, t : t + 1], cache=cache) for t in range(prompt_len, 12)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
+    assert cache.seen == 12
+
+
+def test_multi_token_continuation_after_prefill_equals_full_forward():
+    model = _lm().eval()
+    ids = torch.randint(0, VOCAB, (1, 10))
+    with torch.no_grad():
+        cache = model.make_cache(1, 10)
+        parts = [model(ids[:, :3], cache=cache), model(ids[:, 3:7], cache=cache), model(ids[:, 7:], cache=cache)]
+        torch.testing.assert_close(torch.cat(parts, dim=1), model(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_cache_size_does_not_grow_with_sequence():
+    model = _lm().eval()
+    cache = model.make_cache(1, 1000)
+    sizes = []
+    with torch.no_grad():
+        model(torch.randint(0, VOCAB, (1, 5)), cache=cache)
+        for _ in range(3):
+            model(torch.randint(0, VOCAB, (1, 1)), cache=cache)
+            sizes.append(sum(s.conv.numel() + s.ssm.numel() for s in cache.states))
+    assert sizes == [sizes[0]] * 3 == [LAYERS * 2 * D_MODEL * (3 + 4)] * 3
+
+
+def test_generate_with_recurrent_cache_matches_greedy_recompute():
+    model = _lm().eval()
+    prompt = [3, 1, 4, 1, 5]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(6):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert generate(model, prompt, max_new_tokens=6, temperature=0.0) == ids[len(prompt) :]
+
+
+def test_adapter_loads_state_dict_round_trip():
+    source = _lm()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    weights = {k: v.clone() for k, v in source.state_dict().items()}
+    ids = torch.randint(0, VOCAB, (2, 6))
+    got = run_mamba_lm(VOCAB, D_MODEL, LAYERS, d_state=4, d_conv=4, expand=2, weights=weights, in_indices=ids)
+    torch.testing.assert_close(got, source(ids))
+
+
+def test_tied_embeddings_share_one_matrix():
+    model = _lm(tie_embeddings=True)
+    assert model.lm_head.weight is model.token_embeddings.weight
+    untied = count_parameters(_lm())["total"]
+    assert count_parameters(model)["total"] == untied - VOCAB * D_MODEL
+
+
+def test_residual_out_projections_scaled_by_depth():
+    torch.manual_seed(0)
+    deep = MambaLM(VOCAB, 64, 8, ffn="swiglu")  # 16 residual branches -> scale 1/4
+    raw = Linear(128, 64).weight.std()  # the unscaled init of the same shape
+    ratio = deep.layers[0].mixer.out_proj.weight.std() / raw
+    assert 0.2 < ratio < 0.3
+    assert (
+        0.2 < deep.layers[0].ffn.w2.weight.std() / Linear(deep.layers[0].ffn.w2.weight.shape[1], 64).weight.std() < 0.3
+    )
+
+
+def test_parameter_groups_exclude_ssm_parameters_from_decay():
+    model = _lm()
+    decay = {id(p) for p in parameter_groups(model, 0.1)[0]["params"]}
+    for layer in model.layers:
+        assert id(layer.mixer.A_log) not in decay and id(layer.mixer.D) not in decay
+
+
+def test_ffn_module_plugs_in_and_rejects_bad_ffn():
+    layer = MambaLayer(D_MODEL, ffn_module=Linear(D_MODEL, D_MODEL))
+    assert layer(torch.randn(1, 3, D_MODEL)).shape == (1, 3, D_MODEL)
+    with pytest.raises(ValueError, match="ffn must be"):
+        MambaLayer(D_MODEL, ffn="relu")
+    with pytest.raises(ValueError, match="input_ids"):
+        _lm()(torch.zeros(5, dtype=torch.long))
+
+
+def test_loss_falls_on_repeat_pattern_task():
+    # The period-8 pattern 0 1 0 2 0 3 0 4: what follows a 0 depends on the token before it, so the model must use
+    # context (conv / SSM state), not just the current token. Rows start at random phases.
+    torch.manual_seed(0)
+    model = MambaLM(8, 32, 2, d_state=8)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-2)
+    pattern = torch.tensor([0, 1, 0, 2, 0, 3, 0, 4])
+    length, batch = 24, 8
+    losses = []
+    for _ in range(40):
+        starts = torch.randint(0, 8, (batch, 1))
+        seq = pattern[(starts + torch.arange(length + 1)) % 8]  # (batch, length + 1)
+        loss = cross_entropy(model(seq[:, :-1])[:, 2:], seq[:, 3:])  # from position 2 on, all is predictable
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[:5]) / 5 > 1.5  # starts near log(8)
+    assert sum(losses[-5:]) / 5 < 0.2  # ignoring context, log(4) / 2 = 0.69 is the best possible
