@@ -63,8 +63,9 @@ def _make_cache(model: Any, batch_size: int, max_seq_len: int) -> tuple[Any | No
     """The model's decoding cache (None when it has none) and how many positions it may hold."""
     limit = getattr(model, "context_length", None)
     capacity = min(max_seq_len, limit) if limit is not None else max_seq_len
+    make_cache = getattr(model, "make_cache", None)
     try:
-        return model.make_cache(batch_size, capacity), capacity
+        return (make_cache(batch_size, capacity), capacity) if make_cache is not None else (None, 0)
     except NotImplementedError:
         return None, 0
 
