@@ -124,3 +124,11 @@ def test_writing_a_large_corpus_keeps_memory_bounded(tmp_path):
     grown_kib = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert (tmp_path / "big.txt").stat().st_size >= 300_000_000
     assert grown_kib < 100_000  # < 100 MB for a 300 MB file
+
+
+def test_overall_word_frequencies_are_zipf_like(corpus):
+    counts = Counter(re.findall(r"[\w']+", corpus))
+    freq = np.array(sorted(counts.values(), reverse=True)[:100], dtype=np.float64)
+    slope = np.polyfit(np.log(np.arange(1, 101)), np.log(freq), 1)[0]
+    assert -1.0 <= slope <= -0.5
+    assert 1_000 <= len(counts) <= 2_000

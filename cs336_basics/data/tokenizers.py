@@ -60,15 +60,14 @@ class ByteTokenizer:
         return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
-        out, raw = [], bytearray()
-        for i in ids:
-            if i < 256:
-                raw.append(i)
-            else:
-                out.append(raw.decode("utf-8", errors="replace"))
-                raw = bytearray()
-                out.append(self.special_tokens[i - 256])
-        out.append(raw.decode("utf-8", errors="replace"))
+        ids = np.fromiter(ids, dtype=np.int64) if not isinstance(ids, np.ndarray) else ids.astype(np.int64)
+        specials = np.flatnonzero(ids >= 256)
+        out, start = [], 0
+        for pos in [*specials.tolist(), len(ids)]:
+            out.append(ids[start:pos].astype(np.uint8).tobytes().decode("utf-8", errors="replace"))
+            if pos < len(ids):
+                out.append(self.special_tokens[int(ids[pos]) - 256])
+            start = pos + 1
         return "".join(out)
 
     def checksum(self) -> str:
