@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import regex
 
 from cs336_basics.data.stories import generate_stories
 from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.pretokenize import (
     PRETOKEN_RE,
+    WHITESPACE_CHARS,
     count_pretokens_in_text,
     find_chunk_boundaries,
     special_split_pattern,
@@ -108,8 +111,13 @@ def test_stops_early_when_no_pairs_remain(tmp_path):
     assert len(vocab) == 258
 
 
+def test_whitespace_chars_are_exactly_what_the_regex_calls_whitespace():
+    regex_whitespace = [c for c in map(chr, range(sys.maxunicode + 1)) if regex.match(r"\s", c)]
+    assert "".join(regex_whitespace) == WHITESPACE_CHARS
+
+
 def test_fast_pretoken_counts_equal_plain_regex():
-    alphabet = ["a", "b", " ", "  ", "\n", "\t", "é", "中", "1", "'s", "!", "\u00a0", "\u3000", "<|e|>", "😀"]
+    alphabet = ["a", "b", " ", "  ", "\n", "\t", "é", "中", "1", "'s", "!", "\xa0", "\u3000", "\x1c", "<|e|>", "😀"]
     special_re = special_split_pattern(["<|e|>"])
     rng = random.Random(0)
     for _ in range(3000):

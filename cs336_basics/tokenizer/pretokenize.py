@@ -26,6 +26,12 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
 # A whitespace run holding a space at a non-first position, from its (safe) start up to the next safe position.
 _ISLAND_RE = regex.compile(r"(?<!\s)\s+ \s*\S*")
+# Every character the regex module's ``\s`` matches (checked in the tests). A space after one of them is "bad".
+WHITESPACE_CHARS = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+_BAD_SPACES = tuple(c + " " for c in WHITESPACE_CHARS)
+_ASCII_BAD_SPACES = tuple(b for b in _BAD_SPACES if b.isascii())
 # Safe cut positions in raw bytes: an ASCII non-space byte followed by ASCII whitespace (cut after the first byte).
 _SAFE_BYTES_RE = regex.compile(rb"[\x21-\x7e][\t\n\r ]")
 
@@ -44,6 +50,11 @@ def iter_regions(text: str) -> Iterator[tuple[str, bool]]:
     Non-island regions contain only spaces preceded by non-whitespace, so ``region.split(" ")`` cuts them at safe
     positions; island regions must go through the regex as a whole.
     """
+    bad_spaces = _ASCII_BAD_SPACES if text.isascii() else _BAD_SPACES
+    if not any(b in text for b in bad_spaces):  # substring scans run at memory speed; the regex does not
+        if text:
+            yield text, False
+        return
     pos = 0
     for m in _ISLAND_RE.finditer(text):
         if m.start() > pos:
