@@ -1,9 +1,11 @@
 """Specification of the local corpus loaders, their missing-file messages, HF access and the download CLI."""
 
+import dataclasses
 import gzip
 import json
 import sys
 import urllib.error
+import zipfile
 
 import pytest
 
@@ -134,3 +136,28 @@ def test_download_cli_reports_errors_with_exit_code_1(tmp_path, monkeypatch, cap
 def test_download_skips_files_already_present(tmp_path):
     (tmp_path / "owt_valid.txt.gz").write_bytes(b"already here")
     assert download.download("owt", tmp_path, splits=["valid"]) == [tmp_path / "owt_valid.txt.gz"]
+
+
+def test_wikitext_download_extracts_the_archive_into_the_expected_layout(tmp_path, monkeypatch):
+    archive = tmp_path / "src.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for split in ("train", "valid", "test"):
+            z.writestr(f"wikitext-103-raw/wiki.{split}.raw", f" = {split} = \n text . \n")
+    spec = CORPORA["wikitext103"]
+    monkeypatch.setitem(
+        CORPORA, "wikitext103", dataclasses.replace(spec, urls=dict.fromkeys(spec.urls, archive.as_uri()))
+    )
+    written = download.download("wikitext103", tmp_path / "data", progress=False)
+    assert sorted(p.name for p in written) == ["wiki.test.raw", "wiki.train.raw", "wiki.valid.raw"]
+    assert list(iter_documents("wikitext103", "valid", data_dir=tmp_path / "data")) == [" = valid = \n text . "]
+    assert not list((tmp_path / "data").glob("*.zip"))
+
+
+def test_pg19_download_puts_each_book_in_the_split_folder(tmp_path, monkeypatch):
+    books = []
+    for i in range(2):
+        books.append(tmp_path / f"{i}.txt")
+        books[-1].write_text(f"book {i}", encoding="utf-8")
+    monkeypatch.setattr(download, "_pg19_files", lambda url, max_files: [b.as_uri() for b in books][:max_files])
+    download.download("pg19", tmp_path / "data", splits=["valid"], max_files=1, progress=False)
+    assert list(iter_documents("pg19", "valid", data_dir=tmp_path / "data")) == ["book 0"]

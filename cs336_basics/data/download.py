@@ -84,6 +84,9 @@ def download(
             archive = fetch(spec.urls[split], data_dir / "wikitext-103-raw-v1.zip", progress)
             with zipfile.ZipFile(archive) as z:
                 z.extractall(data_dir)
+            archive.unlink()
+            if not target.exists():
+                raise FileNotFoundError(f"{archive.name} did not contain {spec.files[split]}; extract it by hand")
             written.append(target)
         elif spec.format == "folder":
             for url in _pg19_files(spec.urls[split], max_files):
