@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def run_measured(mode: str, path: str, vocab_size: int, workers: int, out: str) 
     """Run one trainer in a subprocess; return its wall time and peak RSS summed over its process tree."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(workers))
     cmd = [sys.executable, __file__, "--child", mode, path, str(vocab_size), str(workers), out]
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
@@ -83,10 +85,12 @@ def run_measured(mode: str, path: str, vocab_size: int, workers: int, out: str) 
             pass
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes the child's reaped workers
+    cpu = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
     stdout = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed with exit code {proc.returncode}")
-    return {"wall_s": wall, "peak_mib": peak / 2**20, **json.loads(stdout.strip().splitlines()[-1])}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak / 2**20, **json.loads(stdout.strip().splitlines()[-1])}
 
 
 def bench_encoding(corpus: Path, tokenizer_dir: Path, encode_mb: float, workers: int) -> dict:
@@ -174,12 +178,21 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
         f"| BPE training wall time, vocab {args.vocab_size}, {args.workers} workers (peer: HF tokenizers) "
         f"| {ours['wall_s']:.1f} s ({ours['merges']} merges) | {hf['wall_s']:.1f} s | {time_ratio:.2f}x | <= 1.5x |",
+        f"| BPE training CPU time (user+sys, all processes) | {ours['cpu_s']:.1f} s | {hf['cpu_s']:.1f} s "
+        f"| {ours['cpu_s'] / hf['cpu_s']:.2f}x | — |",
         f"| BPE training peak memory incl. workers | {ours['peak_mib']:.0f} MiB | {hf['peak_mib']:.0f} MiB "
         f"| {ours['peak_mib'] / hf['peak_mib']:.2f}x | < 2048 MiB |",
         f"| encode throughput, 1 process, {enc['encode_bytes'] / 1e6:.0f} MB (peer: tiktoken, same merges) "
         f"| {enc['ours_Bps'] / 1e6:.2f} MB/s | {enc['tiktoken_Bps'] / 1e6:.2f} MB/s | {enc_ratio:.2f}x | >= 0.5x |",
         f"| encode_file throughput, {args.workers} workers, whole corpus "
         f"| {enc['parallel_Bps'] / 1e6:.2f} MB/s | — | — | — |",
+        "",
+        "Notes: HF is fed documents split at the special token (the corpus has no newlines; HF parallelises over",
+        "lines). The story corpus has a small closed vocabulary, so both trainers may run out of pairs before",
+        f"{args.vocab_size} (final vocab: ours {ours['vocab']}, HF {hf['vocab']}).",
+        "Wall times on a busy shared machine are noisy; the CPU-time row is the steadier comparison.",
+        "Why Our trainer's speed comes from pre-tokenizing each distinct space-separated piece",
+        "once (exact; see `cs336_basics/tokenizer/pretokenize.py`), which favours repetitive text like this corpus.",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
