@@ -191,7 +191,7 @@ def main() -> None:
         "lines). The story corpus has a small closed vocabulary, so both trainers may run out of pairs before",
         f"{args.vocab_size} (final vocab: ours {ours['vocab']}, HF {hf['vocab']}).",
         "Wall times on a busy shared machine are noisy; the CPU-time row is the steadier comparison.",
-        "Why Our trainer's speed comes from pre-tokenizing each distinct space-separated piece",
+        "Our trainer's speed comes from pre-tokenizing each distinct space-separated piece",
         "once (exact; see `cs336_basics/tokenizer/pretokenize.py`), which favours repetitive text like this corpus.",
         "",
     ]
