@@ -27,13 +27,15 @@ def python_loop_stories(num_bytes: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     words = {k: (v, [(r + 1) ** -sv.ZIPF_EXPONENT for r in range(len(v))]) for k, v in sv.WORDS.items()}
     pick = lambda slot: rng.choices(*words[slot])[0]
-    fill = lambda template, bound: re.sub(r"\{([A-Z]+)\}", lambda m: bound.get(m[1]) or pick(m[1]), template)
+    fill = lambda template, bound: re.sub(r"\{([A-Z_]+)\}", lambda m: bound.get(m[1]) or pick(m[1]), template)
     choose = lambda group: rng.choices([t for t, _ in group], [w for _, w in group])[0]
     out, size = [], 0
     while size < num_bytes:
         bound = {slot: pick(slot) for slot in sv.BOUND_SLOTS}
         while bound["FRIEND"] == bound["HERO"]:
             bound["FRIEND"] = pick("FRIEND")
+        for derived, base in sv.DERIVED_SLOTS.items():
+            bound[derived] = sv.WORDS[derived][sv.WORDS[base].index(bound[base])]
         sentences = [fill(choose(group), bound) for group in sv.INTRO_GROUPS]
         sentences += [fill(choose(sv.BODY), bound) for _ in range(rng.randint(MIN_BODY_SENTENCES, MAX_BODY_SENTENCES))]
         sentences.append(fill(choose(sv.ENDINGS), bound))

@@ -42,7 +42,7 @@ MIN_BODY_SENTENCES = 4
 MAX_BODY_SENTENCES = 24
 STORIES_PER_BLOCK = 256
 
-_SLOT_RE = re.compile(r"\{([A-Z]+)\}")
+_SLOT_RE = re.compile(r"\{([A-Z_]+)\}")
 
 
 def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
@@ -160,8 +160,8 @@ def _generate_block(seed: int, block: int, num_stories: int) -> tuple[bytes, np.
         clash = bound["FRIEND"] == bound["HERO"]
     for k, name in enumerate(g.slots):
         mask = codes == -1 - k
-        if name in bound:
-            choice = bound[name][story_of_code[mask]]
+        if name in bound or name in sv.DERIVED_SLOTS:
+            choice = bound[sv.DERIVED_SLOTS.get(name, name)][story_of_code[mask]]
         else:
             choice = _draw(rng, g.slot_cdfs[k], int(mask.sum()))
         pieces[mask] = g.slot_pieces[k][choice]

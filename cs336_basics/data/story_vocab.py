@@ -7,7 +7,8 @@ Kept apart from the generator so the grammar can be read (and extended) without 
 - Templates use ``{SLOT}`` markers. Slots named in :data:`BOUND_SLOTS` are fixed once per story (the hero, the
   friend, the special object and its colour, ...) and reused in later sentences: that is the long-range structure a
   model can learn (e.g. recall the object's colour introduced in sentence three when the ending mentions it).
-  All other slots are drawn afresh at every use.
+  :data:`DERIVED_SLOTS` repeat a bound choice with its article ("a blue", "an orange"); all other slots (``A_ADJ``
+  included) are drawn afresh at every use.
 - Names include accented ones and the corpus has an occasional emoji, so byte-level models see multi-byte UTF-8.
 """
 
@@ -178,20 +179,28 @@ GREETINGS = ["Hello", "Hi", "Good morning", "Hey", "Look", "Wow", "Oh no", "Hoor
 NUMBERS = [str(n) for n in range(2, 21)] + [str(n) for n in (25, 30, 40, 50, 100, 12, 365, 1000, 2024, 7)]
 EMOJIS = ["🙂", "😀", "🌟", "🐶", "🍎", "🎈", "❤️", "🌈"]
 
+
+def _with_article(words: list[str]) -> list[str]:
+    return [("an " if w[0] in "aeiou" else "a ") + w for w in words]
+
+
 WORDS: dict[str, list[str]] = {
     "HERO": NAMES, "FRIEND": NAMES, "KIND": KINDS, "PLACE": PLACES, "OBJ": OBJECTS, "COLOR": COLORS,
     "AGE": AGES, "NOUN": NOUNS, "NOUNS": PLURAL_NOUNS, "ADJ": ADJECTIVES, "VERB": VERBS, "ADV": ADVERBS,
     "FEEL": FEELINGS, "FOOD": FOODS, "TIME": TIMES, "GREET": GREETINGS, "NUM": NUMBERS, "EMOJI": EMOJIS,
 }  # fmt: skip
+WORDS |= {"A_ADJ": _with_article(ADJECTIVES), "A_KIND": _with_article(KINDS), "A_COLOR": _with_article(COLORS)}
 BOUND_SLOTS = ("HERO", "FRIEND", "KIND", "PLACE", "OBJ", "COLOR", "AGE")
+# Slots that repeat a bound slot's choice in another form ("a"/"an" + the word), so articles agree.
+DERIVED_SLOTS = {"A_KIND": "KIND", "A_COLOR": "COLOR"}
 
 # Each story: one sentence from each intro group, BODY sentences drawn by weight, then one ending.
 # (template, weight) pairs; the first intro sentence always names the hero as "named X." or "called X.".
 INTRO_GROUPS: list[list[tuple[str, float]]] = [
     [
-        ("Once upon a time, there was a {ADJ} {KIND} named {HERO}.", 3.0),
-        ("There once was a {KIND} called {HERO}.", 1.0),
-        ("Long ago, in {PLACE}, lived a {ADJ} {KIND} named {HERO}.", 1.0),
+        ("Once upon a time, there was {A_ADJ} {KIND} named {HERO}.", 3.0),
+        ("There once was {A_KIND} called {HERO}.", 1.0),
+        ("Long ago, in {PLACE}, lived {A_ADJ} {KIND} named {HERO}.", 1.0),
     ],
     [
         ("{HERO} was {AGE} years old and had a friend named {FRIEND}.", 1.0),
@@ -199,14 +208,14 @@ INTRO_GROUPS: list[list[tuple[str, float]]] = [
         ("Every day, {HERO} played with a friend named {FRIEND}.", 1.0),
     ],
     [
-        ("One day, {HERO} found a {COLOR} {OBJ}.", 1.0),
-        ("{HERO} had a {COLOR} {OBJ} that was very special.", 1.0),
-        ("For {HERO}'s birthday, {FRIEND} gave {HERO} a {COLOR} {OBJ}.", 1.0),
+        ("One day, {HERO} found {A_COLOR} {OBJ}.", 1.0),
+        ("{HERO} had {A_COLOR} {OBJ} that was very special.", 1.0),
+        ("For {HERO}'s birthday, {FRIEND} gave {HERO} {A_COLOR} {OBJ}.", 1.0),
     ],
 ]
 BODY: list[tuple[str, float]] = [
     ("{TIME}, {HERO} went to the {NOUN} with {FRIEND}.", 3.0),
-    ("{HERO} {VERB} a {ADJ} {NOUN} near the {NOUN}.", 3.0),
+    ("{HERO} {VERB} {A_ADJ} {NOUN} near the {NOUN}.", 3.0),
     ('"{GREET}, {FRIEND}!" said {HERO}.', 2.0),
     ('"Have you seen my {COLOR} {OBJ}?" asked {HERO}.', 1.5),
     ('"No, but I saw {NUM} {NOUNS} by the {NOUN}," said {FRIEND}.', 1.5),
@@ -219,7 +228,7 @@ BODY: list[tuple[str, float]] = [
     ("{HERO} and {FRIEND} ate {FOOD} together.", 1.5),
     ("Everyone in {PLACE} knew about the {COLOR} {OBJ}.", 1.0),
     ("{HERO} smiled {EMOJI}", 0.3),
-    ('"Look, a {ADJ} {NOUN}! {EMOJI}" shouted {FRIEND}.', 0.3),
+    ('"Look, {A_ADJ} {NOUN}! {EMOJI}" shouted {FRIEND}.', 0.3),
     ("The {KIND} looked at the {NOUN} {ADV}.", 1.5),
     ("{HERO} counted {NUM} {NOUNS}: one, two, three, and more.", 0.8),
     ("It was {ADJ} outside, but {HERO} was not afraid.", 1.0),
@@ -230,7 +239,7 @@ BODY: list[tuple[str, float]] = [
     ("The {NOUN} was {ADJ}; the {NOUN} was {ADJ}.", 1.0),
     ("At {NUM} o'clock, {HERO} and {FRIEND} went home.", 0.8),
     ("Oh no, {HERO} lost the {OBJ}! {FRIEND} helped to look for it.", 1.0),
-    ("They found the {COLOR} {OBJ} under a {ADJ} {NOUN}.", 1.0),
+    ("They found the {COLOR} {OBJ} under {A_ADJ} {NOUN}.", 1.0),
     ('{HERO} said, "I love {FOOD} and {NOUNS}."', 1.0),
     ("The {NOUNS} and the {NOUNS} were {ADJ} today.", 1.0),
 ]
