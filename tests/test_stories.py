@@ -132,3 +132,9 @@ def test_overall_word_frequencies_are_zipf_like(corpus):
     slope = np.polyfit(np.log(np.arange(1, 101)), np.log(freq), 1)[0]
     assert -1.0 <= slope <= -0.5
     assert 1_000 <= len(counts) <= 2_000
+
+
+def test_indefinite_articles_agree_with_the_next_word(corpus):
+    assert not re.search(r"\b[Aa] [aeiou]", corpus)
+    assert not re.search(r"\b[Aa]n [^aeiou]", corpus)
+    assert re.search(r"\ban [aeiou]", corpus)
