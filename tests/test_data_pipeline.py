@@ -3,6 +3,8 @@
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -151,3 +153,17 @@ def test_damaged_split_text_is_rebuilt_before_it_is_encoded(tmp_path):
     text = (split_dir / "train.txt").read_bytes()
     (split_dir / "train.txt").write_bytes(text.replace(b"Once", b"Oncf", 1))
     assert np.array_equal(prepare_corpus("stories", "bytes", cache_dir=tmp_path, num_bytes=50_000).train, expected)
+
+
+def test_concurrent_preparations_of_one_corpus_agree_and_leave_one_entry(tmp_path):
+    script = (
+        "import hashlib, numpy as np; from cs336_basics.data.pipeline import prepare_corpus; "
+        f"c = prepare_corpus('stories', 'bytes', cache_dir={str(tmp_path)!r}, num_bytes=400_000); "
+        "print(hashlib.sha256(np.asarray(c.train).tobytes()).hexdigest())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    digests = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert digests[0] == digests[1] and len(digests[0]) == 64
+    assert len(list(tmp_path.glob("tokens-*"))) == 1 and len(list(tmp_path.glob("split-*"))) == 1
+    assert not [p for p in tmp_path.iterdir() if ".building-" in p.name or ".old-" in p.name]

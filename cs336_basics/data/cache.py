@@ -6,6 +6,8 @@ that records every file's size and SHA-256.
 - :func:`verify_entry` re-checks sizes (cheap) and, by default, checksums; a truncated or corrupted file makes the
   entry invalid and the caller rebuilds it. ``meta.json`` is written last and atomically: a build interrupted
   half-way has no ``meta.json`` and counts as missing.
+- :func:`build_entry` builds in a private temporary folder and publishes it with a rename, so processes preparing
+  the same corpus at once (e.g. DDP ranks) never see or write each other's half-built files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +93,29 @@ def verify_entry(directory: Path, checksums: bool = True) -> tuple[dict[str, Any
         if checksums and sha256_file(path) != info["sha256"]:
             return None, f"{path} does not match its recorded SHA-256"
     return meta, ""
+
+
+@contextmanager
+def build_entry(directory: Path) -> Iterator[Path]:
+    """Yield a private folder to build ``directory`` in; on success, replace ``directory`` with it atomically.
+
+    If another process publishes the same entry between our old-entry removal and our rename, theirs is kept
+    (entries are deterministic, so both are identical).
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{directory.name}.building-", dir=directory.parent))
+    try:
+        yield tmp
+        if directory.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f"{directory.name}.old-", dir=directory.parent))
+            try:
+                os.rename(directory, trash / "entry")
+            except OSError:
+                pass  # someone else moved it first
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            pass  # published by another process meanwhile
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336_basics.data import corpora
-from cs336_basics.data.cache import cache_key, describe_files, fingerprint, verify_entry, write_meta
+from cs336_basics.data.cache import build_entry, cache_key, describe_files, fingerprint, verify_entry, write_meta
 from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
 from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.bpe_train import train_bpe
@@ -81,7 +80,6 @@ def _input_files(source: str, path, data_dir, splits: list[str]) -> list[Path]:
 
 
 def _build_split(directory: Path, train_docs, val_docs, seed: int, val_fraction: float | None, progress: bool) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
     counts = {"train": 0, "val": 0}
     with (
         open(directory / "train.txt", "w", encoding="utf-8") as ftrain,
@@ -129,8 +127,8 @@ def _prepare_split(
     directory = Path(cache_dir) / f"split-{source}-{key}"
     meta, _ = verify_entry(directory, checksums=checksums)
     if meta is None:
-        shutil.rmtree(directory, ignore_errors=True)
-        _build_split(directory, train_docs, val_docs, seed, val_fraction, progress)
+        with build_entry(directory) as tmp:
+            _build_split(tmp, train_docs, val_docs, seed, val_fraction, progress)
         meta, _ = verify_entry(directory, checksums=False)
     return directory, meta
 
@@ -147,18 +145,17 @@ def _make_tokenizer(
                      "bpe_train_bytes": bpe_train_bytes, "special_tokens": [EOT]})  # fmt: skip
     directory = Path(cache_dir) / f"bpe-{vocab_size}-{key}"
     if verify_entry(directory)[0] is None:
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        sample = split_dir / "train.txt"
-        if bpe_train_bytes is not None and sample.stat().st_size > bpe_train_bytes:
-            sample = directory / "bpe_train.txt"
-            with open(split_dir / "train.txt", encoding="utf-8", errors="ignore") as src:
-                text = src.read(bpe_train_bytes)
-            sample.write_text(text[: text.rfind(EOT) + len(EOT)] if EOT in text else text, encoding="utf-8")
-        vocab, merges = train_bpe(sample, vocab_size, [EOT], num_workers=workers, progress=progress)
-        (directory / "bpe_train.txt").unlink(missing_ok=True)
-        save_tokenizer_files(vocab, merges, directory)
-        write_meta(directory, {"files": describe_files(directory, ["vocab.json", "merges.txt"])})
+        with build_entry(directory) as tmp:
+            sample = split_dir / "train.txt"
+            if bpe_train_bytes is not None and sample.stat().st_size > bpe_train_bytes:
+                sample = tmp / "bpe_train.txt"
+                with open(split_dir / "train.txt", encoding="utf-8", errors="ignore") as src:
+                    text = src.read(bpe_train_bytes)
+                sample.write_text(text[: text.rfind(EOT) + len(EOT)] if EOT in text else text, encoding="utf-8")
+            vocab, merges = train_bpe(sample, vocab_size, [EOT], num_workers=workers, progress=progress)
+            (tmp / "bpe_train.txt").unlink(missing_ok=True)
+            save_tokenizer_files(vocab, merges, tmp)
+            write_meta(tmp, {"files": describe_files(tmp, ["vocab.json", "merges.txt"])})
     return Tokenizer.from_files(directory / "vocab.json", directory / "merges.txt", [EOT])
 
 
@@ -207,24 +204,28 @@ def prepare_corpus(
     directory = Path(cache_dir) / f"tokens-{source}-{tokenizer}-{key}"
     meta, _ = verify_entry(directory, checksums=verify_checksums)
     if meta is None:
-        shutil.rmtree(directory, ignore_errors=True)
         split_dir, split_meta = _prepare_split(*split_args, checksums=True)
-        parts = {}
-        for side in ("train", "val"):
-            parts[side] = encode_text_file(split_dir / f"{side}.txt", tok, directory / side, num_workers, progress)
-        meta = {
-            "files": describe_files(directory, ["train/tokens.bin", "val/tokens.bin"]),
-            "dtype": parts["train"]["dtype"],
-            "num_tokens": {side: parts[side]["num_tokens"] for side in parts},
-            "vocab_size": tok.vocab_size,
-            "eos_id": tok.encode(EOT)[0],
-            "source": source,
-            "tokenizer": tokenizer,
-            "tokenizer_sha256": tok_sha,
-            "split": {"directory": str(split_dir), "documents": split_meta["documents"], "val_fraction": val_fraction},
-            "seed": seed,
-        }
-        write_meta(directory, meta)
+        with build_entry(directory) as tmp:
+            parts = {}
+            for side in ("train", "val"):
+                parts[side] = encode_text_file(split_dir / f"{side}.txt", tok, tmp / side, num_workers, progress)
+            meta = {
+                "files": describe_files(tmp, ["train/tokens.bin", "val/tokens.bin"]),
+                "dtype": parts["train"]["dtype"],
+                "num_tokens": {side: parts[side]["num_tokens"] for side in parts},
+                "vocab_size": tok.vocab_size,
+                "eos_id": tok.encode(EOT)[0],
+                "source": source,
+                "tokenizer": tokenizer,
+                "tokenizer_sha256": tok_sha,
+                "split": {
+                    "directory": str(split_dir),
+                    "documents": split_meta["documents"],
+                    "val_fraction": val_fraction,
+                },
+                "seed": seed,
+            }
+            write_meta(tmp, meta)
     arrays = {
         side: np.memmap(
             directory / side / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"][side],)
