@@ -46,6 +46,24 @@ def test_clipped_gradients_have_the_target_norm_and_keep_their_direction():
     torch.testing.assert_close(after, before * (0.5 / (pre_norm + 1e-6)))
 
 
+def test_the_epsilon_in_the_scale_matters_for_tiny_norms():
+    # Norm 2e-6 clipped to 1e-6: the scale is 1e-6 / (2e-6 + 1e-6) = 1/3, not 1/2.
+    param = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    param.grad = torch.tensor([1.2e-6, 1.6e-6], dtype=torch.float64)
+    clip_gradients([param], 1e-6)
+    torch.testing.assert_close(param.grad, torch.tensor([0.4e-6, 1.6e-6 / 3], dtype=torch.float64))
+
+
+def test_mixed_precision_gradients_share_one_global_norm():
+    params = [nn.Parameter(torch.ones(4, dtype=dtype)) for dtype in (torch.bfloat16, torch.float32, torch.float64)]
+    for p in params:
+        p.grad = torch.full_like(p, 300.0)  # summed in bf16 the squares would round off; the norm must not
+    assert clip_gradients(params, 1.0) == pytest.approx(300.0 * 12**0.5, rel=1e-6)
+    for p in params:
+        assert p.grad.dtype == p.dtype
+        assert float(p.grad[0]) == pytest.approx(1.0 / 12**0.5, rel=1e-2)
+
+
 def test_gradients_below_the_threshold_are_untouched():
     params = _params_with_grads(scale=1e-3)
     before = [p.grad.clone() for p in params]

@@ -15,15 +15,20 @@ CLIP_EPS = 1e-6
 
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
-    """L2 norm of all gradients taken together, as a float32 scalar tensor (0 when no parameter has a gradient)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
+    """L2 norm of all gradients taken together, as a scalar tensor (0 when no parameter has a gradient).
+
+    Norms are taken in at least float32 (half-precision gradients would overflow when squared) and in float64 when
+    any gradient is float64.
+    """
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
-        return torch.zeros((), dtype=torch.float32)
+        return torch.zeros(())
     # Norm of per-tensor norms == norm of the concatenation, without materialising it. The per-tensor norms are
     # moved to one device so parameters spread over devices still give a single number.
     device = grads[0].device
-    norms = torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float32).to(device) for g in grads])
-    return torch.linalg.vector_norm(norms)
+    dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    norms = [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) for g in grads]
+    return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
 
 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_l2_norm: float) -> float:
