@@ -1,6 +1,7 @@
 """Specification of ``prepare_corpus``: document-level split, round trips, caching, invalidation and repair."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -167,3 +168,18 @@ def test_concurrent_preparations_of_one_corpus_agree_and_leave_one_entry(tmp_pat
     assert digests[0] == digests[1] and len(digests[0]) == 64
     assert len(list(tmp_path.glob("tokens-*"))) == 1 and len(list(tmp_path.glob("split-*"))) == 1
     assert not [p for p in tmp_path.iterdir() if ".building-" in p.name or ".old-" in p.name]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_validation_fraction_outside_zero_one_is_rejected(tmp_path, fraction):
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        prepare_corpus("stories", cache_dir=tmp_path, num_bytes=10_000, val_fraction=fraction)
+
+
+def test_jsonl_corpus_prepares_from_the_chosen_text_field(tmp_path):
+    docs = generate_stories(30_000, seed=2).split(EOT)[:-1]
+    rows = [json.dumps({"body": d, "text": "ignored"}) for d in docs]
+    (tmp_path / "shard.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    corpus = prepare_corpus("jsonl", cache_dir=tmp_path / "c", path=tmp_path / "shard.jsonl", text_field="body")
+    train, val = split_documents(corpus)
+    assert Counter(train) + Counter(val) == Counter(docs)

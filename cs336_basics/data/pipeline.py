@@ -116,13 +116,11 @@ def _prepare_split(
     else:
         splits = ["train"] if val_fraction is not None else ["train", "valid"]
         files = _input_files(source, path, data_dir, splits)
-        identity = {"files": {str(p): fingerprint(p, cache_dir) for p in files}}
+        identity = {"files": {str(p): fingerprint(p, cache_dir) for p in files}, "text_field": text_field}
         train_docs = corpora.iter_documents(source, "train", path, data_dir, text_field)
         val_docs = (
             corpora.iter_documents(source, "valid", path, data_dir, text_field) if val_fraction is None else iter(())
         )
-    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1) or None (use the corpus's own split), got {val_fraction}")
     key = cache_key({"stage": "split", "source": source, "seed": seed, "val_fraction": val_fraction, **identity})
     directory = Path(cache_dir) / f"split-{source}-{key}"
     meta, _ = verify_entry(directory, checksums=checksums)
@@ -191,6 +189,8 @@ def prepare_corpus(
         raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {TOKENIZERS}")
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1) or None (use the corpus's own split), got {val_fraction}")
     if source == "stories" and val_fraction is None:
         raise ValueError("generated stories have no separate validation file; pass a val_fraction such as 0.1")
     split_args = (source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress)
