@@ -8,6 +8,7 @@ from cs336_basics.data.synthetic import accuracy, make_task
 TASK_CONFIGS = [
     ("mqar", {"vocab_size": 64, "num_pairs": 6, "seq_len": 30}),
     ("mqar", {"vocab_size": 64, "num_pairs": 4, "num_queries": 7, "seq_len": 40}),
+    ("mqar", {"vocab_size": 64, "num_pairs": 5, "num_queries": 4, "seq_len": 60, "query_placement": "random"}),
     ("copy", {"vocab_size": 10, "copy_len": 9, "seq_len": 24}),
     ("selective_copy", {"vocab_size": 12, "num_tokens": 5, "region_len": 20, "seq_len": 26}),
 ]
@@ -113,3 +114,17 @@ def test_unknown_task_and_option_are_rejected_with_a_clear_message():
         make_task("mqar", num_keys=3)
     with pytest.raises(ValueError, match="seq_len must be"):
         make_task("copy", copy_len=20, seq_len=10)
+
+
+def test_random_query_placement_spreads_queries_over_the_sequence():
+    task = make_task("mqar", vocab_size=64, num_pairs=4, seq_len=63, query_placement="random")
+    _, _, mask = task.sample_batch(256, torch.Generator().manual_seed(9))
+    positions = torch.nonzero(mask)[:, 1]
+    assert int(positions.min()) < 16 and int(positions.max()) > 50
+    assert (positions % 2 == 0).all()  # targets index values, which sit at odd input positions
+
+
+def test_contiguous_queries_follow_the_pairs_immediately():
+    task = make_task("mqar", vocab_size=64, num_pairs=4, seq_len=63)
+    _, _, mask = task.sample_batch(8, torch.Generator().manual_seed(9))
+    assert torch.equal(torch.nonzero(mask[0]).flatten(), torch.tensor([8, 10, 12, 14]))

@@ -74,12 +74,18 @@ class SyntheticTask:
 
 @dataclass
 class AssociativeRecall(SyntheticTask):
-    """MQAR: keys from ``[1, vocab/2)``, distinct per sequence; values from ``[vocab/2, vocab)``."""
+    """MQAR: keys from ``[1, vocab/2)``, distinct per sequence; values from ``[vocab/2, vocab)``.
+
+    ``query_placement="contiguous"`` puts the queries right after the pairs; ``"random"`` scatters them (as
+    key-value pairs at even offsets, in random slots, padding elsewhere) over the rest of the sequence, as in
+    Zoology, so the distance between a binding and its query varies up to the full length.
+    """
 
     vocab_size: int = 128
     num_pairs: int = 8
     num_queries: int | None = None  # default: num_pairs (every key queried once, in random order)
     seq_len: int = 64
+    query_placement: str = "contiguous"
 
     def __post_init__(self) -> None:
         if self.num_queries is None:
@@ -88,6 +94,8 @@ class AssociativeRecall(SyntheticTask):
             raise ValueError("num_pairs and num_queries must be >= 1")
         if self.vocab_size // 2 - 1 < self.num_pairs:
             raise ValueError(f"vocab_size {self.vocab_size} has too few keys for {self.num_pairs} pairs")
+        if self.query_placement not in ("contiguous", "random"):
+            raise ValueError(f"query_placement must be 'contiguous' or 'random', got {self.query_placement!r}")
         needed = 2 * (self.num_pairs + self.num_queries)
         if self.seq_len + 1 < needed:
             raise ValueError(
@@ -105,10 +113,14 @@ class AssociativeRecall(SyntheticTask):
         seqs = torch.full((batch_size, self.seq_len + 1), PAD, dtype=torch.int64)
         answers = torch.zeros_like(seqs, dtype=torch.bool)
         seqs[:, 0 : 2 * P : 2], seqs[:, 1 : 2 * P : 2] = keys, values
-        q_end = 2 * P + 2 * Q
-        seqs[:, 2 * P : q_end : 2] = keys.gather(1, which)
-        seqs[:, 2 * P + 1 : q_end : 2] = values.gather(1, which)
-        answers[:, 2 * P + 1 : q_end : 2] = True
+        slots = torch.arange(Q).expand(batch_size, Q)  # (B, Q): which 2-token slot after the pairs
+        if self.query_placement == "random":
+            num_slots = (self.seq_len + 1 - 2 * P) // 2
+            slots = torch.rand(batch_size, num_slots, generator=generator).argsort(dim=1)[:, :Q].sort(dim=1).values
+        positions = 2 * P + 2 * slots  # (B, Q) position of each query key
+        seqs.scatter_(1, positions, keys.gather(1, which))
+        seqs.scatter_(1, positions + 1, values.gather(1, which))
+        answers.scatter_(1, positions + 1, True)
         return seqs, answers
 
 
