@@ -84,14 +84,18 @@ def test_encode_equals_tiktoken_on_multilingual_fixture(tokenizer, tiktoken_enco
     assert tokenizer.encode(text) == tiktoken_encode(text)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=60))
+TRICKY_PIECES = [" ", "  ", "\n", "\r\n", "\t", "\xa0", "\u3000", EOT, EOT2, "<|", "x", "é", "😀", "'s", "9", "!"]
+TEXTS = st.text(max_size=60) | st.lists(st.sampled_from(TRICKY_PIECES) | st.text(max_size=3), max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS)
 def test_encode_equals_tiktoken_on_arbitrary_text(tokenizer, tiktoken_encode, text):
     assert tokenizer.encode(text) == tiktoken_encode(text)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=80) | st.lists(st.sampled_from([" ", "  ", "\n", EOT, "x", "é", "😀", "\t"])).map("".join))
+@given(TEXTS)
 def test_decode_inverts_encode(tokenizer, text):
     assert tokenizer.decode(tokenizer.encode(text)) == text
 
@@ -158,6 +162,17 @@ def test_encode_iterable_is_lazy(tokenizer):
 
     iterator = tokenizer.encode_iterable(lines())
     assert next(iterator) == tokenizer.encode("Once")[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXTS, st.lists(st.integers(min_value=1, max_value=8), max_size=20), st.integers(min_value=1, max_value=32))
+def test_encode_iterable_equals_encode_for_any_chunking(tokenizer, text, sizes, buffer_chars):
+    chunks, pos = [], 0
+    for size in sizes:
+        chunks.append(text[pos : pos + size])
+        pos += size
+    chunks.append(text[pos:])
+    assert list(tokenizer.encode_iterable(chunks, buffer_chars=buffer_chars)) == tokenizer.encode(text)
 
 
 def test_encode_iterable_does_not_cut_inside_special_or_whitespace_runs(tokenizer):

@@ -121,10 +121,9 @@ def encode_file(
         "tokenizer_sha256": tokenizer_checksum(tokenizer),
         "encode_seconds": round(elapsed, 3),
     }
-    source_files = getattr(tokenizer, "source_files", None)
-    if source_files is not None:
-        meta["vocab_file"], meta["merges_file"] = source_files
-        meta["vocab_sha256"], meta["merges_sha256"] = (_sha256_file(p) for p in source_files)
+    if tokenizer.source_files is not None:
+        meta["vocab_file"], meta["merges_file"] = tokenizer.source_files
+        meta["vocab_sha256"], meta["merges_sha256"] = (_sha256_file(p) for p in tokenizer.source_files)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 

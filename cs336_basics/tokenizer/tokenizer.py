@@ -55,6 +55,7 @@ class Tokenizer:
     ) -> None:
         self.vocab: dict[int, bytes] = dict(vocab)
         self.merges = list(merges)
+        self.source_files: tuple[str, str] | None = None  # (vocab, merges) paths when loaded with from_files
         token_to_id: dict[bytes, int] = {}
         for i in sorted(self.vocab):
             token_to_id.setdefault(self.vocab[i], i)
