@@ -48,6 +48,27 @@ def test_adamw_matches_torch_adamw_over_300_steps(hyper):
     _assert_same_parameters(ours, theirs)
 
 
+@pytest.mark.parametrize("foreach", [False, True], ids=["single-tensor", "foreach"])
+def test_adamw_multi_tensor_path_matches_torch_and_handles_mixed_dtypes(foreach):
+    def params():
+        generator = torch.Generator().manual_seed(0)
+        shapes_dtypes = [((4, 3), torch.float32), ((3,), torch.float64), ((2, 5), torch.float32), ((7,), torch.float64)]
+        return [nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)) for shape, dtype in shapes_dtypes]
+
+    ours, theirs = params(), params()
+    ours_opt = AdamW(ours, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    theirs_opt = torch.optim.AdamW(theirs, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(100):
+        grads = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in ours]
+        for group, optimizer in ((ours, ours_opt), (theirs, theirs_opt)):
+            for p, g in zip(group, grads, strict=True):
+                p.grad = None if step % 7 == 3 and p.ndim == 1 else g.clone()  # sometimes skip the vectors
+            optimizer.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_adamw_matches_torch_adamw_with_parameter_groups_of_their_own_lr_and_decay():
     def groups(model):
         weights = [p for p in model.parameters() if p.ndim == 2]
