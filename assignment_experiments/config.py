@@ -55,15 +55,27 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where tokens come from: generated stories, a local text file, pre-encoded tokens, or a synthetic task."""
+    """Where tokens come from: a corpus via ``prepare_corpus``, pre-encoded tokens, or a synthetic task.
 
-    source: Literal["stories", "text", "tokens", "synthetic"] = "stories"
+    Corpus sources (``stories`` is generated offline; the others read local files under ``data_dir`` or ``path``)
+    take the ``tokenizer``/``tokenizer_vocab_size``/``num_bytes``/``val_fraction`` settings; ``tokens`` reads a
+    ``.npy`` or raw ``.bin`` of ``token_dtype`` ids; ``synthetic`` samples ``task`` with ``task_options``.
+    """
+
+    source: Literal["stories", "tinystories", "owt", "wikitext103", "pg19", "jsonl", "text", "tokens", "synthetic"] = (
+        "stories"
+    )
+    tokenizer: Literal["bytes", "bpe", "gpt2"] = "bpe"
+    tokenizer_vocab_size: int | None = 512
     num_bytes: int = 2_000_000
-    tokenizer_vocab_size: int = 512
-    val_fraction: float = 0.05
+    bpe_train_bytes: int | None = 8_000_000
+    val_fraction: float | None = 0.05
     seed: int = 0
     path: str | None = None
     val_path: str | None = None
+    data_dir: str | None = None
+    text_field: str = "text"
+    hf_revision: str | None = None
     cache_dir: str = "data_cache"
     token_dtype: Literal["uint16", "int32", "int64"] = "uint16"
     task: Literal["mqar", "copy", "selective_copy"] | None = None
@@ -315,7 +327,10 @@ def validate(config: ExperimentConfig) -> None:
         o.schedule != "wsd" or o.decay_steps > 0,
         "optim.decay_steps=0 with optim.schedule='wsd'; set decay_steps (e.g. 20% of max_steps)",
     )
-    _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must lie in (0, 1); e.g. 0.05")
+    _require(
+        d.val_fraction is None or 0 < d.val_fraction < 1,
+        f"data.val_fraction={d.val_fraction} must lie in (0, 1) (or null: the corpus's own validation file)",
+    )
     _require(
         t.average_last_k <= t.keep_checkpoints,
         f"train.average_last_k={t.average_last_k} exceeds train.keep_checkpoints={t.keep_checkpoints}; "
@@ -360,26 +375,31 @@ def _validate_model(m: ModelConfig) -> None:
 
 def _validate_data(config: ExperimentConfig) -> None:
     d, m = config.data, config.model
-    limit = TOKEN_DTYPE_LIMITS[d.token_dtype]
-    for key, vocab in [("data.tokenizer_vocab_size", d.tokenizer_vocab_size), ("model.vocab_size", m.vocab_size)]:
+    if d.source == "tokens":
+        limit = TOKEN_DTYPE_LIMITS[d.token_dtype]
         _require(
-            vocab is None or vocab <= limit,
-            f"{key}={vocab} is too large for data.token_dtype={d.token_dtype!r} (max {limit}); "
+            m.vocab_size is None or m.vocab_size <= limit,
+            f"model.vocab_size={m.vocab_size} is too large for data.token_dtype={d.token_dtype!r} (max {limit}); "
             "use token_dtype 'int32' or a smaller vocabulary",
         )
-    if d.source in ("stories", "text"):
+    if d.tokenizer == "bpe" and d.source not in ("tokens", "synthetic"):
         _require(
-            d.tokenizer_vocab_size >= 257,
+            d.tokenizer_vocab_size is None or d.tokenizer_vocab_size >= 257,
             f"data.tokenizer_vocab_size={d.tokenizer_vocab_size} must be >= 257 (256 bytes + <|endoftext|>)",
         )
+    _require(
+        d.source != "stories" or d.val_fraction is not None,
+        "data.val_fraction=null needs a corpus with its own validation file; use e.g. 0.05 for generated stories",
+    )
     if d.source == "synthetic":
         _require(d.task is not None, "data.task is required when data.source='synthetic'; e.g. \"mqar\"")
     elif d.task is not None:
         raise ConfigError(f"config error: data.task is only used with data.source='synthetic', not {d.source!r}")
-    if d.source in ("text", "tokens"):
+    if d.source in ("text", "jsonl", "tokens"):
         _require(d.path is not None, f"data.path is required when data.source={d.source!r}; point it at your file")
-        for key, path in [("data.path", d.path), ("data.val_path", d.val_path)]:
-            _require(
-                path is None or Path(path).exists(),
-                f"{key}={path} does not exist; create it (e.g. with encode_file) or fix the path",
-            )
+    _require(d.val_path is None or d.source == "tokens", "data.val_path is only used with data.source='tokens'")
+    for key, path in [("data.path", d.path), ("data.val_path", d.val_path)]:
+        _require(
+            path is None or Path(path).exists(),
+            f"{key}={path} does not exist; create it (download / encode_file) or fix the path",
+        )

@@ -1,8 +1,8 @@
 """Turn a ``data`` config section into a batch source, a vocabulary size and (for text) a tokenizer.
 
-- ``stories``: the project's generated story corpus, tokenized by a BPE trained on it (cached under
-  ``data.cache_dir``), via ``cs336_basics.data.pipeline.prepare_corpus``.
-- ``text``: a local UTF-8 text file (e.g. TinyStories), same pipeline.
+- ``stories`` (generated offline), ``tinystories``, ``owt``, ``wikitext103``, ``pg19``, ``jsonl``, ``text``: split,
+  tokenized (bytes, a BPE trained here, or GPT-2) and cached under ``data.cache_dir`` by
+  ``cs336_basics.data.pipeline.prepare_corpus``.
 - ``tokens``: pre-encoded token ids: a ``.npy`` file, or a raw ``.bin`` of ``data.token_dtype`` (with an optional
   ``meta.json`` beside it giving ``vocab_size``); the last ``data.val_fraction`` is held out unless ``data.val_path``
   is given. No tokenizer, so no text samples.
@@ -59,17 +59,19 @@ def _corpus_source(data: DataConfig, context_length: int, device: Any, rank: int
 
     kwargs: dict[str, Any] = {
         "source": data.source,
+        "tokenizer": data.tokenizer,
+        "cache_dir": data.cache_dir,
+        "vocab_size": data.tokenizer_vocab_size if data.tokenizer == "bpe" else None,
         "num_bytes": data.num_bytes,
-        "vocab_size": data.tokenizer_vocab_size,
         "val_fraction": data.val_fraction,
         "seed": data.seed,
-        "cache_dir": data.cache_dir,
-        "token_dtype": data.token_dtype,
+        "path": data.path,
+        "text_field": data.text_field,
+        "hf_revision": data.hf_revision,
+        "bpe_train_bytes": data.bpe_train_bytes,
     }
-    if data.source == "text":
-        kwargs["path"] = data.path
-        if data.val_path is not None:
-            kwargs["val_path"] = data.val_path
+    if data.data_dir is not None:
+        kwargs["data_dir"] = data.data_dir
     corpus = prepare_corpus(**kwargs)
     batches = TokenBatches(corpus.train, corpus.val, context_length, device, rank, world)
     return PreparedData(batches, corpus.vocab_size, corpus.tokenizer, corpus.eos_id, dict(corpus.meta))

@@ -50,8 +50,9 @@ def model_kwargs(config: ExperimentConfig, vocab_size: int) -> dict[str, Any]:
     kwargs["vocab_size"] = vocab_size
     if m.architecture == "hybrid":
         kwargs.pop("num_layers", None)  # the pattern's length is the depth
-    if m.architecture == "mamba":
+    if m.architecture == "mamba":  # recurrent: no heads, no maximum length
         kwargs.pop("num_heads", None)
+        kwargs.pop("context_length", None)
     return {**kwargs, **m.options}
 
 

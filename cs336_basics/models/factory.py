@@ -6,7 +6,8 @@
 - Keyword arguments are checked against the class signature before construction, so a typo (or an option the
   architecture does not have, e.g. ``d_state`` for a Transformer) gives a one-line error naming the argument and the
   accepted ones, instead of a ``TypeError`` deep inside a constructor. MoE / hyper-connection options pass straight
-  through to the classes that accept them.
+  through to the classes that accept them; for ``transformer`` and ``mamba``, which take an ``ffn_factory`` rather
+  than a config dict, ``moe={"num_experts": E, "top_k": k, ...}`` is turned into a factory of MoE feed-forwards.
 """
 
 from __future__ import annotations
@@ -45,8 +46,21 @@ def accepted_arguments(architecture: str) -> set[str] | None:
     return {name for name in parameters if name != "self"}
 
 
+def _moe_factory(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replace a ``moe`` config dict by an ``ffn_factory`` building one MoE feed-forward per layer."""
+    from cs336_basics.models.moe import build_moe
+
+    moe, d_model, d_ff = kwargs.pop("moe"), kwargs["d_model"], kwargs.get("d_ff")
+    if moe is not None:
+        build_moe(d_model, moe, d_ff)  # validate the dict now, with its own error message
+        kwargs["ffn_factory"] = lambda layer: build_moe(d_model, moe, d_ff)
+    return kwargs
+
+
 def build_model(architecture: str, **kwargs: Any) -> LanguageModel:
     """Construct the language model named by ``architecture`` with ``kwargs`` passed to its constructor."""
+    if architecture in ("transformer", "mamba") and "moe" in kwargs:
+        kwargs = _moe_factory(dict(kwargs))
     accepted = accepted_arguments(architecture)
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
