@@ -163,7 +163,7 @@ def main() -> None:
 
     time_ratio = ours["wall_s"] / hf["wall_s"]
     enc_ratio = enc["ours_Bps"] / enc["tiktoken_Bps"]
-    cmd = "uv run --group benchmark python benchmarks/bench_tokenizer.py" + " ".join(
+    cmd = "uv run --group benchmark python benchmarks/bench_tokenizer.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("mb", "vocab_size", "workers")
     )
     machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs"

@@ -171,3 +171,11 @@ def test_speed_floor_vocab_500_on_130kb_english(tmp_path):
     start = time.perf_counter()
     train_bpe(path, 500, [EOT])
     assert time.perf_counter() - start < 1.5
+
+
+@pytest.mark.slow
+def test_larger_corpus_parallel_training_equals_reference(tmp_path):
+    text = generate_stories(400_000, seed=9) + (FIXTURES / "multilingual.txt").read_text(encoding="utf-8") * 50
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    assert train_bpe(path, 1200, [EOT], num_workers=2, chunk_bytes=50_000) == reference_train_bpe(text, 1200, [EOT])
