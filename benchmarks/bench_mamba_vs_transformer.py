@@ -1,0 +1,190 @@
+"""Training-step cost of Mamba vs Transformer (naive and torch_sdpa attention) as the sequence grows, on CPU.
+
+The claim under test: a Mamba LM's time and memory per token stay flat as the context length L grows, while
+attention's grow with L (its score matrix is L x L). Models are matched on non-embedding parameters (Mamba layers
+have ~half a Transformer layer's parameters, so Mamba gets twice the layers, as in the Mamba paper).
+
+Method
+- One training step = forward + cross-entropy + backward + AdamW (``cs336_basics.optim.adamw``), batch 1 (``--batch``).
+- Each (model, L) runs in a fresh subprocess, so that peaks are not hidden by an earlier run's allocator cache.
+  Time: one warm-up step, then the median of ``--steps`` steps (wall clock). Runs are interleaved by L so load from
+  other jobs on the machine hits every model alike.
+- Peak memory: ``ru_maxrss`` (the process's peak resident set, which does see PyTorch's CPU allocations, unlike
+  ``tracemalloc``) minus the resident set measured just before the first step (model and data already built):
+  activations, gradients, optimizer state and allocator overhead of training.
+
+    uv run python benchmarks/bench_mamba_vs_transformer.py                        # L = 256 .. 4096
+    uv run python benchmarks/bench_mamba_vs_transformer.py --lengths 256 512 --steps 2
+
+Writes ``benchmarks/results/mamba.md`` (table) and ``benchmarks/results/mamba_vs_transformer.png`` (plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from cs336_basics.models.base import count_parameters, parameter_groups
+from cs336_basics.models.mamba import MambaLM
+from cs336_basics.models.transformer import TransformerLM
+from cs336_basics.nn.functional import cross_entropy
+from cs336_basics.optim.adamw import AdamW
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = ("mamba", "transformer-naive", "transformer-sdpa")
+VOCAB, D_MODEL, T_LAYERS, HEADS = 512, 128, 4, 4
+
+
+def build(name: str, context_length: int) -> torch.nn.Module:
+    """The benchmark models: d_model 128, Transformer 4 layers (SwiGLU d_ff 384), Mamba 8 layers (expand 2, n 16)."""
+    if name == "mamba":
+        return MambaLM(VOCAB, D_MODEL, 2 * T_LAYERS, d_state=16, d_conv=4, expand=2)
+    backend = {"transformer-naive": "naive", "transformer-sdpa": "torch_sdpa"}[name]
+    return TransformerLM(VOCAB, context_length, D_MODEL, T_LAYERS, HEADS, attn_backend=backend)
+
+
+def worker(name: str, length: int, batch: int, steps: int, threads: int) -> dict:
+    """Time ``steps`` training steps of one model at one length; runs inside its own process."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build(name, length)
+    optimizer = AdamW(parameter_groups(model, 0.1), lr=1e-3)
+    ids = torch.randint(0, VOCAB, (batch, length + 1))
+    rss_before = psutil.Process().memory_info().rss
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    step = statistics.median(times[1:])
+    return {
+        "model": name,
+        "L": length,
+        "params": count_parameters(model)["non_embedding"],
+        "step_s": step,
+        "us_per_token": step / (batch * length) * 1e6,
+        "tokens_per_s": batch * length / step,
+        "peak_mib": max(peak - rss_before, 0) / 2**20,
+    }
+
+
+def run_one(name: str, length: int, args: argparse.Namespace) -> dict | None:
+    cmd = [sys.executable, __file__, "--worker", name, str(length), "--batch", str(args.batch)]
+    cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if done.returncode != 0:
+        print(f"{name} L={length} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_results(rows: list[dict], args: argparse.Namespace, command: str) -> None:
+    by = {(r["model"], r["L"]): r for r in rows}
+    lengths = sorted({r["L"] for r in rows})
+    params = {r["model"]: r["params"] for r in rows}
+    lines = [
+        "# Mamba vs Transformer: training-step cost vs sequence length (CPU)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {torch.get_num_threads()}-thread "
+        f"CPU ({platform.machine()}), 2 cores shared with other jobs, torch {torch.__version__}, "
+        f"{args.threads} intra-op thread(s), batch {args.batch}, median of {args.steps} steps after 1 warm-up.  ",
+        "Step = forward + cross-entropy + backward + AdamW. Peak memory = ru_maxrss - RSS before the first step "
+        "(fresh process per cell).  ",
+        "Non-embedding parameters: " + ", ".join(f"{m} {p / 1e6:.2f}M" for m, p in params.items()) + ".",
+        "",
+        "| L | model | step (s) | us / token | tokens / s | peak train memory (MiB) | step time vs Mamba |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for length in lengths:
+        base = by.get(("mamba", length))
+        for name in MODELS:
+            r = by.get((name, length))
+            if r is None:
+                lines.append(f"| {length} | {name} | failed / skipped | | | | |")
+                continue
+            ratio = f"{r['step_s'] / base['step_s']:.2f}x" if base else "-"
+            lines.append(
+                f"| {length} | {name} | {r['step_s']:.3f} | {r['us_per_token']:.1f} | {r['tokens_per_s']:.0f} | "
+                f"{r['peak_mib']:.0f} | {ratio} |"
+            )
+    first, last = lengths[0], lengths[-1]
+    lines += ["", f"Growth of time per token from L={first} to L={last} (1.00x = flat):", ""]
+    for name in MODELS:
+        a, b = by.get((name, first)), by.get((name, last))
+        if a and b:
+            lines.append(f"- {name}: {b['us_per_token'] / a['us_per_token']:.2f}x")
+    (RESULTS / "mamba.md").write_text("\n".join(lines) + "\n")
+    plot(rows, lengths)
+
+
+def plot(rows: list[dict], lengths: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in MODELS:
+        mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["L"])
+        if mine:
+            axes[0].plot([r["L"] for r in mine], [r["us_per_token"] for r in mine], marker="o", label=name)
+            axes[1].plot([r["L"] for r in mine], [r["peak_mib"] for r in mine], marker="o", label=name)
+    for ax, ylabel in zip(axes, ["training time per token (us)", "peak training memory (MiB)"], strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(length) for length in lengths])
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Mamba vs Transformer training step on CPU (batch 1, ~matched parameters)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "mamba_vs_transformer.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before a cell is given up")
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "L"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.batch, args.steps, args.threads)))
+        return
+    command = "uv run python benchmarks/bench_mamba_vs_transformer.py " + " ".join(sys.argv[1:])
+    rows = []
+    for length in args.lengths:
+        for name in args.models:
+            row = run_one(name, length, args)
+            if row is not None:
+                rows.append(row)
+                print(
+                    f"L={length:5d} {name:18s} step {row['step_s']:.3f}s  {row['us_per_token']:.1f} us/token  "
+                    f"peak {row['peak_mib']:.0f} MiB",
+                    flush=True,
+                )
+    RESULTS.mkdir(exist_ok=True)
+    write_results(rows, args, command.strip())
+
+
+if __name__ == "__main__":
+    main()
