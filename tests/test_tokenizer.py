@@ -15,6 +15,7 @@ from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import escape_token, load_merges, load_vocab, save_tokenizer_files, unescape_token
 from cs336_basics.tokenizer.pretokenize import GPT2_PATTERN
 from cs336_basics.tokenizer.tokenizer import Tokenizer
+from tests import adapters
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 EOT = "<|endoftext|>"
@@ -113,6 +114,11 @@ def test_decode_replaces_invalid_utf8_with_replacement_character(tokenizer):
 def test_decode_unknown_id_raises_value_error(tokenizer):
     with pytest.raises(ValueError, match="not in the vocab"):
         tokenizer.decode([10**6])
+
+
+def test_adapter_get_tokenizer_encodes_like_tiktoken(trained, tiktoken_encode):
+    text = CASES["special_overlapping_longest_first"] + CASES["whitespace_runs"]
+    assert adapters.get_tokenizer(*trained, [EOT, EOT2]).encode(text) == tiktoken_encode(text)
 
 
 def test_doubled_special_is_one_token_when_registered(tokenizer):

@@ -12,7 +12,7 @@ import pytest
 import regex
 
 from cs336_basics.data.stories import generate_stories
-from cs336_basics.tokenizer.bpe_train import train_bpe
+from cs336_basics.tokenizer.bpe_train import _order_key, train_bpe
 from cs336_basics.tokenizer.pretokenize import (
     PRETOKEN_RE,
     WHITESPACE_CHARS,
@@ -20,6 +20,7 @@ from cs336_basics.tokenizer.pretokenize import (
     find_chunk_boundaries,
     special_split_pattern,
 )
+from tests import adapters
 from tests._reference_bpe import reference_train_bpe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
@@ -83,6 +84,21 @@ def test_tie_break_compares_whole_byte_strings_not_prefix_padded(tmp_path):
     path.write_text(text, encoding="utf-8")
     _, merges = train_bpe(path, 300, [])
     assert merges == reference_train_bpe(text, 300, [])[1]
+
+
+def test_heap_order_key_sorts_pairs_by_descending_byte_tuples():
+    rng = random.Random(4)
+    tokens = [bytes(rng.choice([0, 1, 97, 98, 255]) for _ in range(rng.randint(1, 3))) for _ in range(200)]
+    pairs = list({(rng.choice(tokens), rng.choice(tokens)) for _ in range(500)})
+    by_key = sorted(pairs, key=lambda p: (_order_key(p[0]), _order_key(p[1])))
+    assert by_key == sorted(pairs, reverse=True)
+
+
+def test_adapter_run_train_bpe_matches_reference(tmp_path):
+    text = generate_stories(5_000, seed=8)
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    assert adapters.run_train_bpe(path, 300, [EOT]) == reference_train_bpe(text, 300, [EOT])
 
 
 def test_vocab_counts_bytes_specials_and_merges(tmp_path):
