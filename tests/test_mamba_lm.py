@@ -184,3 +184,25 @@ def test_loss_falls_on_repeat_pattern_task():
         losses.append(loss.item())
     assert sum(losses[:5]) / 5 > 1.5  # starts near log(8)
     assert sum(losses[-5:]) / 5 < 0.2  # ignoring context, log(4) / 2 = 0.69 is the best possible
+
+
+def test_stability_switches_reach_every_block():
+    model = _lm(dt_limit=(1e-4, 1.0), conv_norm=True, a_min_magnitude=0.1, decay_limit=(0.01, 0.9999))
+    for layer in model.layers:
+        mixer = layer.mixer
+        assert mixer.dt_limit == (1e-4, 1.0) and mixer.conv_norm is not None
+        assert mixer.a_min_magnitude == 0.1 and mixer.decay_limit == (0.01, 0.9999)
+    assert model(torch.randint(0, VOCAB, (1, 5))).isfinite().all()
+
+
+def test_auxiliary_loss_sums_plugged_ffn_losses():
+    class LossyFFN(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+        def auxiliary_loss(self):
+            return torch.tensor(0.5)
+
+    model = _lm(ffn_factory=lambda i: LossyFFN())
+    assert model.auxiliary_loss().item() == LAYERS * 0.5
+    assert _lm().auxiliary_loss().item() == 0.0

@@ -114,8 +114,9 @@ class MambaCache:
 class MambaLM(LanguageModel):
     """Mamba language model; see the module docstring for the architecture and the state-dict layout.
 
-    ``ffn_factory(layer_index)`` may build each layer's FFN (e.g. an MoE) instead of ``ffn="swiglu"``; extra keyword
-    arguments (``dt_limit``, ``a_min_magnitude``, ``conv_norm``, ``decay_limit``, ``dt_rank``, ...) go to every
+    ``ffn_factory(layer_index)`` may build each layer's FFN (e.g. an MoE) instead of ``ffn="swiglu"``; ``dt_rank`` and
+    the stability switches (``dt_limit``, ``a_min_magnitude``, ``conv_norm``, ``decay_limit``; all off by default,
+    see :mod:`~cs336_basics.models.mamba_block`) go to every
     :class:`~cs336_basics.models.mamba_block.MambaBlock`.
     """
 
@@ -132,9 +133,13 @@ class MambaLM(LanguageModel):
         tie_embeddings: bool = False,
         scan_backend: str = "auto",
         ffn_factory: Callable[[int], nn.Module] | None = None,
+        dt_rank: int | None = None,
+        dt_limit: tuple[float, float] | None = None,
+        a_min_magnitude: float | None = None,
+        conv_norm: bool = False,
+        decay_limit: tuple[float, float] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        **block_kwargs: Any,
     ) -> None:
         super().__init__()
         if vocab_size < 1 or d_model < 1 or num_layers < 1:
@@ -155,7 +160,11 @@ class MambaLM(LanguageModel):
                 ffn_module=ffn_factory(i) if ffn_factory is not None else None,
                 num_layers=num_layers,
                 scan_backend=scan_backend,
-                **block_kwargs,
+                dt_rank=dt_rank,
+                dt_limit=dt_limit,
+                a_min_magnitude=a_min_magnitude,
+                conv_norm=conv_norm,
+                decay_limit=decay_limit,
                 **factory,
             )
             for i in range(num_layers)
@@ -180,3 +189,11 @@ class MambaLM(LanguageModel):
         for i, layer in enumerate(self.layers):
             x = layer(x, state=cache.states[i] if cache is not None else None)
         return self.lm_head(self.ln_final(x))  # (b, L, vocab)
+
+    def auxiliary_loss(self) -> Tensor:
+        """Sum of the auxiliary losses of plugged-in FFN modules (e.g. MoE load balancing); zero otherwise."""
+        total = torch.zeros((), device=self.lm_head.weight.device)
+        for layer in self.layers:
+            if hasattr(layer.ffn, "auxiliary_loss"):
+                total = total + layer.ffn.auxiliary_loss()
+        return total
