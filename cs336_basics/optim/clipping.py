@@ -7,11 +7,20 @@ the update direction is kept and only its length shrinks. Parameters without a g
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
 
 CLIP_EPS = 1e-6
+
+
+def _buckets(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Gradients grouped by (device, dtype): each ``torch._foreach_*`` call needs a single one of each."""
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
+    for grad in grads:
+        groups[(grad.device, grad.dtype)].append(grad)
+    return list(groups.values())
 
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -27,7 +36,9 @@ def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     # moved to one device so parameters spread over devices still give a single number.
     device = grads[0].device
     dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-    norms = [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) for g in grads]
+    norms = []
+    for bucket in _buckets(grads):
+        norms += torch._foreach_norm(bucket, 2, dtype=torch.promote_types(bucket[0].dtype, torch.float32))
     return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
 
 
@@ -36,10 +47,9 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_l2_norm: float)
     if not max_l2_norm > 0.0:
         raise ValueError(f"max_l2_norm must be > 0, got {max_l2_norm}")
     params = [p for p in parameters if p.grad is not None]
-    total_norm = global_grad_norm(params)
-    norm = float(total_norm)
+    norm = float(global_grad_norm(params))
     if norm > max_l2_norm:
         scale = max_l2_norm / (norm + CLIP_EPS)
-        for p in params:
-            p.grad.mul_(scale)
+        for bucket in _buckets([p.grad for p in params]):
+            torch._foreach_mul_(bucket, scale)
     return norm
