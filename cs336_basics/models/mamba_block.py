@@ -152,10 +152,12 @@ class MambaBlock(nn.Module):
             magnitude = magnitude.clamp(min=self.a_min_magnitude)
         return -magnitude
 
-    @property
-    def _fused_dt(self) -> bool:
-        """Whether the scan may apply ``dt_bias`` + softplus itself (no clamp to apply in between)."""
-        return self.dt_limit is None and self.decay_limit is None
+    def _scan_dt_arguments(self, dt_raw: Tensor, A: Tensor) -> tuple[Tensor, Tensor | None, bool]:
+        """``(delta, delta_bias, delta_softplus)`` for the scan: with no clamp in between, the scan (a fused kernel on
+        GPU) applies the bias and softplus itself; otherwise it gets the final, clamped ``dt``."""
+        if self.dt_limit is None and self.decay_limit is None:
+            return dt_raw.contiguous(), self.dt_bias.float(), True
+        return self.step_sizes(dt_raw, A).contiguous(), None, False
 
     def step_sizes(self, dt_raw: Float[Tensor, "b d *L"], A: Float[Tensor, "d n"]) -> Float[Tensor, "b d *L"]:
         """``dt = softplus(dt_raw + dt_bias)``, then the ``dt_limit`` and ``decay_limit`` clamps when switched on."""
@@ -180,8 +182,7 @@ class MambaBlock(nn.Module):
     def forward(self, x: Float[Tensor, "b L d_model"], state: MambaState | None = None) -> Float[Tensor, "b L d_model"]:
         """Full-sequence pass; with ``state``, continue from it and update it in place (prefill or steps)."""
         if state is not None and state.seen > 0:
-            out = torch.stack([self.step(x[:, t], state) for t in range(x.shape[1])], dim=1)
-            return out
+            return torch.stack([self.step(x[:, t], state) for t in range(x.shape[1])], dim=1)
         x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (b, L, d_inner) each
         x_in, z = x_in.transpose(1, 2), z.transpose(1, 2)  # (b, d_inner, L)
         u = self._conv_activation(self.conv1d(x_in).transpose(1, 2))  # (b, L, d_inner)
@@ -190,10 +191,7 @@ class MambaBlock(nn.Module):
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, d_state, L)
         u = u.transpose(1, 2).contiguous()  # (b, d_inner, L)
         A = self.ssm_matrix()
-        if self._fused_dt:
-            delta, delta_bias, delta_softplus = dt_raw.contiguous(), self.dt_bias.float(), True
-        else:
-            delta, delta_bias, delta_softplus = self.step_sizes(dt_raw, A).contiguous(), None, False
+        delta, delta_bias, delta_softplus = self._scan_dt_arguments(dt_raw, A)
         scanned = selective_scan(
             u,
             delta,
@@ -224,10 +222,7 @@ class MambaBlock(nn.Module):
         dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_raw = self.dt_proj(dt_low)  # (b, d_inner)
         A = self.ssm_matrix()
-        if self._fused_dt:
-            delta, delta_bias, delta_softplus = dt_raw, self.dt_bias.float(), True
-        else:
-            delta, delta_bias, delta_softplus = self.step_sizes(dt_raw, A), None, False
+        delta, delta_bias, delta_softplus = self._scan_dt_arguments(dt_raw, A)
         y, new_ssm = selective_scan_step(state.ssm, u, delta, A, B, C, self.D.float(), z, delta_bias, delta_softplus)
         state.conv.copy_(new_conv)
         state.ssm.copy_(new_ssm)
