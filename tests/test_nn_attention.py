@@ -173,3 +173,12 @@ def test_kv_cache_overflow_is_a_clear_error():
 def test_attention_rejects_bad_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CausalMultiHeadSelfAttention(**{"d_model": 16, "num_heads": 2, **kwargs})
+
+
+def test_sdpa_gradients_match_torch():
+    q, k, v = (torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()
+    ours = torch.autograd.grad(run_scaled_dot_product_attention(q, k, v, mask).square().sum(), (q, k, v))
+    expected = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).square().sum(), (q, k, v))
+    for grad, reference in zip(ours, expected, strict=True):
+        torch.testing.assert_close(grad, reference)

@@ -80,3 +80,10 @@ def test_cross_entropy_rejects_mismatched_shapes():
 
 def test_perplexity_is_exp_of_loss():
     assert perplexity(torch.tensor(math.log(42.0))) == pytest.approx(42.0)
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_softmax_and_cross_entropy_backward_pass_gradcheck(dim):
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: softmax(t, dim=dim), (x,))
+    assert torch.autograd.gradcheck(lambda t: cross_entropy(t, torch.tensor([0, 5, 2, 2])), (x,))

@@ -3,6 +3,12 @@
 Every reduction here is numerically stable: softmax and log-softmax subtract the row maximum before
 exponentiating, and cross-entropy is computed as ``logsumexp(logits) - logits[target]`` so that logits scaled by
 1000 (or shifted by a large constant) give the same finite loss as the unscaled ones would mathematically.
+
+``softmax`` and ``cross_entropy`` carry hand-written backward passes (``torch.autograd.Function``): softmax saves
+only its output (``dx = y * (g - sum(g * y))``) and cross-entropy only the logits and the per-row logsumexp
+(``dlogits = (softmax - onehot) / N``). Autograd through the composite formulas would keep every intermediate
+(shifted logits, exponentials, sums) alive until backward, which costs memory and time at vocab or
+sequence-squared sizes.
 """
 
 from __future__ import annotations
@@ -14,11 +20,24 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        y = (x - x.amax(dim=dim, keepdim=True)).exp_()  # a fresh tensor, so in-place is safe
+        y = y.div_(y.sum(dim=dim, keepdim=True))
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(dim=ctx.dim, keepdim=True)), None
+
+
 def softmax(x: Float[Tensor, " ..."], dim: int = -1) -> Float[Tensor, " ..."]:
     """``exp(x) / sum(exp(x))`` along ``dim``, computed after subtracting the maximum so nothing overflows."""
-    shifted = x - x.amax(dim=dim, keepdim=True)
-    exp = shifted.exp()
-    return exp / exp.sum(dim=dim, keepdim=True)
+    return _Softmax.apply(x, dim)
 
 
 def _logsumexp(x: Float[Tensor, " ..."], dim: int) -> Float[Tensor, " ..."]:
@@ -44,10 +63,22 @@ def cross_entropy(logits: Float[Tensor, " ... vocab"], targets: Int[Tensor, " ..
             f"cross_entropy: logits {tuple(logits.shape)} need shape targets.shape + (vocab,), "
             f"got targets {tuple(targets.shape)}"
         )
-    logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    targets = targets.reshape(-1, 1)  # (N, 1)
-    target_logit = logits.gather(-1, targets)  # (N, 1)
-    return (_logsumexp(logits, dim=-1) - target_logit).mean()
+    return _CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, 1))
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # logits (N, V), targets (N, 1)
+        lse = _logsumexp(logits, dim=-1)  # (N, 1)
+        ctx.save_for_backward(logits, targets, lse)
+        return (lse - logits.gather(-1, targets)).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        probs = (logits - lse).exp_()  # (N, V) softmax
+        probs.scatter_add_(-1, targets, torch.full_like(targets, -1, dtype=probs.dtype))  # minus one-hot
+        return probs.mul_(grad / logits.shape[0]), None
 
 
 def perplexity(loss: float | Tensor) -> float:
