@@ -121,7 +121,8 @@ def main() -> None:
         title = f"## Triton vs reference, forward + backward, float32, {torch.cuda.get_device_name()}"
     else:
         torch.manual_seed(0)
-        command = "uv run python benchmarks/bench_selective_scan.py" + (f" --threads {args.threads}" if args.threads else "")
+        threads = f" --threads {args.threads}" if args.threads else ""
+        command = f"uv run python benchmarks/bench_selective_scan.py{threads}"
         head = "| b | d | n | L | reference ms | chunked ms | speed-up |"
         print(head)
         rows = cpu_rows([(2, 64, 16, 256), (2, 64, 16, 1024), (2, 128, 16, 1024), (1, 16, 16, 4096)])
