@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from assignment_experiments.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, load_config
 from assignment_experiments.run_experiment import main
@@ -119,3 +120,18 @@ def test_round_trip_through_to_dict_gives_the_same_config(base_config):
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     assert isinstance(load_config(path), ExperimentConfig)
+
+
+SUITES = sorted((CONFIG_DIR / "suites").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
+def test_every_shipped_suite_run_validates_and_builds_its_model(path):
+    from assignment_experiments.run_suite import load_suite
+    from assignment_experiments.runner import make_model
+
+    for name, config in load_suite(path, []):
+        vocab = config.data.task_options.get("vocab_size", 1024)
+        with torch.device("meta"):  # shapes and argument checks only: no memory, no initialisation cost
+            model = make_model(config, vocab)
+        assert model.vocab_size == vocab, name
