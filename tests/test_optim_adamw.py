@@ -116,6 +116,18 @@ def test_adamw_state_dict_round_trip_continues_identically():
         assert torch.equal(pa, pb)
 
 
+def test_adamw_continues_from_a_torch_adamw_state_dict_as_torch_would():
+    ours, theirs = _small_model(), _small_model()
+    theirs_opt = torch.optim.AdamW(theirs.parameters(), lr=2e-3, weight_decay=0.05)
+    _train(theirs, theirs_opt, steps=10, seed=3)
+    ours.load_state_dict(theirs.state_dict())
+    ours_opt = AdamW(ours.parameters(), lr=2e-3, weight_decay=0.05)
+    ours_opt.load_state_dict(copy.deepcopy(theirs_opt.state_dict()))  # its "step" entries are tensors
+    _train(theirs, theirs_opt, steps=10, seed=4)
+    _train(ours, ours_opt, steps=10, seed=4)
+    _assert_same_parameters(ours, theirs)
+
+
 def test_adamw_step_returns_the_closure_loss():
     param = nn.Parameter(torch.ones(2))
 

@@ -77,7 +77,7 @@ class AdamW(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["step"] += 1
+                state["step"] = int(state["step"]) + 1  # int() also adopts torch.optim.AdamW state (tensor step)
             foreach = group.get("foreach")
             if foreach is None:
                 foreach = all(p.device.type == "cuda" for p in params)
