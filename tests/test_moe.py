@@ -104,3 +104,32 @@ def test_invalid_top_k_and_unknown_config_keys_are_value_errors():
         MoEFeedForward(8, num_experts=4, top_k=3)
     with pytest.raises(ValueError, match="unknown keys"):
         build_moe(8, {"num_experts": 4, "capacity": 1.0})
+
+
+def _moe_transformer():
+    from cs336_basics.models.transformer import TransformerLM
+
+    return TransformerLM(20, 16, 16, 2, 2, ffn_factory=lambda i: MoEFeedForward(16, num_experts=3, top_k=2, d_ff=16))
+
+
+def test_transformer_with_moe_ffn_reports_aux_loss_and_stays_causal():
+    model = _moe_transformer()
+    ids = torch.randint(0, 20, (2, 10))
+    changed = ids.clone()
+    changed[:, 6:] = torch.randint(0, 20, (2, 4))
+    past = model(ids)[:, :6]
+    torch.testing.assert_close(collect_moe_aux_loss(model), model.auxiliary_loss())
+    torch.testing.assert_close(model(changed)[:, :6], past, rtol=1e-5, atol=1e-5)
+    assert len([k for k in collect_moe_diagnostics(model) if "/load_" in k]) == 2 * 3
+
+
+def test_mamba_with_moe_ffn_reports_aux_loss():
+    from cs336_basics.models.mamba import MambaLM
+
+    model = MambaLM(20, 16, 2, d_state=4, ffn_factory=lambda i: MoEFeedForward(16, 3, 1, 16), scan_backend="chunked")
+    model(torch.randint(0, 20, (2, 8)))
+    aux = collect_moe_aux_loss(model)
+    assert aux.item() > 0
+    torch.testing.assert_close(aux, model.auxiliary_loss())
+    counts = moe_parameter_counts(model)
+    assert counts["total"] - counts["active"] == 2 * 2 * (3 * 16 * 16)
