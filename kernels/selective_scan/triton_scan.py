@@ -43,6 +43,7 @@ class SelectiveScanTriton(torch.autograd.Function):
             CHUNK=chunk_size, BLOCK_D=block_d, BLOCK_N=block_n,
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.set_materialize_grads(False)  # an unused last state arrives as None: the kernel then skips loading it
         ctx.config = (delta_softplus, chunk_size, block_d)
         return y, last
 
