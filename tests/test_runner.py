@@ -92,6 +92,20 @@ def test_run_directory_holds_config_metrics_checkpoints_curves_samples_environme
     assert losses[-1] < losses[0]
 
 
+def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
+    config = tiny_config(tmp_path, max_steps=4, eval_every=2, checkpoint_every=4, sample_prompts=[])
+    task = '{"vocab_size": 32, "num_pairs": 4, "seq_len": 16}'
+    code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "mqar",
+                 "--set", "data.source=synthetic", "--set", "data.task=mqar", "--set", f"data.task_options={task}",
+                 "--set", "data.path=null", "--set", "model.architecture=hybrid", "--set", "model.pattern=AM",
+                 "--set", "model.num_layers=null", "--set", "model.d_state=4"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "runs" / "mqar" / "summary.json").read_text())
+    assert summary["pattern"] == "AM" and 0.0 <= summary["final_val_accuracy"] <= 1.0
+    evals = [json.loads(line) for line in (tmp_path / "runs" / "mqar" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_accuracy" in r for r in evals if r["kind"] == "eval")
+
+
 def test_existing_run_without_resume_is_refused(tmp_path, capsys):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r"]

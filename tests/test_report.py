@@ -1,0 +1,118 @@
+"""Report generation from run directories: sorted table, CSV, comparison plot, and an experiment log whose
+generated blocks are refreshed while the observations a person wrote survive; suites skip finished runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from assignment_experiments import report
+from assignment_experiments.report import build_report, config_diff, update_log
+
+
+def fake_run(runs: Path, name: str, ppl: float, baseline: str | None = None, lr: float = 1e-3) -> Path:
+    run = runs / name
+    run.mkdir(parents=True)
+    config = {"description": f"hypothesis of {name}", "baseline": baseline, "optim": {"lr": lr, "min_lr": 1e-4}}
+    summary = {
+        "name": name, "description": config["description"], "baseline": baseline, "architecture": "transformer",
+        "pattern": None, "num_params": 1000, "num_params_non_embedding": 800, "best_val_loss": 2.0,
+        "final_val_loss": math.log(ppl), "final_val_perplexity": ppl, "runtime_s": 10.0, "tokens_per_s": 100.0,
+        "steps_per_s": 1.0, "peak_memory_mb": 50.0, "steps": 10, "tokens_seen": 1000,
+    }  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "environment.json").write_text(json.dumps({"platform": "test-os", "cpu_count": 2, "torch": "x"}))
+    records = [{"kind": "eval", "step": s, "elapsed_s": s / 2, "val_loss": 3.0 - s / 10} for s in (5, 10)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_table_and_csv_are_sorted_by_final_validation_perplexity(tmp_path):
+    runs = tmp_path / "runs"
+    dirs = [fake_run(runs, "b", 9.0), fake_run(runs, "a", 12.0), fake_run(runs, "c", 7.5)]
+    table = build_report(dirs, tmp_path / "out", log_path=None)
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == ["c", "b", "a"]
+    with (tmp_path / "out" / "results.csv").open() as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["name"] for r in records] == ["c", "b", "a"]
+    assert set(report.COLUMNS) == set(records[0])
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 0
+
+
+def test_log_entries_hold_hypothesis_config_diff_results_and_environment(tmp_path):
+    runs = tmp_path / "runs"
+    dirs = [fake_run(runs, "base", 9.0), fake_run(runs, "fast", 8.0, baseline="base", lr=3e-3)]
+    log = tmp_path / "EXPERIMENT_LOG.md"
+    build_report(dirs, tmp_path / "out", log)
+    text = log.read_text()
+    assert "## fast" in text and "## base" in text
+    assert "hypothesis of fast" in text
+    assert "`optim.lr`: 0.001 -> 0.003" in text
+    assert "final_val_perplexity 8" in text
+    assert "test-os, 2 CPUs" in text
+    assert "loss_curves.png" in text
+
+
+def test_updating_the_log_keeps_observations_and_replaces_generated_blocks(tmp_path):
+    runs = tmp_path / "runs"
+    log = tmp_path / "EXPERIMENT_LOG.md"
+    dirs = [fake_run(runs, "base", 9.0)]
+    build_report(dirs, tmp_path / "out", log)
+    written = log.read_text().replace("_(write what you see and what it means here)_", "The loss fell smoothly.")
+    log.write_text(written + "\nA closing note by hand.\n")
+    (runs / "base" / "summary.json").write_text(
+        json.dumps({**json.loads((runs / "base" / "summary.json").read_text()), "final_val_perplexity": 6.25})
+    )
+    dirs.append(fake_run(runs, "second", 7.0, baseline="base"))
+    build_report(dirs, tmp_path / "out", log)
+    text = log.read_text()
+    assert "The loss fell smoothly." in text and "A closing note by hand." in text
+    assert "final_val_perplexity 6.25" in text and "final_val_perplexity 9" not in text
+    assert text.count("## base") == 1 and text.count("## second") == 1
+    assert text.count("<!-- generated:summary -->") == 1
+
+
+def test_update_log_leaves_text_outside_markers_byte_identical():
+    text = "# Log\n\nmy notes\n<!-- generated:summary -->\nold\n<!-- /generated:summary -->\nmore notes\n"
+    updated = update_log(text, {"summary": "new\n"})
+    assert updated == text.replace("old\n", "new\n")
+
+
+def test_config_diff_lists_only_changed_keys_and_ignores_the_description():
+    mine = {"description": "x", "optim": {"lr": 3e-3, "eps": 1e-8}, "model": {"options": {"moe": {"top_k": 1}}}}
+    theirs = {"description": "y", "optim": {"lr": 1e-3, "eps": 1e-8}, "model": {"options": {}}}
+    assert config_diff(mine, theirs) == ["`model.options`: {} -> {'moe': {'top_k': 1}}", "`optim.lr`: 0.001 -> 0.003"]
+
+
+def test_report_without_finished_runs_exits_2(tmp_path, capsys):
+    assert report.main(["--runs-dir", str(tmp_path), "--no-log"]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_suite_skips_finished_runs_and_rejects_a_bad_run_before_starting(tmp_path, monkeypatch):
+    from assignment_experiments import run_suite, runner
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"model": {"d_model": 16, "num_heads": 2}, "train": {"max_steps": 100}}))
+    suite = tmp_path / "suite.json"
+    runs_list = [{"name": "done", "set": {"optim.lr": 0.01}}, {"name": "todo", "set": {"optim.lr": 0.001}}]
+    suite.write_text(json.dumps({"base": "base.json", "runs": runs_list}))
+    runs = tmp_path / "runs"
+    fake_run(runs, "done", 5.0)
+    started = []
+    monkeypatch.setattr(runner, "run_experiment", lambda config, name, runs_dir, resume: started.append(name))
+    assert run_suite.run_suite(suite, runs, []) == {"done": "skipped", "todo": "done"}
+    assert started == ["todo"]
+
+    runs_list.append({"name": "bad", "set": {"model.d_model": 15}})
+    suite.write_text(json.dumps({"base": "base.json", "runs": runs_list}))
+    started.clear()
+    with pytest.raises(run_suite.ConfigError, match="model.d_model=15 is not divisible.*suite run 'bad'"):
+        run_suite.run_suite(suite, runs, [])
+    assert started == []
