@@ -15,8 +15,11 @@ Method
 
     uv run python benchmarks/bench_mamba_vs_transformer.py                        # L = 256 .. 4096
     uv run python benchmarks/bench_mamba_vs_transformer.py --lengths 256 512 --steps 2
+    uv run python benchmarks/bench_mamba_vs_transformer.py --decode          # per-token decoding latency only
 
-Writes ``benchmarks/results/mamba.md`` (table) and ``benchmarks/results/mamba_vs_transformer.png`` (plot).
+Writes ``benchmarks/results/mamba.md`` (table) and ``benchmarks/results/mamba_vs_transformer.png`` (plot); with
+``--decode`` it writes ``benchmarks/results/mamba_decode.md``: the time to generate one token after a prefix of L
+tokens (Mamba: recurrent state, O(1) per token; Transformer: KV cache, attention over L keys per token).
 """
 
 from __future__ import annotations
@@ -83,9 +86,26 @@ def worker(name: str, length: int, batch: int, steps: int, threads: int) -> dict
     }
 
 
+@torch.no_grad()
+def decode_worker(name: str, length: int, tokens: int, threads: int) -> dict:
+    """Prefill ``length`` tokens into the model's cache, then time ``tokens`` single-token steps (median)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build(name, length + tokens).eval()
+    cache = model.make_cache(1, length + tokens)
+    model(torch.randint(0, VOCAB, (1, length)), cache=cache)
+    times = []
+    for _ in range(tokens):
+        next_id = torch.randint(0, VOCAB, (1, 1))
+        start = time.perf_counter()
+        model(next_id, cache=cache)
+        times.append(time.perf_counter() - start)
+    return {"model": name, "L": length, "ms_per_token": statistics.median(times) * 1e3}
+
+
 def run_one(name: str, length: int, args: argparse.Namespace) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", name, str(length), "--batch", str(args.batch)]
-    cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
+    cmd += ["--steps", str(args.steps), "--threads", str(args.threads)] + (["--decode"] if args.decode else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
         print(f"{name} L={length} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -133,6 +153,28 @@ def write_results(rows: list[dict], args: argparse.Namespace, command: str) -> N
     plot(rows, lengths)
 
 
+def write_decode_results(rows: list[dict], args: argparse.Namespace, command: str) -> None:
+    by = {(r["model"], r["L"]): r for r in rows}
+    lengths = sorted({r["L"] for r in rows})
+    lines = [
+        "# Decoding latency per token after a prefix of L tokens (CPU)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: 2-core CPU ({platform.machine()}) "
+        f"shared with other jobs, {args.threads} intra-op thread(s), batch 1, median of {args.steps} new tokens.",
+        "",
+        "| L | " + " | ".join(f"{m} (ms / token)" for m in MODELS) + " | transformer-sdpa / mamba |",
+        "| --- | " + " | ".join("---" for _ in MODELS) + " | --- |",
+    ]
+    for length in lengths:
+        cells = [by.get((m, length)) for m in MODELS]
+        ratio = f"{cells[2]['ms_per_token'] / cells[0]['ms_per_token']:.2f}x" if cells[0] and cells[2] else "-"
+        lines.append(
+            f"| {length} | " + " | ".join(f"{c['ms_per_token']:.2f}" if c else "-" for c in cells) + f" | {ratio} |"
+        )
+    (RESULTS / "mamba_decode.md").write_text("\n".join(lines) + "\n")
+
+
 def plot(rows: list[dict], lengths: list[int]) -> None:
     import matplotlib
 
@@ -165,10 +207,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a cell is given up")
+    parser.add_argument("--decode", action="store_true", help="time single-token decoding instead of training")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "L"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.batch, args.steps, args.threads)))
+        name, length = args.worker[0], int(args.worker[1])
+        if args.decode:
+            print(json.dumps(decode_worker(name, length, args.steps, args.threads)))
+        else:
+            print(json.dumps(worker(name, length, args.batch, args.steps, args.threads)))
         return
     command = "uv run python benchmarks/bench_mamba_vs_transformer.py " + " ".join(sys.argv[1:])
     rows = []
@@ -177,13 +224,9 @@ def main() -> None:
             row = run_one(name, length, args)
             if row is not None:
                 rows.append(row)
-                print(
-                    f"L={length:5d} {name:18s} step {row['step_s']:.3f}s  {row['us_per_token']:.1f} us/token  "
-                    f"peak {row['peak_mib']:.0f} MiB",
-                    flush=True,
-                )
+                print(f"L={length:5d} {name:18s} " + json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    write_results(rows, args, command.strip())
+    (write_decode_results if args.decode else write_results)(rows, args, command.strip())
 
 
 if __name__ == "__main__":
