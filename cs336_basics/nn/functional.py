@@ -5,7 +5,7 @@ exponentiating, and cross-entropy is computed as ``logsumexp(logits) - logits[ta
 1000 (or shifted by a large constant) give the same finite loss as the unscaled ones would mathematically.
 
 ``softmax`` and ``cross_entropy`` carry hand-written backward passes (``torch.autograd.Function``): softmax saves
-only its output (``dx = y * (g - sum(g * y))``) and cross-entropy only the logits and the per-row logsumexp
+only its output (``dx = y * (g - sum(g * y))``) and cross-entropy only the softmax it computed on the way
 (``dlogits = (softmax - onehot) / N``). Autograd through the composite formulas would keep every intermediate
 (shifted logits, exponentials, sums) alive until backward, which costs memory and time at vocab or
 sequence-squared sizes.
@@ -69,16 +69,19 @@ def cross_entropy(logits: Float[Tensor, " ... vocab"], targets: Int[Tensor, " ..
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # logits (N, V), targets (N, 1)
-        lse = _logsumexp(logits, dim=-1)  # (N, 1)
-        ctx.save_for_backward(logits, targets, lse)
-        return (lse - logits.gather(-1, targets)).mean()
+        peak = logits.amax(dim=-1, keepdim=True)  # (N, 1)
+        exp = (logits - peak).exp_()  # (N, V), a fresh tensor
+        total = exp.sum(dim=-1, keepdim=True)  # (N, 1)
+        loss = (total.log() + peak - logits.gather(-1, targets)).mean()
+        ctx.save_for_backward(exp.div_(total), targets)  # keep the softmax: backward needs nothing else
+        return loss
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        logits, targets, lse = ctx.saved_tensors
-        probs = (logits - lse).exp_()  # (N, V) softmax
-        probs.scatter_add_(-1, targets, torch.full_like(targets, -1, dtype=probs.dtype))  # minus one-hot
-        return probs.mul_(grad / logits.shape[0]), None
+        probs, targets = ctx.saved_tensors
+        scale = grad / probs.shape[0]
+        grad_logits = probs * scale  # (N, V)
+        return grad_logits.scatter_add_(-1, targets, (-scale).expand(targets.shape).to(probs.dtype)), None
 
 
 def perplexity(loss: float | Tensor) -> float:
