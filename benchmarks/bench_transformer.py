@@ -25,6 +25,7 @@ import datetime
 import functools
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -206,7 +207,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and a shorter sweep (smoke test)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 10, quick 3)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: steadier on a shared machine)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     steps = args.steps or (3 if args.quick else 10)
     torch.manual_seed(0)
     rows = []
@@ -220,9 +225,7 @@ def main() -> None:
             )
     lengths = [256, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
     sweep_rows = sweep(lengths, steps=2 if args.quick else 3)
-    write_results(
-        "uv run python benchmarks/bench_transformer.py" + (" --quick" if args.quick else ""), rows, sweep_rows
-    )
+    write_results(" ".join(["uv run python benchmarks/bench_transformer.py", *sys.argv[1:]]), rows, sweep_rows)
     print(f"wrote {RESULTS}")
 
 
