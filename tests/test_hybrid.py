@@ -156,3 +156,16 @@ def test_sequence_longer_than_context_is_value_error():
     model = HybridLM(**TINY, pattern="AM")
     with pytest.raises(ValueError, match="context_length"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_greedy_generation_with_cache_matches_full_recompute():
+    from cs336_basics.training.generation import generate
+
+    model = HybridLM(**FAST, pattern="MA", residual="mhc", hc_expansion=2).eval()
+    prompt = [3, 1, 4, 1, 5]
+    new = generate(model, prompt, max_new_tokens=4, temperature=0.0)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(4):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert new == ids[len(prompt) :]

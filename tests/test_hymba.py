@@ -102,3 +102,16 @@ def test_loss_falls_on_a_tiny_learnable_task():
 def test_out_of_range_global_layer_is_value_error():
     with pytest.raises(ValueError, match="global_layers"):
         HymbaLM(**TINY, window=4, global_layers=[5])
+
+
+def test_greedy_generation_with_cache_matches_full_recompute():
+    from cs336_basics.training.generation import generate
+
+    model = HymbaLM(**TINY, num_meta_tokens=2, window=3, global_layers=[0]).eval()
+    prompt = [3, 1, 4, 1, 5]
+    new = generate(model, prompt, max_new_tokens=4, temperature=0.0)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(4):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert new == ids[len(prompt) :]
