@@ -91,9 +91,10 @@ class Tracker:
     def _console(self, record: dict[str, Any]) -> None:
         kind, step = record["kind"], record.get("step", 0)
         if kind == "train":
+            eta = (self.max_steps - step) / max(record["steps_per_s"], 1e-9)
             line = (
                 f"step {step:>6}/{self.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad {record['grad_norm']:.3f} | {record['tokens_per_s']:,.0f} tok/s"
+                f"grad {record['grad_norm']:.3f} | {record['tokens_per_s']:,.0f} tok/s | eta {eta / 60:.1f} min"
             )
             if self.bar is not None:
                 self.bar.update(step - self.bar.n)
