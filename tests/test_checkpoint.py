@@ -228,6 +228,19 @@ def test_an_optimizer_group_mismatch_raises_before_touching_the_model(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_an_optimizer_with_parameters_in_another_order_is_rejected_before_touching_the_model(tmp_path):
+    source, _ = _make()
+    source_opt = AdamW([source.embed.weight, source.proj.bias, source.proj.weight])
+    _train(source, source_opt, 1, seed=0)
+    save_checkpoint(source, source_opt, 1, tmp_path / "c.pt")
+    model, _ = _make(seed=6)
+    optimizer = AdamW([model.proj.bias, model.embed.weight, model.proj.weight])  # same group size, other order
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="state 'exp_avg' of parameter 0 has shape"):
+        load_checkpoint(tmp_path / "c.pt", model, optimizer)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     model, optimizer = _make()
     path = tmp_path / "ckpt.pt"

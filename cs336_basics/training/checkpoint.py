@@ -26,6 +26,7 @@ import torch
 FORMAT = "cs336-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "iteration")
+PARAMETER_SHAPED_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
 PLAIN_TYPES = (int, float, str, bool, bytes, type(None), torch.Tensor)
 
 Source = str | os.PathLike | BinaryIO | IO[bytes]
@@ -165,6 +166,17 @@ def _check_optimizer_compatible(name: str, saved: Any, optimizer: torch.optim.Op
             f"checkpoint {name} does not match the optimizer: parameter group sizes {saved_sizes} in the file vs "
             f"{current_sizes} now; build the optimizer's parameter groups the same way as when saving"
         )
+    # Per-parameter moment buffers must have their parameter's shape; a different parameter order within the groups
+    # would otherwise load silently and fail (or worse, broadcast) at the next step.
+    saved_ids = [index for group in saved["param_groups"] for index in group["params"]]
+    current = [param for group in optimizer.param_groups for param in group["params"]]
+    for index, param in zip(saved_ids, current, strict=True):
+        for key, value in saved["state"].get(index, {}).items():
+            if key in PARAMETER_SHAPED_STATE and isinstance(value, torch.Tensor) and value.shape != param.shape:
+                raise ValueError(
+                    f"checkpoint {name} does not match the optimizer: state {key!r} of parameter {index} has shape "
+                    f"{tuple(value.shape)} but the parameter is {tuple(param.shape)}; keep the parameter order"
+                )
 
 
 def load_checkpoint(src: Source, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
