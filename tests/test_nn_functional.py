@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs336_basics.nn.functional import cross_entropy, log_softmax, perplexity, softmax
+from cs336_basics.nn.functional import cross_entropy, log_softmax, masked_softmax, perplexity, softmax
 from tests.adapters import run_cross_entropy, run_silu, run_softmax
 
 
@@ -87,3 +87,16 @@ def test_softmax_and_cross_entropy_backward_pass_gradcheck(dim):
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: softmax(t, dim=dim), (x,))
     assert torch.autograd.gradcheck(lambda t: cross_entropy(t, torch.tensor([0, 5, 2, 2])), (x,))
+
+
+def test_masked_softmax_matches_torch_on_the_masked_scores_and_their_gradient():
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(4, 6) > 0.4
+    mask[:, 0] = True
+    weights = torch.randn(3, 4, 6, dtype=torch.float64)
+    ours = masked_softmax(x, mask, dim=-1)
+    expected = torch.softmax(x.masked_fill(~mask, float("-inf")), dim=-1)
+    torch.testing.assert_close(ours, expected)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
+    torch.testing.assert_close(grad, expected_grad)

@@ -21,7 +21,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from torch.nn.functional import scaled_dot_product_attention as torch_sdpa  # only for the opt-in "torch_sdpa" backend
 
-from cs336_basics.nn.functional import softmax
+from cs336_basics.nn.functional import masked_softmax, softmax
 from cs336_basics.nn.layers import Linear
 
 POSITIONS = ("rope", "none")
@@ -35,10 +35,9 @@ def scaled_dot_product_attention(
     mask: Bool[Tensor, " ... q k"] | None = None,
 ) -> Float[Tensor, " ... q d_v"]:
     """``softmax(Q K^T / sqrt(d_k)) V``; where ``mask`` is False the attention weight is zero."""
-    scores = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(Q.shape[-1]))  # (..., q, k)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return softmax(scores, dim=-1) @ V
+    scores = (Q * (1.0 / math.sqrt(Q.shape[-1]))) @ K.transpose(-2, -1)  # (..., q, k); scaling Q is cheaper
+    weights = masked_softmax(scores, mask, dim=-1) if mask is not None else softmax(scores, dim=-1)
+    return weights @ V
 
 
 class RotaryPositionalEmbedding(nn.Module):

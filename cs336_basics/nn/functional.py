@@ -16,28 +16,34 @@ from __future__ import annotations
 import math
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
 class _Softmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:
-        y = (x - x.amax(dim=dim, keepdim=True)).exp_()  # a fresh tensor, so in-place is safe
+    def forward(ctx, x: Tensor, dim: int, mask: Tensor | None) -> Tensor:
+        y = x.masked_fill(~mask, float("-inf")) if mask is not None else x.clone()  # the only full-size allocation
+        y = y.sub_(y.amax(dim=dim, keepdim=True)).exp_()
         y = y.div_(y.sum(dim=dim, keepdim=True))
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (y,) = ctx.saved_tensors
-        return y * (grad - (grad * y).sum(dim=ctx.dim, keepdim=True)), None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (y,) = ctx.saved_tensors  # masked entries have y = 0, so their gradient is 0 with no extra pass
+        return (grad - (grad * y).sum(dim=ctx.dim, keepdim=True)).mul_(y), None, None
 
 
 def softmax(x: Float[Tensor, " ..."], dim: int = -1) -> Float[Tensor, " ..."]:
     """``exp(x) / sum(exp(x))`` along ``dim``, computed after subtracting the maximum so nothing overflows."""
-    return _Softmax.apply(x, dim)
+    return _Softmax.apply(x, dim, None)
+
+
+def masked_softmax(x: Float[Tensor, " ..."], mask: Bool[Tensor, " ..."], dim: int = -1) -> Float[Tensor, " ..."]:
+    """Softmax over the entries where ``mask`` (broadcastable to ``x``) is True; the others get probability 0."""
+    return _Softmax.apply(x, dim, mask)
 
 
 def _logsumexp(x: Float[Tensor, " ..."], dim: int) -> Float[Tensor, " ..."]:
