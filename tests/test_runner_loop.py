@@ -1,0 +1,108 @@
+"""The training loop's own behaviours, checked in-process on a tiny model: early stopping, the non-finite guard,
+full validation coverage, checkpoint averaging, and DDP-style batch sharding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cs336_basics.models.base import LanguageModel
+from cs336_basics.optim.adamw import AdamW
+from cs336_basics.training.batches import TokenBatches
+from cs336_basics.training.checkpoint_files import average_last_checkpoints, list_checkpoints
+from cs336_basics.training.loop import LoopSettings, NonFiniteError, Trainer
+
+VOCAB, T = 20, 8
+
+
+class BigramLM(LanguageModel):
+    """Stand-in LM: a learned bigram table; ``poison_after`` makes its logits NaN after that many forward calls."""
+
+    def __init__(self, poison_after: int | None = None) -> None:
+        super().__init__()
+        self.vocab_size = VOCAB
+        self.table = torch.nn.Parameter(torch.randn(VOCAB, VOCAB) * 0.1)
+        self.calls, self.poison_after = 0, poison_after
+
+    def forward(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
+        self.calls += 1
+        logits = self.table[ids]  # (B, T, V)
+        if self.poison_after is not None and self.calls > self.poison_after:
+            logits = logits * float("nan")
+        return logits
+
+
+def make_trainer(tmp_path, model=None, lr: float = 0.1, **settings) -> Trainer:
+    tokens = (np.arange(600) % 7).astype(np.uint16)
+    batches = TokenBatches(tokens[:500], tokens[500:], T, "cpu")
+    model = model or BigramLM()
+    options = dict(max_steps=10, batch_size=4, eval_every=2, eval_batches=2, log_every=1)
+    records: list[dict] = []
+    trainer = Trainer(
+        model, AdamW(model.parameters(), lr=lr), lambda step: lr, batches, LoopSettings(**{**options, **settings}),
+        torch.device("cpu"), log=records.append, checkpoint_dir=tmp_path / "checkpoints",
+    )  # fmt: skip
+    trainer.records = records
+    return trainer
+
+
+def test_early_stopping_ends_the_run_after_patience_evaluations_without_improvement(tmp_path):
+    trainer = make_trainer(tmp_path, lr=0.0, early_stopping_patience=2)  # no learning: val loss never improves
+    state = trainer.fit()
+    assert state.stopped_early and state.step == 6  # evals at 2 (best), 4 (1 bad), 6 (2 bad) -> stop
+    assert list_checkpoints(tmp_path / "checkpoints")[-1].name == "step_0000006.pt"
+
+
+def test_learning_improves_the_best_validation_loss_and_runs_to_max_steps(tmp_path):
+    trainer = make_trainer(tmp_path, early_stopping_patience=2)
+    state = trainer.fit()
+    evals = [r["val_loss"] for r in trainer.records if r["kind"] == "eval"]
+    assert not state.stopped_early and state.step == 10 and len(evals) == 5
+    assert evals[-1] < evals[0] < math.log(VOCAB) + 0.5
+    assert state.best_val_loss == min(evals)
+
+
+def test_non_finite_loss_raises_before_the_optimizer_step(tmp_path):
+    model = BigramLM(poison_after=3)
+    trainer = make_trainer(tmp_path, model=model, checkpoint_every=1, eval_every=100)
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 4"):
+        trainer.fit()
+    assert trainer.state.step == 3
+    last = list_checkpoints(tmp_path / "checkpoints")[-1]
+    saved = torch.load(last, weights_only=True)["model"]["table"]
+    assert last.name == "step_0000003.pt" and torch.equal(saved, model.table.detach())
+
+
+def test_full_evaluation_scores_every_validation_window_once(tmp_path):
+    trainer = make_trainer(tmp_path)
+    val = trainer.batches.val
+    result = trainer.full_evaluation(max_tokens=10_000)
+    windows = (len(val) - 1) // T
+    assert result["tokens"] == windows * T
+    table = trainer.model.table.detach()
+    expected = np.mean([
+        -torch.log_softmax(table[int(val[i])], dim=-1)[int(val[i + 1])].item() for i in range(windows * T)
+    ])  # fmt: skip
+    assert result["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_averaging_the_last_checkpoints_gives_the_mean_of_their_weights(tmp_path):
+    trainer = make_trainer(tmp_path, checkpoint_every=2, keep_checkpoints=3, max_steps=6)
+    trainer.fit()
+    paths = list_checkpoints(tmp_path / "checkpoints")
+    tables = [torch.load(p, weights_only=True)["model"]["table"] for p in paths[-2:]]
+    averaged, steps = average_last_checkpoints(tmp_path / "checkpoints", 2)
+    assert steps == [4, 6] and len(paths) == 3
+    torch.testing.assert_close(averaged["table"], (tables[0] + tables[1]) / 2)
+
+
+def test_sharded_batches_split_the_global_batch_between_processes():
+    tokens = np.arange(1000, dtype=np.uint16)
+    whole = TokenBatches(tokens, tokens, T, "cpu").train_batch(4, torch.Generator().manual_seed(3))
+    parts = [TokenBatches(tokens, tokens, T, "cpu", rank, 2).train_batch(4, torch.Generator().manual_seed(3))
+             for rank in range(2)]  # fmt: skip
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
+    assert torch.equal(torch.cat([p[1] for p in parts]), whole[1])
