@@ -169,3 +169,10 @@ def test_greedy_generation_with_cache_matches_full_recompute():
         for _ in range(4):
             ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
     assert new == ids[len(prompt) :]
+
+
+def test_mhc_diagnostics_report_unit_gain_and_small_initial_mixing():
+    model = HybridLM(**FAST, pattern="AM", residual="mhc", hc_expansion=3)
+    diagnostics = model.diagnostics()
+    assert diagnostics["mhc/residual_gain"] == pytest.approx(1.0, abs=1e-3)
+    assert 0 < diagnostics["mhc/mean_off_diagonal"] < 5e-3

@@ -31,7 +31,12 @@ from torch import Tensor, nn
 
 from cs336_basics.models.base import LanguageModel
 from cs336_basics.models.fast_weights import FastWeightBranch, FastWeightState
-from cs336_basics.models.hyper_connections import HyperConnection, collapse_streams, expand_streams
+from cs336_basics.models.hyper_connections import (
+    HyperConnection,
+    collapse_streams,
+    expand_streams,
+    mhc_stability_gain,
+)
 from cs336_basics.models.mamba import MambaLayer
 from cs336_basics.models.moe import build_moe, collect_moe_aux_loss, collect_moe_diagnostics
 from cs336_basics.models.transformer import TransformerBlock
@@ -235,7 +240,18 @@ class HybridLM(LanguageModel):
         return collect_moe_aux_loss(self)
 
     def diagnostics(self) -> dict[str, float]:
-        return collect_moe_diagnostics(self)
+        """MoE expert loads and losses; with mHC, the gain of the composed residual mixing and its mean off-diagonal."""
+        out = collect_moe_diagnostics(self)
+        if self.residual == "mhc":
+            wrappers = [hc for layer in self.hyper for hc in layer.values()]
+            out["mhc/residual_gain"] = mhc_stability_gain(wrappers)
+            n = self.hc_expansion
+            off = [
+                float(hc.mixing()[2].detach().masked_fill(torch.eye(n, dtype=torch.bool), 0).sum()) / max(1, n * n - n)
+                for hc in wrappers
+            ]
+            out["mhc/mean_off_diagonal"] = sum(off) / len(off)
+        return out
 
 
 def hybrid_d_ff_for_budget(target_params: int, **kwargs: Any) -> int:
