@@ -246,10 +246,8 @@ class HybridLM(LanguageModel):
             wrappers = [hc for layer in self.hyper for hc in layer.values()]
             out["mhc/residual_gain"] = mhc_stability_gain(wrappers)
             n = self.hc_expansion
-            off = [
-                float(hc.mixing()[2].detach().masked_fill(torch.eye(n, dtype=torch.bool), 0).sum()) / max(1, n * n - n)
-                for hc in wrappers
-            ]
+            mixes = [hc.mixing()[2].detach() for hc in wrappers]  # (n, n) each
+            off = [float(h.sum() - h.diagonal().sum()) / max(1, n * n - n) for h in mixes]
             out["mhc/mean_off_diagonal"] = sum(off) / len(off)
         return out
 
