@@ -214,3 +214,32 @@ def test_conv_norm_adds_rmsnorm_after_conv():
 def test_bad_options_raise_one_line_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _block(**kwargs)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of tensors autograd saves for the backward while running ``fn``."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def test_checkpoint_scan_gives_same_gradients_and_saves_less():
+    torch.manual_seed(5)
+    plain = _block()
+    torch.manual_seed(5)
+    ckpt = _block(checkpoint_scan=True)
+    x = torch.randn(2, 64, D_MODEL)
+    grads = []
+    for block in (plain, ckpt):
+        block(x).square().sum().backward()
+        grads.append({n: p.grad for n, p in block.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=f"gradient of {name}")
+    assert _saved_bytes(lambda: ckpt(x)) < 0.5 * _saved_bytes(lambda: plain(x))

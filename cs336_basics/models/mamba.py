@@ -116,7 +116,8 @@ class MambaLM(LanguageModel):
 
     ``ffn_factory(layer_index)`` may build each layer's FFN (e.g. an MoE) instead of ``ffn="swiglu"``; ``dt_rank`` and
     the stability switches (``dt_limit``, ``a_min_magnitude``, ``conv_norm``, ``decay_limit``; all off by default,
-    see :mod:`~cs336_basics.models.mamba_block`) go to every
+    see :mod:`~cs336_basics.models.mamba_block`) and ``checkpoint_scan`` (recompute the scan in the backward to save
+    memory) go to every
     :class:`~cs336_basics.models.mamba_block.MambaBlock`.
     """
 
@@ -138,6 +139,7 @@ class MambaLM(LanguageModel):
         a_min_magnitude: float | None = None,
         conv_norm: bool = False,
         decay_limit: tuple[float, float] | None = None,
+        checkpoint_scan: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -165,6 +167,7 @@ class MambaLM(LanguageModel):
                 a_min_magnitude=a_min_magnitude,
                 conv_norm=conv_norm,
                 decay_limit=decay_limit,
+                checkpoint_scan=checkpoint_scan,
                 **factory,
             )
             for i in range(num_layers)

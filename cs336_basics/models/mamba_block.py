@@ -36,6 +36,10 @@ high learning rates, low precision or long contexts:
   kernels take ``dt`` and ``A`` separately, so this is applied as the tightest per-channel bound on ``dt`` that
   guarantees it: ``dt <= -log(min) / max|A|`` and ``dt >= -log(max) / min|A|`` (the second wins if they cross).
 
+Memory: ``checkpoint_scan=True`` keeps only the scan's inputs for the backward pass and recomputes its internals
+there (one extra scan forward per step). The CPU ``chunked`` scan otherwise saves ``(d_inner, d_state)`` values per
+token, which dominates training memory; the GPU Triton kernel checkpoints internally and gains little from it.
+
 Recurrent decoding: :meth:`MambaBlock.make_state` gives a :class:`MambaState` (conv inputs of the last ``d_conv - 1``
 steps and the SSM state). A fresh state is filled by a full-sequence pass (prefill: the scan with
 ``return_last_state``); after that every token goes through the single-step path in O(1) time and memory.
@@ -45,10 +49,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from cs336_basics.models.base import no_weight_decay
 from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
@@ -95,6 +101,7 @@ class MambaBlock(nn.Module):
         a_min_magnitude: float | None = None,
         conv_norm: bool = False,
         decay_limit: tuple[float, float] | None = None,
+        checkpoint_scan: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -113,7 +120,7 @@ class MambaBlock(nn.Module):
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
-        self.scan_backend = scan_backend
+        self.scan_backend, self.checkpoint_scan = scan_backend, checkpoint_scan
         self.dt_limit, self.a_min_magnitude, self.decay_limit = dt_limit, a_min_magnitude, decay_limit
 
         self.in_proj = Linear(d_model, 2 * self.d_inner, **factory)
@@ -192,19 +199,12 @@ class MambaBlock(nn.Module):
         u = u.transpose(1, 2).contiguous()  # (b, d_inner, L)
         A = self.ssm_matrix()
         delta, delta_bias, delta_softplus = self._scan_dt_arguments(dt_raw, A)
-        scanned = selective_scan(
-            u,
-            delta,
-            A,
-            B,
-            C,
-            D=self.D.float(),
-            z=z.contiguous(),
-            delta_bias=delta_bias,
-            delta_softplus=delta_softplus,
-            return_last_state=state is not None,
-            backend=self.scan_backend,
-        )
+        scan = partial(selective_scan, return_last_state=state is not None, backend=self.scan_backend)
+        scan_args = (u, delta, A, B, C, self.D.float(), z.contiguous(), delta_bias, delta_softplus)
+        if self.checkpoint_scan and torch.is_grad_enabled():
+            scanned = checkpoint(scan, *scan_args, use_reentrant=False)
+        else:
+            scanned = scan(*scan_args)
         if state is not None:
             y, last = scanned
             state.ssm.copy_(last)
