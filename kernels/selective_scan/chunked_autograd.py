@@ -1,0 +1,122 @@
+"""The core linear recurrence of the selective scan as one autograd node with a hand-written, chunked backward.
+
+Core problem (float32/float64 in, all shapes Mamba-1 layout, sequence last)::
+
+    h_t = exp(dt_t A) * h_{t-1} + dtu_t * B_t        (b, d, n) per step, h_{-1} = 0
+    y_t = <C_t, h_t>_n                                (b, d)
+
+Everything elementwise around it (softplus, ``dt * u``, ``D``, ``silu(z)``) stays in ordinary autograd in
+:mod:`.chunked`; only this part is worth hand-writing, because autograd through it would store and replay a dozen
+``(b, d, L, n)`` intermediates.
+
+Working layout ``(T, b, nc, d, n)``: the sequence is cut into ``nc`` chunks of ``T`` steps, and step-within-chunk
+leads, so the two Python loops over ``T`` touch one contiguous ``(b, nc, d, n)`` slice per step (all chunks at
+once), while ``(d, n)`` trail, so every reduction over ``n`` or ``d`` is a batched matmul with no temporary.
+
+Forward: local scans from a zero state in every chunk (``T`` steps), then the true chunk-start states by a carry
+over ``nc`` chunk ends, then ``h += P * h_start`` with ``P`` the decay since chunk start (a cumprod of decays).
+
+Backward: the adjoint ``g_t = dLoss/dh_t`` obeys the same recurrence reversed in time,
+``g_t = exp(dt_{t+1} A) g_{t+1} + C_t dy_t`` (plus ``dLoss/dh_last`` at the end), solved the same chunked way
+(local reverse scans, a reverse carry, a fix-up with the decay to chunk end). Then
+``d dtu = <g, B>_n``, ``dB = <g, dtu>_d``, ``dC = <dy, h>_d`` and, with ``s = g * exp(dt A) * h_{t-1}``,
+``d dt = <s, A>_n`` and ``dA = sum s * dt``.
+
+Only products of decays ``exp(dt A) <= 1`` are formed, never their inverses, so long sequences with large ``dt``
+cannot overflow (tiny products underflow to 0, their correct value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def to_steps(v: Tensor, T: int) -> Tensor:
+    """``(b, c, nc * T) -> (T, b, nc, c)`` contiguous: step-within-chunk first, channels last."""
+    b, c, Lp = v.shape
+    return v.reshape(b, c, Lp // T, T).permute(3, 0, 2, 1).contiguous()
+
+
+def from_steps(s: Tensor) -> Tensor:
+    """``(T, b, nc, c) -> (b, c, nc * T)``, the inverse of :func:`to_steps`."""
+    T, b, nc, c = s.shape
+    return s.permute(1, 3, 2, 0).reshape(b, c, nc * T)
+
+
+def _pad(v: Tensor, pad: int) -> Tensor:
+    """Zero-pad the last (time) axis; padded steps have dt = 0, hence decay 1 and no input: the state is unchanged."""
+    return torch.cat([v, v.new_zeros(*v.shape[:-1], pad)], dim=-1) if pad else v
+
+
+def reduce_n(x: Tensor, v: Tensor) -> Tensor:
+    """``(..., d, n), (..., n) -> (..., d)``: sum over n of ``x * v``, as ``v^T x^T`` (BLAS's fast orientation)."""
+    return torch.matmul(v[..., None, :], x.transpose(-1, -2))[..., 0, :]
+
+
+class ChunkedScanFn(torch.autograd.Function):
+    """``(dt, dtu (b, d, L), A (d, n), B, C (b, n, L), T) -> (y (b, d, L), last state (b, d, n))``."""
+
+    @staticmethod
+    def forward(ctx: Any, dt: Tensor, dtu: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int) -> tuple[Tensor, Tensor]:
+        batch, d, L = dt.shape
+        n = A.shape[1]
+        nc = -(-L // T)
+        pad = nc * T - L
+        dt_s, dtu_s = to_steps(_pad(dt, pad), T), to_steps(_pad(dtu, pad), T)  # (T, b, nc, d)
+        B_s, C_s = to_steps(_pad(B, pad), T), to_steps(_pad(C, pad), T)  # (T, b, nc, n)
+
+        decay = dt_s[..., None] * A  # (T, b, nc, d, n), log-decay <= 0 ...
+        decay.exp_()  # ... now the decay itself, in (0, 1]
+        chunk_decay = torch.exp(dt_s.sum(0)[..., None] * A)  # (b, nc, d, n): decay over a whole chunk
+        hs = dt.new_empty(T + 1, batch, nc, d, n)  # hs[j + 1] = state after step j; hs[0] = state at chunk start
+        torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
+        end = hs.new_zeros(batch, nc, d, n)
+        for j in range(T):  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
+            end = torch.addcmul(hs[j + 1], decay[j], end)
+        state = dt.new_zeros(batch, d, n)
+        for c in range(nc):  # carry the true state across chunk boundaries
+            hs[0, :, c] = state
+            state = torch.addcmul(end[:, c], chunk_decay[:, c], state)
+        for j in range(T):  # pass 2: the true states, overwriting the input terms in place
+            hs[j + 1].addcmul_(decay[j], hs[j])
+
+        y_s = reduce_n(hs[1:], C_s)  # (T, b, nc, d): <h_t, C_t> over n
+        ctx.save_for_backward(A, dt_s, dtu_s, B_s, C_s, decay, hs, chunk_decay)
+        ctx.shape = (L, pad)
+        return from_steps(y_s)[..., :L], state
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: Tensor, dlast: Tensor) -> tuple[Tensor | None, ...]:
+        A, dt_s, dtu_s, B_s, C_s, decay, hs, chunk_decay = ctx.saved_tensors
+        L, pad = ctx.shape
+        T, batch, nc, d, n = decay.shape
+        dy_s = to_steps(_pad(dy, pad), T)  # (T, b, nc, d)
+
+        g = dy_s[..., None] * C_s[..., None, :]  # (T, b, nc, d, n): direct term C_t dy_t, becomes the adjoint
+        local = g[T - 1]  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
+        for j in range(T - 2, -1, -1):
+            local = torch.addcmul(g[j], decay[j + 1], local)
+        start = decay[0] * local  # (b, nc, d, n): what flows out of each chunk into the previous one
+        inflow = torch.empty_like(chunk_decay)  # (b, nc, d, n): adjoint reaching each chunk's last step from later
+        r = dlast.contiguous()
+        for c in range(nc - 1, -1, -1):
+            inflow[:, c] = r
+            r = torch.addcmul(start[:, c], chunk_decay[:, c], r)
+        g[T - 1] += inflow
+        for j in range(T - 2, -1, -1):  # pass 2: the true adjoint, in place
+            g[j].addcmul_(decay[j + 1], g[j + 1])
+
+        d_dtu_s = reduce_n(g, B_s)  # (T, b, nc, d)
+        dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
+        dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
+        g.mul_(decay).mul_(hs[:-1])  # s = dLoss/d(dt A), elementwise
+        dA = (g * dt_s[..., None]).sum(dim=(0, 1, 2))  # (d, n)
+        d_dt_s = g.mul_(A).sum(-1)  # (T, b, nc, d)
+
+        unsteps = lambda s: from_steps(s)[..., :L]  # noqa: E731
+        return unsteps(d_dt_s), unsteps(d_dtu_s), dA, unsteps(dB_s), unsteps(dC_s), None
