@@ -16,6 +16,8 @@ Run from the repository root::
    pass (distinct tensor storages, including the weights the matmuls save; measured with saved-tensor hooks,
    deterministic, unlike RSS on a shared machine). It is the part of peak training memory that grows with
    seq_len: the naive path keeps the (T, T) attention probabilities per head, the fused kernel does not.
+3. Decoding. Greedy ``generate`` with the KV cache (one new position per step) vs the same model with its cache
+   hidden, so that every step recomputes the whole prefix.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from torch import nn
 from cs336_basics.models.transformer import TransformerBlock, TransformerLM
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
+from cs336_basics.training.generation import generate
 
 RESULTS = Path(__file__).parent / "results" / "transformer.md"
+DECODE_TOKENS = 128
 CONFIGS = {
     "small": dict(vocab_size=10000, context_length=64, d_model=128, num_layers=4, num_heads=4, d_ff=None, batch=12),
     "tinystories": dict(
@@ -139,6 +143,35 @@ def throughput(name: str, steps: int) -> list[dict]:
     return rows
 
 
+class RecomputeOnly(nn.Module):
+    """Hides a model's KV cache so ``generate`` recomputes the whole prefix every step (the decoding peer)."""
+
+    def __init__(self, model: TransformerLM) -> None:
+        super().__init__()
+        self.model, self.context_length = model, model.context_length
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids)
+
+
+def decoding(new_tokens: int) -> list[dict]:
+    """Greedy decoding of the tinystories-shaped model, 4 prompts of 16 tokens: KV cache vs prefix recomputation."""
+    cfg = dict(CONFIGS["tinystories"])
+    cfg.pop("batch")
+    model = TransformerLM(**cfg)
+    prompts = torch.randint(0, cfg["vocab_size"], (4, 16)).tolist()
+    rows = []
+    for name, runner in (("KV cache", model), ("recompute prefix", RecomputeOnly(model))):
+        start = time.perf_counter()
+        generate(runner, prompts, new_tokens, temperature=0)
+        seconds = time.perf_counter() - start
+        rows.append({"mode": name, "ms_per_token": 1e3 * seconds / new_tokens})
+    for row in rows:
+        row["speedup"] = rows[1]["ms_per_token"] / row["ms_per_token"]
+        print(f"decode {row['mode']:17s} {row['ms_per_token']:8.1f} ms/token  {row['speedup']:.2f}x", flush=True)
+    return rows
+
+
 def saved_activation_mib(fn) -> float:
     """MiB of distinct tensor storage autograd keeps for the backward pass of ``fn()`` (the activation memory)."""
     storages: dict[int, int] = {}
@@ -172,7 +205,7 @@ def sweep(lengths: list[int], steps: int) -> list[dict]:
     return rows
 
 
-def write_results(command: str, throughput_rows: list[dict], sweep_rows: list[dict]) -> None:
+def write_results(command: str, throughput_rows: list[dict], sweep_rows: list[dict], decode_rows: list[dict]) -> None:
     lines = [
         "# Transformer benchmarks",
         "",
@@ -200,6 +233,14 @@ def write_results(command: str, throughput_rows: list[dict], sweep_rows: list[di
         "| ---: | --- | ---: | ---: |",
     ]
     lines += [f"| {r['seq_len']} | {r['backend']} | {r['ms']:.1f} | {r['mib']:.0f} |" for r in sweep_rows]
+    lines += [
+        "",
+        f"## Greedy decoding, tinystories shape, 4 prompts of 16 tokens, {DECODE_TOKENS} new tokens each",
+        "",
+        "| mode | ms / step (4 tokens) | speed-up vs recompute |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {r['mode']} | {r['ms_per_token']:.1f} | {r['speedup']:.2f}x |" for r in decode_rows]
     RESULTS.write_text("\n".join(lines) + "\n")
 
 
@@ -225,7 +266,9 @@ def main() -> None:
             )
     lengths = [256, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
     sweep_rows = sweep(lengths, steps=2 if args.quick else 3)
-    write_results(" ".join(["uv run python benchmarks/bench_transformer.py", *sys.argv[1:]]), rows, sweep_rows)
+    decode_rows = decoding(16 if args.quick else DECODE_TOKENS)
+    command = " ".join(["uv run python benchmarks/bench_transformer.py", *sys.argv[1:]])
+    write_results(command, rows, sweep_rows, decode_rows)
     print(f"wrote {RESULTS}")
 
 
