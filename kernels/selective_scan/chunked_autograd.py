@@ -115,8 +115,9 @@ class ChunkedScanFn(torch.autograd.Function):
         dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
         dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
         g.mul_(decay).mul_(hs[:-1])  # s = dLoss/d(dt A), elementwise
-        dA = (g * dt_s[..., None]).sum(dim=(0, 1, 2))  # (d, n)
-        d_dt_s = g.mul_(A).sum(-1)  # (T, b, nc, d)
+        d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
+        d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
+        dA = g.mul_(dt_s[..., None]).sum(dim=(0, 1, 2))  # (d, n)
 
         unsteps = lambda s: from_steps(s)[..., :L]  # noqa: E731
         return unsteps(d_dt_s), unsteps(d_dtu_s), dA, unsteps(dB_s), unsteps(dC_s), None
