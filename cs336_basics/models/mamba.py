@@ -27,7 +27,7 @@ State-dict layout (``d_inner = expand * d_model``, ``R = dt_rank = ceil(d_model 
 | ``layers.{i}.mixer.conv_norm.weight`` | (d_inner,); only with ``conv_norm=True`` |
 | ``layers.{i}.ffn_norm.weight``, ``layers.{i}.ffn.w1/w2/w3.weight`` | only with an FFN (SwiGLU layout of ADAPTERS.md) |
 | ``ln_final.weight`` | (d_model,) |
-| ``lm_head.weight`` | (vocab_size, d_model); absent from the parameters when tied (it is the embedding) |
+| ``lm_head.weight`` | (vocab_size, d_model); the same tensor as ``token_embeddings.weight`` when tied |
 """
 
 from __future__ import annotations
