@@ -76,7 +76,7 @@ class ChunkedScanFn(torch.autograd.Function):
         torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
         end = hs.new_zeros(batch, nc, d, n)
         for j in range(T):  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
-            end = torch.addcmul(hs[j + 1], decay[j], end)
+            torch.addcmul(hs[j + 1], decay[j], end, out=end)
         state = dt.new_zeros(batch, d, n)
         for c in range(nc):  # carry the true state across chunk boundaries
             hs[0, :, c] = state
@@ -98,10 +98,10 @@ class ChunkedScanFn(torch.autograd.Function):
         dy_s = to_steps(_pad(dy, pad), T)  # (T, b, nc, d)
 
         g = dy_s[..., None] * C_s[..., None, :]  # (T, b, nc, d, n): direct term C_t dy_t, becomes the adjoint
-        local = g[T - 1]  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
+        local = g[T - 1].clone()  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
         for j in range(T - 2, -1, -1):
-            local = torch.addcmul(g[j], decay[j + 1], local)
-        start = decay[0] * local  # (b, nc, d, n): what flows out of each chunk into the previous one
+            torch.addcmul(g[j], decay[j + 1], local, out=local)
+        start = local.mul_(decay[0])  # (b, nc, d, n): what flows out of each chunk into the previous one
         inflow = torch.empty_like(chunk_decay)  # (b, nc, d, n): adjoint reaching each chunk's last step from later
         r = dlast.contiguous()
         for c in range(nc - 1, -1, -1):
@@ -117,7 +117,7 @@ class ChunkedScanFn(torch.autograd.Function):
         g.mul_(decay).mul_(hs[:-1])  # s = dLoss/d(dt A), elementwise
         d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
         d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
-        dA = g.mul_(dt_s[..., None]).sum(dim=(0, 1, 2))  # (d, n)
+        dA = (g.new_ones(1, T * batch * nc) @ g.mul_(dt_s[..., None]).view(-1, d * n)).view(d, n)  # sum over steps
 
         unsteps = lambda s: from_steps(s)[..., :L]  # noqa: E731
         return unsteps(d_dt_s), unsteps(d_dtu_s), dA, unsteps(dB_s), unsteps(dC_s), None
