@@ -106,6 +106,18 @@ def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
     assert all("val_accuracy" in r for r in evals if r["kind"] == "eval")
 
 
+def test_activation_checkpointing_recomputes_the_same_training_trajectory(tmp_path):
+    config = tiny_config(tmp_path, max_steps=4, eval_every=4, checkpoint_every=4)
+    runs = tmp_path / "runs"
+    assert main(["--config", str(config), "--runs-dir", str(runs), "--name", "plain"]) == 0
+    assert main(["--config", str(config), "--runs-dir", str(runs), "--name", "ckpt",
+                 "--set", "train.activation_checkpointing=true"]) == 0  # fmt: skip
+    assert train_losses(runs / "ckpt") == train_losses(runs / "plain")
+    plain, ckpt = final_weights(runs / "plain"), final_weights(runs / "ckpt")
+    for key in plain:
+        torch.testing.assert_close(ckpt[key], plain[key], rtol=0, atol=1e-6)
+
+
 def test_existing_run_without_resume_is_refused(tmp_path, capsys):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r"]
