@@ -59,7 +59,7 @@ def fwd_bwd(x: dict, backend: str) -> None:
 def time_pair(
     x: dict, backends: tuple[str, str], reps: tuple[int, int], sync=lambda: None, clock=time.perf_counter
 ) -> list[float]:
-    """Median seconds of fwd+bwd for each backend, measured interleaved after one warm-up each."""
+    """Seconds of every fwd+bwd run of each backend, measured interleaved after one warm-up each."""
     times: list[list[float]] = [[], []]
     for backend in backends:
         fwd_bwd(x, backend)
@@ -72,7 +72,7 @@ def time_pair(
                 fwd_bwd(x, backend)
                 sync()
                 times[i].append(clock() - start)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def cpu_rows(shapes: list[tuple[int, int, int, int]], clock=time.perf_counter) -> list[str]:
@@ -80,8 +80,13 @@ def cpu_rows(shapes: list[tuple[int, int, int, int]], clock=time.perf_counter) -
     for b, d, n, L in shapes:
         x = make_inputs(b, d, n, L, "cpu")
         ref_reps = 5 if L <= 1024 else 2
-        t_chunked, t_ref = time_pair(x, ("chunked", "reference"), (9, ref_reps), clock=clock)
-        line = f"| {b} | {d} | {n} | {L} | {t_ref * 1e3:.1f} | {t_chunked * 1e3:.1f} | {t_ref / t_chunked:.1f}x |"
+        runs_chunked, runs_ref = time_pair(x, ("chunked", "reference"), (9, ref_reps), clock=clock)
+        t_chunked, t_ref = statistics.median(runs_chunked), statistics.median(runs_ref)
+        spread = f"{min(runs_chunked) * 1e3:.1f}-{max(runs_chunked) * 1e3:.1f}"
+        line = (
+            f"| {b} | {d} | {n} | {L} | {t_ref * 1e3:.1f} | {t_chunked * 1e3:.1f} | {spread} | "
+            f"{t_ref / t_chunked:.1f}x | {t_ref / min(runs_chunked):.1f}x |"
+        )
         print(line, flush=True)
         rows.append(line)
     return rows
@@ -90,7 +95,8 @@ def cpu_rows(shapes: list[tuple[int, int, int, int]], clock=time.perf_counter) -
 def gpu_rows(bandwidth: float) -> list[str]:
     b, d, n, L = 8, 1536, 16, 2048
     x = make_inputs(b, d, n, L, "cuda")
-    t_triton, t_ref = time_pair(x, ("triton", "reference"), (10, 2), sync=torch.cuda.synchronize)
+    runs = time_pair(x, ("triton", "reference"), (10, 2), sync=torch.cuda.synchronize)
+    t_triton, t_ref = (statistics.median(r) for r in runs)
     elt = 4  # float32
     # fwd reads u, delta, z, B, C and writes y; bwd reads them plus dy and writes du, ddelta, dz, dB, dC.
     bytes_moved = elt * (b * d * L * (4 + 3 + 4) + b * n * L * (2 + 2 + 2))
@@ -133,7 +139,7 @@ def main() -> None:
         torch.manual_seed(0)
         threads = f" --threads {args.threads}" if args.threads else ""
         command = f"uv run python benchmarks/bench_selective_scan.py{threads} --clock {args.clock}"
-        head = "| b | d | n | L | reference ms | chunked ms | speed-up |"
+        head = "| b | d | n | L | reference ms | chunked ms | chunked min-max ms | speed-up | vs fastest chunked |"
         print(head)
         clock = time.thread_time if args.clock == "thread" else time.perf_counter
         rows = cpu_rows([(2, 64, 16, 256), (2, 64, 16, 1024), (2, 128, 16, 1024), (1, 16, 16, 4096)], clock=clock)
