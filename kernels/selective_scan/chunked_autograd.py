@@ -119,5 +119,5 @@ class ChunkedScanFn(torch.autograd.Function):
         d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
         dA = (g.new_ones(1, T * batch * nc) @ g.mul_(dt_s[..., None]).view(-1, d * n)).view(d, n)  # sum over steps
 
-        unsteps = lambda s: from_steps(s)[..., :L]  # noqa: E731
-        return unsteps(d_dt_s), unsteps(d_dtu_s), dA, unsteps(dB_s), unsteps(dC_s), None
+        d_dt, d_dtu, dB, dC = (from_steps(s)[..., :L] for s in (d_dt_s, d_dtu_s, dB_s, dC_s))  # drop padding
+        return d_dt, d_dtu, dA, dB, dC, None
