@@ -116,6 +116,16 @@ def run_one(name: str, length: int, args: argparse.Namespace) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def git_revision() -> str:
+    """Short hash of the checked-out commit (``+dirty`` if the tree has changes), or ``unknown`` outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def write_results(rows: list[dict], args: argparse.Namespace, command: str) -> None:
     by = {(r["model"], r["L"]): r for r in rows}
     lengths = sorted({r["L"] for r in rows})
@@ -123,7 +133,7 @@ def write_results(rows: list[dict], args: argparse.Namespace, command: str) -> N
     lines = [
         "# Mamba vs Transformer: training-step cost vs sequence length (CPU)",
         "",
-        f"Command: `{command}`  ",
+        f"Command: `{command}` (code at {git_revision()})  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()}-core CPU "
         f"({platform.machine()}) shared with other jobs, torch {torch.__version__}, "
         f"{args.threads} intra-op thread(s), batch {args.batch}, median of {args.steps} steps after 1 warm-up.  ",
