@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from cs336_basics.models.base import count_parameters
+from cs336_basics.models.base import count_parameters, parameter_groups
 from cs336_basics.models.hybrid import STUDY_PATTERNS, STUDY_TARGET_PARAMS, HybridLM
+from cs336_basics.nn.conv import CausalDepthwiseConv1d
 from cs336_basics.nn.functional import cross_entropy
+from cs336_basics.nn.layers import Embedding, Linear
 from cs336_basics.optim.adamw import AdamW
 from tests.adapters import run_hybrid_lm
 
@@ -123,6 +125,15 @@ def test_loss_falls_on_a_tiny_learnable_task(variant):
     model = HybridLM(**FAST, pattern="AM", **VARIANTS[variant])
     first, last = _train_loss(model, steps=25, lr=2e-2)
     assert last < 0.1 * first
+
+
+def test_only_linear_embedding_and_conv_weights_are_weight_decayed_with_every_option_on():
+    """mHC mixing logits, fast-weight rate/decay, norms and SSM A_log/D stay out of the decayed group."""
+    model = HybridLM(**TINY, pattern="AM", **{k: v for variant in VARIANTS.values() for k, v in variant.items()})
+    decay, no_decay = (group["params"] for group in parameter_groups(model, weight_decay=0.1))
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, (Linear, Embedding, CausalDepthwiseConv1d))}
+    assert {id(p) for p in decay} == matrices
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
 
 
 def test_moe_variant_reports_aux_loss_and_expert_load():

@@ -5,8 +5,11 @@ import io
 import pytest
 import torch
 
+from cs336_basics.models.base import parameter_groups
 from cs336_basics.models.hymba import HymbaLM
+from cs336_basics.nn.conv import CausalDepthwiseConv1d
 from cs336_basics.nn.functional import cross_entropy
+from cs336_basics.nn.layers import Embedding, Linear
 from cs336_basics.optim.adamw import AdamW
 
 TINY = {"vocab_size": 20, "context_length": 16, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32}
@@ -35,6 +38,15 @@ def test_meta_tokens_change_the_output_and_are_learned():
     ids = torch.randint(0, 20, (1, 5))
     cross_entropy(model(ids), ids).backward()
     assert model.meta_tokens.grad.abs().sum() > 0
+
+
+def test_only_linear_embedding_and_conv_weights_are_weight_decayed():
+    """Meta tokens are learned inputs and must not be decayed; norms, scales and SSM A_log/D neither."""
+    model = HymbaLM(**TINY, num_meta_tokens=3, moe={"num_experts": 3, "top_k": 2})
+    decay, no_decay = (group["params"] for group in parameter_groups(model, weight_decay=0.1))
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, (Linear, Embedding, CausalDepthwiseConv1d))}
+    assert {id(p) for p in decay} == matrices
+    assert any(p is model.meta_tokens for p in no_decay)
 
 
 def test_sliding_window_limits_what_local_layers_see():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cs336_basics.models.base import parameter_groups
 from cs336_basics.models.hyper_connections import (
     HyperConnection,
     collapse_streams,
@@ -98,3 +99,13 @@ def test_stability_gain_of_doubly_stochastic_product_is_one():
 def test_invalid_stream_count_is_value_error():
     with pytest.raises(ValueError, match="n_streams"):
         HyperConnection(_NormFFN(8), n_streams=0)
+
+
+def test_residual_mixing_logits_are_excluded_from_weight_decay():
+    """Decay would pull R = 6 I towards 0, i.e. H_res towards uniform averaging of the streams."""
+    layer = HyperConnection(_NormFFN(8), n_streams=4)
+    decay, no_decay = (group["params"] for group in parameter_groups(layer, weight_decay=0.1))
+    assert any(p is layer.res_logits for p in no_decay)
+    assert not any(p is layer.res_logits for p in decay)
+    branch_matrices = {id(p) for name, p in layer.branch.named_parameters() if name.endswith(".weight") and p.ndim == 2}
+    assert {id(p) for p in decay} == branch_matrices

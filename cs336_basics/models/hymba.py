@@ -8,7 +8,8 @@
   ``share_attn = mean|beta_attn| / (mean|beta_attn| + mean|beta_ssm|)`` and ``share_ssm = 1 - share_attn``.
 - ``num_meta_tokens`` learned meta tokens are prepended to every sequence (they give attention a learned "sink" and
   the SSM a learned initial context); their positions are removed from the returned logits, so the loss never sees
-  them. With a decoding cache they are fed once, on the first call.
+  them. With a decoding cache they are fed once, on the first call. They are learned inputs, not a weight matrix,
+  so they are excluded from weight decay.
 - ``window`` makes attention sliding-window on every layer except ``global_layers`` (indices, default: first, middle
   and last), as in Hymba; ``window=None`` keeps every layer global.
 
@@ -25,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from cs336_basics.models.base import LanguageModel
+from cs336_basics.models.base import LanguageModel, no_weight_decay
 from cs336_basics.models.mamba_block import MambaBlock, MambaState
 from cs336_basics.models.moe import build_moe, collect_moe_aux_loss, collect_moe_diagnostics
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, KVCache
@@ -124,7 +125,8 @@ class HymbaLM(LanguageModel):
         self.num_meta_tokens, self.global_layers = num_meta_tokens, list(global_layers)
         self.token_embeddings = Embedding(vocab_size, d_model)
         if num_meta_tokens:
-            self.meta_tokens = nn.Parameter(torch.randn(num_meta_tokens, d_model) * d_model**-0.5)
+            meta = torch.randn(num_meta_tokens, d_model) * d_model**-0.5
+            self.meta_tokens = no_weight_decay(nn.Parameter(meta))  # learned inputs, not a weight matrix
         self.layers = nn.ModuleList(
             HymbaLayer(
                 d_model,

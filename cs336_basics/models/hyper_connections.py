@@ -20,7 +20,9 @@ the gradient of a doubly-stochastic ``H_res`` vanishes by symmetry. So:
 - ``h_post = 1 + eps`` with non-uniform ``eps`` and ``w^T eps = 0``: streams diverge, yet ``w^T X`` follows
   ``h + f(h)`` exactly while ``H_res = I``;
 - ``R = c I`` with ``c = 6``: ``H_res`` is the identity up to ~``e^-c`` off the diagonal, near enough that the
-  network is a standard residual one to ~1e-3, far enough that the Sinkhorn Jacobian is not zero.
+  network is a standard residual one to ~1e-3, far enough that the Sinkhorn Jacobian is not zero. ``R`` is excluded
+  from weight decay (:func:`~cs336_basics.models.base.no_weight_decay`): decay would shrink it towards zero, i.e.
+  ``H_res`` towards uniform averaging of the streams.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from collections.abc import Callable
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from cs336_basics.models.base import no_weight_decay
 
 
 def sinkhorn(logits: Float[Tensor, "... n n"], num_iters: int = 20) -> Float[Tensor, "... n n"]:
@@ -89,7 +93,8 @@ class HyperConnection(nn.Module):
         eps = post_spread * (spread - (w * spread).sum())  # w^T eps = 0
         self.pre_logits = nn.Parameter(torch.logit(w))
         self.post_logits = nn.Parameter(torch.logit((1.0 + eps) / 2.0))
-        self.res_logits = nn.Parameter(residual_logit * torch.eye(n_streams))
+        # Not weight-decayed: decay would pull R towards 0, i.e. H_res towards uniform stream averaging.
+        self.res_logits = no_weight_decay(nn.Parameter(residual_logit * torch.eye(n_streams)))
 
     def mixing(self) -> tuple[Tensor, Tensor, Tensor]:
         """``h_pre (n,)``, ``h_post (n,)`` and the doubly-stochastic ``H_res (n, n)``."""
