@@ -60,6 +60,11 @@ class DataConfig:
     Corpus sources (``stories`` is generated offline; the others read local files under ``data_dir`` or ``path``)
     take the ``tokenizer``/``tokenizer_vocab_size``/``num_bytes``/``val_fraction`` settings; ``tokens`` reads a
     ``.npy`` or raw ``.bin`` of ``token_dtype`` ids; ``synthetic`` samples ``task`` with ``task_options``.
+
+    Token streams train on ``window_mode`` windows: ``random`` starts, or ``sequential`` ones ``stride`` apart
+    (an int is tokens, a float in (0, 1] a fraction of the context; null: the context, no overlap), reshuffled every
+    epoch with ``shuffle_windows``. Periodic evaluation uses seeded random windows or, with ``eval_windows="fixed"``,
+    the first non-overlapping ones.
     """
 
     source: Literal["stories", "tinystories", "owt", "wikitext103", "pg19", "jsonl", "text", "tokens", "synthetic"] = (
@@ -81,6 +86,10 @@ class DataConfig:
     task: Literal["mqar", "copy", "selective_copy"] | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     final_eval_max_tokens: int = 200_000
+    window_mode: Literal["random", "sequential"] = "random"
+    stride: int | float | None = None
+    shuffle_windows: bool = False
+    eval_windows: Literal["random", "fixed"] = "random"
 
 
 @dataclass
@@ -395,6 +404,16 @@ def _validate_data(config: ExperimentConfig) -> None:
         _require(d.task is not None, "data.task is required when data.source='synthetic'; e.g. \"mqar\"")
     elif d.task is not None:
         raise ConfigError(f"config error: data.task is only used with data.source='synthetic', not {d.source!r}")
+    if d.stride is not None:
+        _require(d.window_mode == "sequential", "data.stride is only used with data.window_mode='sequential'")
+        _require(
+            (isinstance(d.stride, int) and d.stride >= 1) or (isinstance(d.stride, float) and 0 < d.stride <= 1),
+            f"data.stride={d.stride} must be a token count >= 1 or a fraction of the context in (0, 1]; e.g. 0.5",
+        )
+    _require(
+        d.source != "synthetic" or (d.window_mode == "random" and d.eval_windows == "random"),
+        "data.window_mode and data.eval_windows apply to token streams, not data.source='synthetic'; remove them",
+    )
     if d.source in ("text", "jsonl", "tokens"):
         _require(d.path is not None, f"data.path is required when data.source={d.source!r}; point it at your file")
     _require(d.val_path is None or d.source == "tokens", "data.val_path is only used with data.source='tokens'")

@@ -39,7 +39,27 @@ def _load_tokens(path: Path, dtype: str) -> np.ndarray:
     return np.memmap(path, dtype=np.dtype(dtype), mode="r")
 
 
-def _token_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int) -> PreparedData:
+def token_batches(
+    data: DataConfig,
+    train: np.ndarray,
+    val: np.ndarray,
+    context_length: int,
+    device: Any,
+    rank: int,
+    world: int,
+    seed: int,
+) -> TokenBatches:
+    """Token batches with the configured window mode (a fractional ``data.stride`` is a share of the context)."""
+    stride = data.stride
+    if isinstance(stride, float):
+        stride = max(1, round(stride * context_length))
+    return TokenBatches(
+        train, val, context_length, device, rank, world, window_mode=data.window_mode, stride=stride,
+        shuffle=data.shuffle_windows, seed=seed, fixed_eval=data.eval_windows == "fixed",
+    )  # fmt: skip
+
+
+def _token_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int, seed: int) -> PreparedData:
     path = Path(data.path)
     meta_path = path.parent / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -50,11 +70,13 @@ def _token_source(data: DataConfig, context_length: int, device: Any, rank: int,
         split = int(len(tokens) * (1 - data.val_fraction))
         train, val = tokens[:split], tokens[split:]
     vocab_size = int(meta.get("vocab_size", int(max(train.max(), val.max())) + 1))
-    batches = TokenBatches(train, val, context_length, device, rank, world)
+    batches = token_batches(data, train, val, context_length, device, rank, world, seed)
     return PreparedData(batches, vocab_size, meta=meta)
 
 
-def _corpus_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int) -> PreparedData:
+def _corpus_source(
+    data: DataConfig, context_length: int, device: Any, rank: int, world: int, seed: int
+) -> PreparedData:
     from cs336_basics.data.pipeline import prepare_corpus
 
     kwargs: dict[str, Any] = {
@@ -73,7 +95,7 @@ def _corpus_source(data: DataConfig, context_length: int, device: Any, rank: int
     if data.data_dir is not None:
         kwargs["data_dir"] = data.data_dir
     corpus = prepare_corpus(**kwargs)
-    batches = TokenBatches(corpus.train, corpus.val, context_length, device, rank, world)
+    batches = token_batches(data, corpus.train, corpus.val, context_length, device, rank, world, seed)
     return PreparedData(batches, corpus.vocab_size, corpus.tokenizer, corpus.eos_id, dict(corpus.meta))
 
 
@@ -82,7 +104,7 @@ def prepare_data(
 ) -> PreparedData:
     """Build the data for a run; bad settings raise ConfigError naming the key."""
     if data.source == "tokens":
-        return _token_source(data, context_length, device, rank, world_size)
+        return _token_source(data, context_length, device, rank, world_size, seed)
     if data.source == "synthetic":
         from cs336_basics.data.synthetic import make_task
 
@@ -92,4 +114,4 @@ def prepare_data(
             raise ConfigError(f"config error: data.task_options for task {data.task!r}: {error}") from None
         batches = TaskBatches(task, device, rank, world_size, seed=seed)
         return PreparedData(batches, task.vocab_size, meta={"task": data.task, **data.task_options})
-    return _corpus_source(data, context_length, device, rank, world_size)
+    return _corpus_source(data, context_length, device, rank, world_size, seed)

@@ -54,6 +54,9 @@ BAD_CONFIGS = [
     ({"optim": {"warmup_steps": 10}}, "exceeds train.max_steps=2"),
     ({"train": {"average_last_k": 3}}, "train.average_last_k=3 exceeds train.keep_checkpoints=2"),
     ({"model": {"options": {"num_experts": 4}}}, "config error: model: transformer does not take argument(s)"),
+    ({"data": {"stride": 8}}, "data.stride is only used with data.window_mode='sequential'"),
+    ({"data": {"window_mode": "sequential", "stride": 1.5}}, "data.stride=1.5 must be a token count >= 1"),
+    ({"data": {"window_mode": "sequential", "stride": 0}}, "data.stride=0 must be a token count >= 1"),
 ]
 
 
@@ -135,3 +138,13 @@ def test_every_shipped_suite_run_validates_and_builds_its_model(path):
         with torch.device("meta"):  # shapes and argument checks only: no memory, no initialisation cost
             model = make_model(config, vocab)
         assert model.vocab_size == vocab, name
+
+
+def test_fractional_stride_is_a_share_of_the_context_and_integer_stride_is_tokens(base_config):
+    from assignment_experiments.data_sources import prepare_data
+
+    for stride, tokens in [(0.5, 8), (1.0, 16), (5, 5)]:
+        config = config_from_dict(merge(base_config, {"data": {"window_mode": "sequential", "stride": stride}}))
+        batches = prepare_data(config.data, config.model.context_length, "cpu").batches
+        starts = batches._sequential(2)._order
+        assert starts[1] - starts[0] == tokens, stride

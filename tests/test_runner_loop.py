@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cs336_basics.data.batching import get_batch
 from cs336_basics.models.base import LanguageModel
 from cs336_basics.optim.adamw import AdamW
 from cs336_basics.training.batches import TokenBatches
@@ -35,9 +36,9 @@ class BigramLM(LanguageModel):
         return logits
 
 
-def make_trainer(tmp_path, model=None, lr: float = 0.1, **settings) -> Trainer:
+def make_trainer(tmp_path, model=None, lr: float = 0.1, windows: dict | None = None, **settings) -> Trainer:
     tokens = (np.arange(600) % 7).astype(np.uint16)
-    batches = TokenBatches(tokens[:500], tokens[500:], T, "cpu")
+    batches = TokenBatches(tokens[:500], tokens[500:], T, "cpu", **(windows or {}))
     model = model or BigramLM()
     options = dict(max_steps=10, batch_size=4, eval_every=2, eval_batches=2, log_every=1)
     records: list[dict] = []
@@ -106,3 +107,56 @@ def test_sharded_batches_split_the_global_batch_between_processes():
              for rank in range(2)]  # fmt: skip
     assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
     assert torch.equal(torch.cat([p[1] for p in parts]), whole[1])
+
+
+def test_random_windows_are_exactly_get_batch_draws_from_the_loop_generator():
+    tokens = np.arange(1000, dtype=np.uint16)
+    ours = TokenBatches(tokens, tokens, T, "cpu").train_batch(4, torch.Generator().manual_seed(5))
+    oracle = get_batch(tokens, 4, T, "cpu", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(ours[0], oracle[0]) and torch.equal(ours[1], oracle[1])
+
+
+def test_sequential_windows_walk_the_train_split_with_the_stride_and_cover_its_tail():
+    tokens = np.arange(100, dtype=np.uint16)
+    batches = TokenBatches(tokens, tokens, T, "cpu", window_mode="sequential", stride=6)
+    generator = torch.Generator().manual_seed(0)
+    firsts = torch.cat([batches.train_batch(4, generator)[0][:, 0] for _ in range(5)]).tolist()
+    epoch = list(range(0, 100 - T, 6)) + [100 - T - 1]  # 0, 6, ..., 90, then the tail window at 91
+    assert firsts == epoch + epoch[:3]  # 17 windows, then the next epoch starts over
+
+
+def test_sequential_window_position_survives_a_checkpoint_round_trip(tmp_path):
+    windows = {"window_mode": "sequential", "stride": 5, "shuffle": True, "seed": 3}
+    torch.manual_seed(0)
+    straight = make_trainer(tmp_path / "a", windows=windows, max_steps=6)
+    straight.fit()
+    torch.manual_seed(0)
+    interrupted = make_trainer(tmp_path / "b", windows=windows, max_steps=3, checkpoint_every=3)
+    interrupted.fit()
+    resumed = make_trainer(tmp_path / "b", windows=windows, max_steps=6)
+    resumed.resume(list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    resumed.fit()
+    assert torch.equal(resumed.model.table, straight.model.table)
+    next_straight = straight.batches.train_batch(4, straight.generator)[0]
+    assert torch.equal(resumed.batches.train_batch(4, resumed.generator)[0], next_straight)
+
+
+def test_fixed_periodic_evaluation_scores_the_first_non_overlapping_validation_windows(tmp_path):
+    trainer = make_trainer(tmp_path, windows={"fixed_eval": True}, eval_batches=2)
+    first = trainer.evaluate()
+    val, table = trainer.batches.val, trainer.model.table.detach()
+    positions = range(2 * 4 * T)  # 2 batches of 4 windows starting at 0, T, 2T, ...: every position once
+    expected = np.mean([-torch.log_softmax(table[int(val[i])], dim=-1)[int(val[i + 1])].item() for i in positions])
+    assert first["tokens"] == 2 * 4 * T and first["loss"] == pytest.approx(expected, rel=1e-5)
+    assert trainer.evaluate() == first
+
+
+def test_random_periodic_evaluation_stays_the_default(tmp_path):
+    trainer = make_trainer(tmp_path, eval_batches=2)
+    generator = torch.Generator().manual_seed(trainer.settings.seed + 7919)
+    batches = [trainer.batches.val_batch(4, generator) for _ in range(2)]
+    table = trainer.model.table.detach()
+    expected = np.mean([
+        -torch.log_softmax(table[x], dim=-1).gather(-1, y[..., None]).squeeze(-1).numpy() for x, y, _ in batches
+    ])  # fmt: skip
+    assert trainer.evaluate()["loss"] == pytest.approx(expected, rel=1e-5)

@@ -146,6 +146,7 @@ class Trainer:
         extra = {
             "loop": dataclasses.asdict(self.state),
             "data_generator": self.generator.get_state(),
+            "data_windows": self.batches.state_dict(),
             "rng": rng_states(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             **self.extra_state,
@@ -164,6 +165,7 @@ class Trainer:
         if self.state.step != step:
             raise ValueError(f"checkpoint {path} is inconsistent: iteration {step} vs loop step {self.state.step}")
         self.generator.set_state(extra["data_generator"])
+        self.batches.load_state_dict(extra.get("data_windows", {}))
         set_rng_states(extra["rng"])
         if self.scaler is not None and extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
@@ -223,14 +225,21 @@ class Trainer:
 
     # ----- evaluation ------------------------------------------------------------------------------------------------
     def evaluate(self, num_batches: int | None = None) -> dict[str, float]:
-        """Loss on ``eval_batches`` validation batches, the same ones at every evaluation."""
+        """Loss on ``eval_batches`` validation batches, the same ones at every evaluation.
+
+        They are seeded random windows, or with ``batches.fixed_eval`` the first non-overlapping windows.
+        """
+        count, size = num_batches or self.settings.eval_batches, self.settings.batch_size
+        if getattr(self.batches, "fixed_eval", False):
+            return evaluate(
+                self.model, self.batches.val_windows(size, count * size * self.batches.seq_len), self.autocast
+            )
         generator = torch.Generator().manual_seed(self.settings.seed + VAL_SEED_OFFSET)
-        count = num_batches or self.settings.eval_batches
-        batches = (self.batches.val_batch(self.settings.batch_size, generator) for _ in range(count))
+        batches = (self.batches.val_batch(size, generator) for _ in range(count))
         return evaluate(self.model, batches, self.autocast)
 
-    def full_evaluation(self, max_tokens: int) -> dict[str, float]:
-        """Loss over the whole validation split in non-overlapping windows (capped at ``max_tokens``)."""
+    def full_evaluation(self, max_tokens: int | None) -> dict[str, float]:
+        """Loss over the whole validation split in non-overlapping windows (capped at ``max_tokens`` unless None)."""
         return evaluate(self.model, self.batches.val_windows(self.settings.batch_size, max_tokens), self.autocast)
 
     def _eval_and_track(self) -> None:
