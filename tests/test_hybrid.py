@@ -118,9 +118,7 @@ def _train_loss(model, steps, lr=1e-2):
     return losses[0], losses[-1]
 
 
-@pytest.mark.parametrize(
-    "variant", [pytest.param(v, marks=() if v == "standard" else pytest.mark.slow) for v in VARIANTS]
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_loss_falls_on_a_tiny_learnable_task(variant):
     model = HybridLM(**FAST, pattern="AM", **VARIANTS[variant])
     first, last = _train_loss(model, steps=25, lr=2e-2)
