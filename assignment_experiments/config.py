@@ -85,7 +85,7 @@ class DataConfig:
     token_dtype: Literal["uint16", "int32", "int64"] = "uint16"
     task: Literal["mqar", "copy", "selective_copy"] | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
-    final_eval_max_tokens: int = 200_000
+    final_eval_max_tokens: int | None = None
     window_mode: Literal["random", "sequential"] = "random"
     stride: int | float | None = None
     shuffle_windows: bool = False
@@ -296,7 +296,6 @@ def validate(config: ExperimentConfig) -> None:
         ("train.keep_checkpoints", t.keep_checkpoints),
         ("logging.log_every", lg.log_every),
         ("data.num_bytes", d.num_bytes),
-        ("data.final_eval_max_tokens", d.final_eval_max_tokens),
     ]:
         _require(value > 0, f"{key}={value} must be positive; choose a value >= 1")
     for key, value in [
@@ -307,6 +306,7 @@ def validate(config: ExperimentConfig) -> None:
         ("model.d_conv", m.d_conv),
         ("model.expand", m.expand),
         ("model.vocab_size", m.vocab_size),
+        ("data.final_eval_max_tokens", d.final_eval_max_tokens),
     ]:
         _require(value is None or value > 0, f"{key}={value} must be positive; choose a value >= 1 or null")
     for key, value in [

@@ -54,6 +54,7 @@ BAD_CONFIGS = [
     ({"optim": {"warmup_steps": 10}}, "exceeds train.max_steps=2"),
     ({"train": {"average_last_k": 3}}, "train.average_last_k=3 exceeds train.keep_checkpoints=2"),
     ({"model": {"options": {"num_experts": 4}}}, "config error: model: transformer does not take argument(s)"),
+    ({"data": {"final_eval_max_tokens": 0}}, "data.final_eval_max_tokens=0 must be positive"),
     ({"data": {"stride": 8}}, "data.stride is only used with data.window_mode='sequential'"),
     ({"data": {"window_mode": "sequential", "stride": 1.5}}, "data.stride=1.5 must be a token count >= 1"),
     ({"data": {"window_mode": "sequential", "stride": 0}}, "data.stride=0 must be a token count >= 1"),
@@ -148,3 +149,8 @@ def test_fractional_stride_is_a_share_of_the_context_and_integer_stride_is_token
         batches = prepare_data(config.data, config.model.context_length, "cpu").batches
         starts = batches._sequential(2)._order
         assert starts[1] - starts[0] == tokens, stride
+
+
+def test_final_evaluation_covers_the_whole_validation_split_unless_capped(base_config):
+    assert config_from_dict(base_config).data.final_eval_max_tokens is None
+    assert load_config(CONFIG_DIR / "tinystories_baseline.json").data.final_eval_max_tokens is None

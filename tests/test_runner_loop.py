@@ -90,6 +90,12 @@ def test_full_evaluation_scores_every_validation_window_once(tmp_path):
     assert result["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_uncapped_full_evaluation_scores_the_whole_validation_split(tmp_path):
+    trainer = make_trainer(tmp_path)
+    assert trainer.full_evaluation(max_tokens=None)["tokens"] == (len(trainer.batches.val) - 1) // T * T
+    assert trainer.full_evaluation(max_tokens=3 * T)["tokens"] == 3 * T
+
+
 def test_averaging_the_last_checkpoints_gives_the_mean_of_their_weights(tmp_path):
     trainer = make_trainer(tmp_path, checkpoint_every=2, keep_checkpoints=3, max_steps=6)
     trainer.fit()
