@@ -86,9 +86,19 @@ def test_missing_file_error_says_what_to_download_and_where(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["jsonl", "text"])
-def test_file_sources_without_a_path_ask_for_one(name, tmp_path):
-    with pytest.raises(FileNotFoundError, match="pass path="):
+def test_file_sources_without_a_path_ask_for_one_by_library_and_runner_name(name, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"pass path=.*--set data\.path="):
         iter_documents(name, path=tmp_path / "absent.txt")
+
+
+def test_missing_registry_corpus_names_the_runner_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"pass path=.*--set data\.path="):
+        next(iter(iter_documents("tinystories", "train", data_dir=tmp_path)))
+
+
+def test_unknown_split_names_the_runner_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"splits: \['train', 'valid'\].*--set data\.path="):
+        next(iter(iter_documents("tinystories", "test", data_dir=tmp_path)))
 
 
 def test_unknown_corpus_lists_the_known_ones():

@@ -137,10 +137,15 @@ def iter_jsonl_documents(path: str | os.PathLike, text_field: str = "text") -> I
                 row = json.loads(line)
                 if text_field not in row:
                     raise ValueError(
-                        f"{file}:{lineno} has no field {text_field!r} (fields: {sorted(row)}); pass text_field=..."
+                        f"{file}:{lineno} has no field {text_field!r} (fields: {sorted(row)}); pass text_field=... "
+                        "(experiment runner: --set data.text_field=...)"
                     )
                 if row[text_field].strip():
                     yield row[text_field].strip()
+
+
+# How to point at a local copy, for library callers and for the experiment runner (whose key is ``data.path``).
+_PATH_HINT = "pass path=... (experiment runner: --set data.path=...)"
 
 
 def _missing(name: str, split: str, expected: Path, data_dir: str | os.PathLike) -> FileNotFoundError:
@@ -148,9 +153,9 @@ def _missing(name: str, split: str, expected: Path, data_dir: str | os.PathLike)
     url = spec.urls.get(split) if spec else None
     how = (
         f"download {url} and put it at {expected} (or run `python -m cs336_basics.data.download {name} "
-        f"--data-dir {data_dir}` where a network exists), or pass path=... to a local copy"
+        f"--data-dir {data_dir}` where a network exists), or point at a local copy: {_PATH_HINT}"
         if url
-        else "pass path=... to a local copy"
+        else f"point at a local copy: {_PATH_HINT}"
     )
     return FileNotFoundError(f"{name} {split} data not found at {expected}: {how}")
 
@@ -167,7 +172,7 @@ def local_path(name: str, split: str, path: str | os.PathLike | None, data_dir: 
         splits = sorted(spec.files) if spec else []
         raise FileNotFoundError(
             f"{name} has no local {split!r} split" + (f" (splits: {splits})" if splits else "")
-            + f"; pass path=... to an existing file or folder (got {path})"
+            + f"; point at an existing file or folder: {_PATH_HINT} (got {path})"
         )  # fmt: skip
     expected = Path(path if path is not None else data_dir) / spec.files[split]
     if not expected.exists():
@@ -186,7 +191,7 @@ def iter_documents(
     ``text``)."""
     if name in ("jsonl", "text"):
         if path is None or not Path(path).exists():
-            raise FileNotFoundError(f"source {name!r} reads a local file: pass path=... (got {path})")
+            raise FileNotFoundError(f"source {name!r} reads a local file: {_PATH_HINT} (got {path})")
         if name == "jsonl":
             return iter_jsonl_documents(path, text_field)
         with _open_text(Path(path)) as f:
