@@ -86,6 +86,7 @@ def finish_run(
         "pattern": config.model.pattern,
         "num_params": counts["total"],
         "num_params_non_embedding": counts["non_embedding"],
+        "num_params_active": counts["active"],
         "best_val_loss": state.best_val_loss,
         "final_val_loss": final["loss"],
         "final_val_perplexity": final["perplexity"],

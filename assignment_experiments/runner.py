@@ -27,6 +27,7 @@ from assignment_experiments.outputs import finish_run
 from assignment_experiments.tracking import Tracker, environment_info, truncate_metrics
 from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
 from cs336_basics.models.factory import build_model
+from cs336_basics.models.moe import moe_parameter_counts
 from cs336_basics.optim.adamw import AdamW
 from cs336_basics.optim.schedules import cosine_with_warmup, warmup_stable_decay
 from cs336_basics.training.checkpoint_files import list_checkpoints
@@ -167,6 +168,7 @@ def run_experiment(
     model = make_model(config, data.vocab_size).to(device)
     run_dir, checkpoint = prepare_run_dir(runs_dir, name, resume)
     counts = count_parameters(model)
+    counts["active"] = moe_parameter_counts(model)["active"]  # per token: only top_k of each MoE layer's experts
     optimizer = AdamW(
         parameter_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
     )
@@ -228,8 +230,8 @@ def run_experiment(
     )
     tracker.write(
         f"run {name}: {config.model.architecture}, {counts['total']:,} parameters "
-        f"({counts['non_embedding']:,} non-embedding), device {device}, {world} process(es)"
-        + (f", resumed at step {trainer.state.step}" if checkpoint is not None else "")
+        f"({counts['non_embedding']:,} non-embedding, {counts['active']:,} active per token), device {device}, "
+        f"{world} process(es)" + (f", resumed at step {trainer.state.step}" if checkpoint is not None else "")
     )
     trainer.log = tracker.log
     started = time.perf_counter()

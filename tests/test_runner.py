@@ -21,8 +21,9 @@ from cs336_basics.training.batches import TokenBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
-    "name", "architecture", "pattern", "num_params", "num_params_non_embedding", "best_val_loss", "final_val_loss",
-    "final_val_perplexity", "runtime_s", "tokens_per_s", "steps_per_s", "peak_memory_mb", "steps", "tokens_seen",
+    "name", "architecture", "pattern", "num_params", "num_params_non_embedding", "num_params_active", "best_val_loss",
+    "final_val_loss", "final_val_perplexity", "runtime_s", "tokens_per_s", "steps_per_s", "peak_memory_mb", "steps",
+    "tokens_seen",
 }  # fmt: skip
 
 
@@ -83,6 +84,7 @@ def test_run_directory_holds_config_metrics_checkpoints_curves_samples_environme
     summary = json.loads((run / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["steps"] == 8 and summary["tokens_seen"] == 8 * 4 * 16
+    assert summary["num_params_active"] == summary["num_params"]  # dense: every parameter is active
     assert summary["averaged_val_loss"] is not None
     assert "torch" in json.loads((run / "environment.json").read_text())
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 8
@@ -104,6 +106,19 @@ def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
     assert summary["pattern"] == "AM" and 0.0 <= summary["final_val_accuracy"] <= 1.0
     evals = [json.loads(line) for line in (tmp_path / "runs" / "mqar" / "metrics.jsonl").read_text().splitlines()]
     assert all("val_accuracy" in r for r in evals if r["kind"] == "eval")
+
+
+def test_moe_run_reports_active_parameters_and_model_diagnostics(tmp_path):
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    moe = '{"moe": {"num_experts": 4, "top_k": 1}, "num_meta_tokens": 2}'
+    code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "moe",
+                 "--set", "model.architecture=hymba", "--set", "model.d_ff=32", "--set", "model.d_state=4",
+                 "--set", f"model.options={moe}"])  # fmt: skip
+    assert code == 0
+    run = tmp_path / "runs" / "moe"
+    summary = json.loads((run / "summary.json").read_text())
+    per_expert = 3 * 16 * 32  # SwiGLU expert: w1, w3 (d_ff, d_model) and w2 (d_model, d_ff)
+    assert summary["num_params_active"] == summary["num_params"] - (4 - 1) * per_expert  # one layer, top-1 of 4
 
 
 def test_activation_checkpointing_recomputes_the_same_training_trajectory(tmp_path):
