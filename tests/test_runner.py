@@ -108,7 +108,7 @@ def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
     assert all("val_accuracy" in r for r in evals if r["kind"] == "eval")
 
 
-def test_moe_run_reports_active_parameters_and_model_diagnostics(tmp_path):
+def test_moe_run_reports_active_parameters(tmp_path):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     moe = '{"moe": {"num_experts": 4, "top_k": 1}, "num_meta_tokens": 2}'
     code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "moe",
@@ -119,6 +119,22 @@ def test_moe_run_reports_active_parameters_and_model_diagnostics(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     per_expert = 3 * 16 * 32  # SwiGLU expert: w1, w3 (d_ff, d_model) and w2 (d_model, d_ff)
     assert summary["num_params_active"] == summary["num_params"] - (4 - 1) * per_expert  # one layer, top-1 of 4
+
+
+def test_model_diagnostics_reach_metrics_and_summary(tmp_path):
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    options = '{"moe": {"num_experts": 2, "top_k": 1}, "num_meta_tokens": 2}'
+    code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "diag",
+                 "--set", "model.architecture=hymba", "--set", "model.d_state=4",
+                 "--set", f"model.options={options}"])  # fmt: skip
+    assert code == 0
+    run = tmp_path / "runs" / "diag"
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in records if r["kind"] == "eval"][-1]
+    for record in (last_eval, summary):
+        assert any(key.startswith("diag/hymba/") for key in record), sorted(record)
+        assert any(key.startswith("diag/moe/") for key in record), sorted(record)
 
 
 def test_activation_checkpointing_recomputes_the_same_training_trajectory(tmp_path):
