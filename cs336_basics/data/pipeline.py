@@ -71,7 +71,10 @@ def _input_files(source: str, path, data_dir, splits: list[str]) -> list[Path]:
     for split in splits:
         if source in ("jsonl", "text"):
             if path is None or not Path(path).exists():
-                raise FileNotFoundError(f"source {source!r} reads a local file: pass path=... (got {path})")
+                raise FileNotFoundError(
+                    f"source {source!r} reads a local file: pass path=... "
+                    f"(experiment runner: --set data.path=...) (got {path})"
+                )
             location = Path(path)
         else:
             location = corpora.local_path(source, split, path, data_dir)

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from cs336_basics.models.base import no_weight_decay
 from cs336_basics.models.hyper_connections import HyperConnection, collapse_streams, expand_streams
 from cs336_basics.nn.attention import scaled_dot_product_attention
 from cs336_basics.nn.layers import Linear, RMSNorm, SwiGLU
@@ -97,7 +98,7 @@ class ViTClassifier(nn.Module):
         self.patch_size, self.residual, self.hc_expansion = patch_size, residual, hc_expansion
         num_patches = (image_size // patch_size) ** 2
         self.patch_embed = Linear(in_channels * patch_size * patch_size, d_model)
-        self.pos_embed = nn.Parameter(torch.randn(num_patches, d_model) * 0.02)
+        self.pos_embed = no_weight_decay(nn.Parameter(torch.randn(num_patches, d_model) * 0.02))  # a table, not a map
         self.layers = nn.ModuleList(ViTBlock(d_model, num_heads, d_ff) for _ in range(num_layers))
         if residual == "mhc":
             self.hyper = nn.ModuleList(
