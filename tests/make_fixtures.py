@@ -244,13 +244,20 @@ def adapter_snapshot_outputs(
 
 
 def _fixture_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of ``model``'s state dict, with norm gains and conv biases moved off their 1 / 0 init."""
+    """Detached copies of ``model``'s state dict, moved off their init where the init would hide a term.
+
+    Norm gains leave 1 and conv biases leave 0; Mamba step sizes ``softplus(dt_bias)`` go from the init's ~0.03 to
+    0.3-1, so over the fixtures' ~10 tokens the scan state (A, B, C, dt) visibly shapes the logits rather than
+    only the ``D`` skip path.
+    """
     weights = {k: t.detach().clone() for k, t in model.state_dict().items()}
     for key, tensor in weights.items():
         if key.endswith(".weight") and tensor.ndim == 1:  # RMSNorm gains
             tensor.copy_(1.0 + 0.1 * torch.randn_like(tensor))
         elif key.endswith("conv1d.bias"):
             tensor.add_(0.1 * torch.randn_like(tensor))
+        elif key.endswith("dt_bias"):  # inverse softplus of the target step size
+            tensor.copy_(torch.log(torch.expm1(0.3 + 0.7 * torch.rand_like(tensor))))
     return weights
 
 
