@@ -277,6 +277,30 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     return config
 
 
+RESUMABLE_CHANGES = ("train.max_steps", "logging.")  # keys a resumed run may change (length and reporting only)
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], current: ExperimentConfig) -> list[str]:
+    """``key: saved -> current`` for every setting that differs from a checkpoint's config, except resumable ones.
+
+    The saved dict is completed with today's defaults first, so keys added since it was written do not count.
+    """
+    before, after = _flatten(_build(ExperimentConfig, saved, "").to_dict()), _flatten(current.to_dict())
+    return [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(f"config error: {message}")

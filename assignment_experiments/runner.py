@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from assignment_experiments.config import ConfigError, ExperimentConfig
+from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run
 from assignment_experiments.tracking import Tracker, environment_info, truncate_metrics
@@ -133,6 +133,16 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _check_same_config(config: ExperimentConfig, run_dir: Path, extra: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint trained with other settings (only length and logging may change)."""
+    changed = resume_conflicts(json.loads(extra["config"]), config) if "config" in extra else []
+    if changed:
+        raise ConfigError(
+            f"config error: {run_dir} was trained with a different config ({'; '.join(changed)}); only "
+            "train.max_steps and logging.* may change on --resume: use its config.json or a new --name"
+        )
+
+
 def prepare_run_dir(runs_dir: Path, name: str, resume: bool) -> tuple[Path, Path | None]:
     """The run directory and, with ``resume``, the checkpoint to resume from; refuses to overwrite a run."""
     run_dir = runs_dir / name
@@ -212,7 +222,7 @@ def run_experiment(
         is_writer=writer,
     )
     if checkpoint is not None:
-        trainer.resume(checkpoint)
+        trainer.resume(checkpoint, check_extra=partial(_check_same_config, config, run_dir))
     if writer:
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=2) + "\n")

@@ -155,12 +155,19 @@ class Trainer:
         prune_checkpoints(self.checkpoint_dir, self.settings.keep_checkpoints)
         return path
 
-    def resume(self, path: Path) -> None:
-        """Restore model, optimizer and loop state from the checkpoint at ``path``."""
-        from cs336_basics.training.checkpoint import load_checkpoint, load_checkpoint_extra
+    def resume(self, path: Path, check_extra: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Restore model, optimizer and loop state from the checkpoint at ``path``; returns its ``extra`` dict.
 
-        step = load_checkpoint(path, self.model, self.optimizer)
-        extra = load_checkpoint_extra(path)
+        The file is read once; ``check_extra(extra)`` runs before anything is restored, so a caller can refuse a
+        checkpoint (e.g. one trained with another config) before shapes are compared.
+        """
+        from cs336_basics.training.checkpoint import read_checkpoint, restore_checkpoint
+
+        payload = read_checkpoint(path)
+        extra = payload["extra"]
+        if check_extra is not None:
+            check_extra(extra)
+        step = restore_checkpoint(payload, self.model, self.optimizer, name=str(path))
         self.state = LoopState(**extra["loop"])
         if self.state.step != step:
             raise ValueError(f"checkpoint {path} is inconsistent: iteration {step} vs loop step {self.state.step}")
@@ -169,6 +176,7 @@ class Trainer:
         set_rng_states(extra["rng"])
         if self.scaler is not None and extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
+        return extra
 
     def latest_checkpoint(self) -> Path | None:
         paths = list_checkpoints(self.checkpoint_dir) if self.checkpoint_dir else []
