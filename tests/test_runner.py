@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -212,6 +213,29 @@ def test_non_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, ca
     step = int(err.split("at step ")[1].split()[0])
     kept = sorted((tmp_path / "runs" / "r" / "checkpoints").glob("step_*.pt"))
     assert kept[-1].name == f"step_{step - 1:07d}.pt"
+    assert not (tmp_path / "runs" / "r" / "summary.json").exists()
+
+
+def test_infinite_gradient_with_a_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    build, backward_calls = runner.make_model, []
+
+    def poison_from_the_fourth_backward(grad: torch.Tensor) -> torch.Tensor:
+        backward_calls.append(1)
+        return grad + float("inf") if len(backward_calls) >= 4 else grad
+
+    def poisoned_model(config, vocab_size):
+        model = build(config, vocab_size)
+        next(model.parameters()).register_hook(poison_from_the_fourth_backward)
+        return model
+
+    monkeypatch.setattr(runner, "make_model", poisoned_model)
+    config = tiny_config(tmp_path, max_steps=6, checkpoint_every=1, eval_every=6)
+    assert main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r"]) == 3
+    err = capsys.readouterr().err
+    assert "non-finite gradient norm at step 4" in err
+    assert math.isfinite(float(err.split("(loss=")[1].split(",")[0]))  # the loss itself was fine
+    kept = sorted((tmp_path / "runs" / "r" / "checkpoints").glob("step_*.pt"))
+    assert kept[-1].name == "step_0000003.pt"
     assert not (tmp_path / "runs" / "r" / "summary.json").exists()
 
 
