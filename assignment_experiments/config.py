@@ -394,12 +394,13 @@ def _validate_model(m: ModelConfig) -> None:
             "change d_model or num_heads",
         )
     if m.architecture == "hybrid":
+        from cs336_basics.models.hybrid import validate_pattern
+
         _require(bool(m.pattern), "model.pattern is required for architecture 'hybrid'; e.g. \"AMAM\"")
-        bad = sorted(set(m.pattern) - set("AM"))
-        _require(
-            not bad,
-            f"model.pattern={m.pattern!r} contains {bad}; use only 'A' (attention) and 'M' (Mamba) layers",
-        )
+        try:
+            validate_pattern(m.pattern)
+        except ValueError as error:
+            raise ConfigError(f"config error: model.{error}") from None
     elif m.pattern is not None:
         raise ConfigError(
             f"config error: model.pattern is only used by architecture 'hybrid', not {m.architecture!r}; remove it"
