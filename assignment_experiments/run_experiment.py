@@ -58,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         except NonFiniteError as error:
             print(f"training stopped: {error}", file=sys.stderr)
             return 3
-    except ConfigError as error:
+    except ConfigError as error:  # includes missing data files, found while preparing the data
         print(str(error), file=sys.stderr)
-        return 2
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -169,7 +169,10 @@ def run_experiment(
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config error: train.precision='fp16' needs CUDA (GradScaler); use 'fp32' or 'bf16' on CPU")
     _seed_everything(t.seed)
-    data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
+    try:
+        data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
+    except FileNotFoundError as error:  # a missing corpus or tokenizer file is a data-config problem
+        raise ConfigError(f"config error: data: {error}") from None
     if data.batches.seq_len > config.model.context_length:
         raise ConfigError(
             f"config error: the task's sequences ({data.batches.seq_len}) exceed model.context_length="

@@ -154,3 +154,22 @@ def test_fractional_stride_is_a_share_of_the_context_and_integer_stride_is_token
 def test_final_evaluation_covers_the_whole_validation_split_unless_capped(base_config):
     assert config_from_dict(base_config).data.final_eval_max_tokens is None
     assert load_config(CONFIG_DIR / "tinystories_baseline.json").data.final_eval_max_tokens is None
+
+
+def test_missing_corpus_file_is_a_config_error_exit_2(tmp_path, capsys, base_config):
+    change = {"data": {"source": "tinystories", "path": None, "data_dir": str(tmp_path / "none"), "tokenizer": "bytes"}}
+    code = main(["--config", str(write(tmp_path, merge(base_config, change))), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("config error: data:") and "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_file_not_found_during_training_is_not_reported_as_a_config_error(tmp_path, monkeypatch, base_config):
+    from cs336_basics.training.loop import Trainer
+
+    def lost_file(self):
+        raise FileNotFoundError("checkpoints directory vanished mid-run")
+
+    monkeypatch.setattr(Trainer, "fit", lost_file)
+    with pytest.raises(FileNotFoundError, match="vanished mid-run"):
+        main(["--config", str(write(tmp_path, base_config)), "--runs-dir", str(tmp_path / "runs")])
