@@ -24,7 +24,7 @@ import torch.distributed as dist
 from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run
-from assignment_experiments.tracking import Tracker, environment_info, truncate_metrics
+from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
 from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
 from cs336_basics.models.factory import build_model
 from cs336_basics.models.moe import moe_parameter_counts
@@ -128,6 +128,7 @@ def _checkpoint_layers(model: torch.nn.Module) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the peak of allocated tensor memory. CPU: the process-wide peak RSS, data preparation included."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -249,7 +250,8 @@ def run_experiment(
     trainer.log = tracker.log
     started = time.perf_counter()
     try:
-        trainer.fit()
+        with RssSampler() as rss:
+            trainer.fit()
     except NonFiniteError:
         tracker.close()
         raise
@@ -257,6 +259,8 @@ def run_experiment(
     if writer:
         summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
         summary["peak_memory_mb"] = peak_memory_mb(device)
+        summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
+        summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
         summary["wall_clock_this_session_s"] = time.perf_counter() - started
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     tracker.close(summary)

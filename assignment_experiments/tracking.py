@@ -6,6 +6,8 @@
   imports wandb at all (no account needed, no import cost).
 - ``environment.json``: hardware, OS, Python, torch / CUDA / Triton versions.
 - ``loss_curves.png``: train and validation loss against steps and against wall-clock time.
+- :class:`RssSampler`: the peak resident memory of the training phase alone (a background thread reads
+  ``/proc/self/statm``), since the process-wide ``ru_maxrss`` also counts data preparation such as BPE training.
 """
 
 from __future__ import annotations
@@ -15,10 +17,51 @@ import math
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident memory now (Linux ``/proc/self/statm``), or None where that file does not exist."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """``with RssSampler() as rss: ...`` records the start RSS and the peak RSS sampled every ``interval_s``."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.start_mb: float | None = None
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        now = current_rss_mb()
+        if now is not None:
+            self.peak_mb = now if self.peak_mb is None else max(self.peak_mb, now)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self.start_mb = current_rss_mb()
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 import assignment_experiments.runner as runner
 from assignment_experiments.data_sources import PreparedData
 from assignment_experiments.run_experiment import main
+from assignment_experiments.tracking import RssSampler
 from cs336_basics.training.batches import TokenBatches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +88,8 @@ def test_run_directory_holds_config_metrics_checkpoints_curves_samples_environme
     assert SUMMARY_KEYS <= set(summary)
     assert summary["steps"] == 8 and summary["tokens_seen"] == 8 * 4 * 16
     assert summary["num_params_active"] == summary["num_params"]  # dense: every parameter is active
+    assert summary["peak_memory_kind"] == "process_max_rss"
+    assert 0 < summary["rss_before_train_mb"] <= summary["train_peak_rss_mb"] <= summary["peak_memory_mb"]
     assert summary["averaged_val_loss"] is not None
     assert "torch" in json.loads((run / "environment.json").read_text())
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 8
@@ -93,6 +97,17 @@ def test_run_directory_holds_config_metrics_checkpoints_curves_samples_environme
     assert "Once upon a time" in samples and "The little dog" in samples
     losses = train_losses(run)
     assert losses[-1] < losses[0]
+
+
+def test_rss_sampler_sees_memory_held_inside_its_window_but_not_memory_freed_before_it():
+    before = np.ones(96 * 2**20, dtype=np.uint8)  # touched: ~96 MB resident, then freed before the window
+    del before
+    with RssSampler(interval_s=0.01) as rss:
+        held = np.ones(64 * 2**20, dtype=np.uint8)
+        time.sleep(0.2)
+        del held
+    assert rss.start_mb + 60 <= rss.peak_mb < rss.start_mb + 90  # the 64 MB held inside, not the 96 MB before
+    assert rss.peak_mb < resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + 1  # never above the true peak
 
 
 def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
