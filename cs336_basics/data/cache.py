@@ -99,13 +99,16 @@ def verify_entry(directory: Path, checksums: bool = True) -> tuple[dict[str, Any
 def build_entry(directory: Path) -> Iterator[Path]:
     """Yield a private folder to build ``directory`` in; on success, replace ``directory`` with it atomically.
 
-    If another process publishes the same entry between our old-entry removal and our rename, theirs is kept
-    (entries are deterministic, so both are identical).
+    A valid entry that another process published while we were building is kept and ours is discarded (entries are
+    deterministic, so both are identical): replacing it would pull files from under a process already reading them.
+    Only a missing or damaged entry is replaced.
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{directory.name}.building-", dir=directory.parent))
     try:
         yield tmp
+        if verify_entry(directory, checksums=True)[0] is not None:
+            return
         if directory.exists():
             trash = Path(tempfile.mkdtemp(prefix=f"{directory.name}.old-", dir=directory.parent))
             try:
