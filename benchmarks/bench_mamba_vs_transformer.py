@@ -40,19 +40,25 @@ import psutil
 import torch
 
 from cs336_basics.models.base import count_parameters, parameter_groups
+from cs336_basics.models.hybrid import HybridLM
 from cs336_basics.models.mamba import MambaLM
 from cs336_basics.models.transformer import TransformerLM
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = ("mamba", "mamba-ckpt", "transformer-naive", "transformer-sdpa")
+MODELS = ("mamba", "mamba-ckpt", "transformer-naive", "transformer-sdpa", "hybrid-AMAM")
 DECODE_MODELS = ("mamba", "transformer-naive", "transformer-sdpa")  # checkpointing changes nothing without grad
 VOCAB, D_MODEL, T_LAYERS, HEADS = 512, 128, 4, 4
 
 
 def build(name: str, context_length: int) -> torch.nn.Module:
-    """d_model 128: Transformer 4 layers (SwiGLU d_ff 384); Mamba 8 layers (expand 2, n 16); -ckpt recomputes scans."""
+    """d_model 128: Transformer 4 layers (SwiGLU d_ff 384); Mamba 8 layers (expand 2, n 16); -ckpt recomputes scans;
+    hybrid-AMAM: attention (fused SDPA) and Mamba layers alternating, each with its SwiGLU FFN (d_ff 384)."""
+    if name == "hybrid-AMAM":
+        return HybridLM(
+            VOCAB, context_length, D_MODEL, HEADS, 384, d_state=16, pattern="AMAM", attn_backend="torch_sdpa"
+        )
     if name in ("mamba", "mamba-ckpt"):
         ckpt = name == "mamba-ckpt"
         return MambaLM(VOCAB, D_MODEL, 2 * T_LAYERS, d_state=16, d_conv=4, expand=2, checkpoint_scan=ckpt)
@@ -212,7 +218,7 @@ def plot(rows: list[dict], lengths: list[int]) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Mamba vs Transformer training step on CPU (batch 1, ~matched parameters)")
+    fig.suptitle("Mamba vs Transformer vs AMAM hybrid training step on CPU (batch 1, ~matched parameters)")
     fig.tight_layout()
     fig.savefig(RESULTS / "mamba_vs_transformer.png", dpi=120)
 
