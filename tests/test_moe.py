@@ -177,3 +177,21 @@ def test_moe_model_state_dict_round_trip_gives_identical_logits(architecture):
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     ids = torch.randint(0, 20, (2, 9))
     torch.testing.assert_close(fresh(ids), model(ids), rtol=0, atol=0)
+
+
+def test_transformer_and_mamba_with_moe_report_expert_load_through_diagnostics():
+    """The runner logs model.diagnostics(); a Transformer or Mamba with MoE FFNs must expose per-expert load there."""
+    from cs336_basics.models.mamba import MambaLM
+
+    models = {
+        "transformer": _moe_transformer(),
+        "mamba": MambaLM(
+            20, 16, 2, d_state=4, ffn_factory=lambda i: MoEFeedForward(16, 3, 1, 16), scan_backend="chunked"
+        ),
+    }
+    for name, model in models.items():
+        model(torch.randint(0, 20, (2, 8)))
+        diag = model.diagnostics()
+        loads = [v for k, v in diag.items() if "/load_" in k]
+        assert len(loads) == 2 * 3, name
+        assert abs(sum(loads) - 2.0) < 1e-5, name  # each layer's load fractions sum to one

@@ -81,4 +81,7 @@ class LanguageModel(nn.Module):
         return torch.zeros((), device=next(self.parameters()).device)
 
     def diagnostics(self) -> dict[str, float]:
-        return {}
+        """Per-expert load and router losses of any MoE feed-forwards plugged into the model; empty otherwise."""
+        from cs336_basics.models.moe import collect_moe_diagnostics  # lazy: moe builds on the layers, not on base
+
+        return collect_moe_diagnostics(self)
