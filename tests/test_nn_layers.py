@@ -79,9 +79,11 @@ def test_swiglu_default_width_is_8_thirds_d_model_rounded_up_to_64(d_model, d_ff
     assert SwiGLU(d_model).w1.weight.shape == (d_ff, d_model)
 
 
-def test_silu_ffn_matches_its_formula_and_defaults_to_4x_width():
+def test_silu_ffn_matches_its_formula_and_defaults_to_swiglu_parameter_count():
     ffn = SiLUFFN(16)
-    assert ffn.w1.weight.shape == (64, 16) and ffn.w2.weight.shape == (16, 64)
+    # SwiGLU(16) defaults to d_ff 64 (8/3 x 16 rounded up to 64): 3 x 16 x 64 parameters = 2 x 16 x 96.
+    assert ffn.w1.weight.shape == (96, 16) and ffn.w2.weight.shape == (16, 96)
+    assert sum(p.numel() for p in ffn.parameters()) == sum(p.numel() for p in SwiGLU(16).parameters())
     x = torch.randn(3, 16)
     expected = F.linear(F.silu(F.linear(x, ffn.w1.weight)), ffn.w2.weight)
     torch.testing.assert_close(ffn(x), expected)

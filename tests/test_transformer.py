@@ -86,8 +86,10 @@ def test_tied_embeddings_share_one_matrix_counted_once():
     assert count_parameters(untied)["total"] - count_parameters(tied)["total"] == VOCAB * D_MODEL
 
 
-def test_silu_ffn_has_the_same_parameter_count_as_swiglu_by_default():
-    d_model = 192  # 8/3 * 192 = 512 is a multiple of 64, so the two widths match exactly
+@pytest.mark.parametrize("d_model", [128, 192])
+def test_silu_ffn_has_the_same_parameter_count_as_swiglu_by_default(d_model):
+    # 192: 8/3 d_model = 512 is already a multiple of 64; 128: it rounds up (341 -> 384), where 4 d_model (512) would
+    # leave the SiLU model 65,536 parameters short.
     swiglu = TransformerLM(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="swiglu")
     silu = TransformerLM(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="silu")
     assert count_parameters(swiglu) == count_parameters(silu)

@@ -7,8 +7,9 @@ Architecture (Vaswani et al., 2017, in its modern LLaMA-style form) and the abla
 - ``positions``: ``"rope"`` (default, rotary embeddings on Q/K in every layer), ``"learned"`` (an absolute
   ``position_embeddings`` table of shape ``(context_length, d_model)`` added to the token embeddings) or ``"none"``
   (NoPE: the causal mask is the only source of order).
-- ``ffn``: ``"swiglu"`` (default, d_ff = 8/3 d_model rounded up to 64) or ``"silu"`` (d_ff = 4 d_model, the
-  same parameter count); ``ffn_module``/``ffn_factory`` plug in any other feed-forward network (e.g. an MoE).
+- ``ffn``: ``"swiglu"`` (default, d_ff = 8/3 d_model rounded up to 64) or ``"silu"`` (d_ff = 1.5x the SwiGLU
+  width, exactly the same parameter count); ``ffn_module``/``ffn_factory`` plug in any other feed-forward network
+  (e.g. an MoE).
 - ``tie_embeddings``: the output head reuses the token-embedding matrix. The shared matrix is then initialised with
   std ``1/sqrt(d_model)`` so that the initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``).
 - ``attn_backend``: ``"naive"`` (from scratch) or ``"torch_sdpa"`` (PyTorch's fused kernel).
@@ -41,9 +42,12 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def default_d_ff(d_model: int, ffn: str) -> int:
-    """The FFN width that gives both FFN types about ``12 d_model^2`` parameters per layer."""
+    """The default FFN width: SwiGLU's ~8/3 d_model (rounded up to a multiple of 64), and for the two-matrix SiLU FFN
+    1.5x that, so an ablation that swaps the FFN type keeps exactly the same parameter count at every ``d_model``
+    (3 x d_model x d_ff for SwiGLU = 2 x d_model x 1.5 d_ff for SiLU)."""
     _check_choice("ffn", ffn, FFNS)
-    return default_swiglu_d_ff(d_model) if ffn == "swiglu" else 4 * d_model
+    swiglu_d_ff = default_swiglu_d_ff(d_model)
+    return swiglu_d_ff if ffn == "swiglu" else 3 * swiglu_d_ff // 2
 
 
 class TransformerBlock(nn.Module):

@@ -7,7 +7,8 @@ Conventions shared by all of them (they fix the state-dict layout of ``shared/do
 - ``Embedding`` stores ``weight`` as ``(vocab, d_model)``, initialised from N(0, 1) truncated at +-3.
 - ``RMSNorm`` upcasts to float32 inside (the mean of squares underflows in bf16/fp16) and returns the input dtype.
 - ``SwiGLU`` is ``w2(silu(w1 x) * w3 x)`` with ``d_ff`` defaulting to 8/3 d_model rounded up to a multiple of 64;
-  ``SiLUFFN`` is ``w2(silu(w1 x))`` with ``d_ff = 4 d_model`` so that both FFNs have (about) the same parameters.
+  ``SiLUFFN`` is ``w2(silu(w1 x))`` with ``d_ff`` defaulting to 1.5x SwiGLU's default, so that both FFNs have exactly
+  the same parameters.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class SiLUFFN(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        d_ff = 4 * d_model if d_ff is None else d_ff
+        d_ff = 3 * default_swiglu_d_ff(d_model) // 2 if d_ff is None else d_ff
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
 
