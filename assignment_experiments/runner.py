@@ -29,7 +29,7 @@ from cs336_basics.models.base import LanguageModel, count_parameters, parameter_
 from cs336_basics.models.factory import build_model
 from cs336_basics.models.moe import moe_parameter_counts
 from cs336_basics.optim.adamw import AdamW
-from cs336_basics.optim.schedules import cosine_with_warmup, warmup_stable_decay
+from cs336_basics.optim.schedules import constant_with_warmup, cosine_with_warmup, warmup_stable_decay
 from cs336_basics.training.checkpoint_files import list_checkpoints
 from cs336_basics.training.loop import LoopSettings, NonFiniteError, Trainer
 
@@ -91,7 +91,7 @@ def learning_rate_schedule(config: ExperimentConfig) -> Any:
             decay_iters=o.decay_steps,
             decay_shape=o.decay_shape,
         )
-    return lambda it: o.lr * min(1.0, (it + 1) / max(o.warmup_steps, 1)) if o.warmup_steps else o.lr
+    return partial(constant_with_warmup, max_learning_rate=o.lr, warmup_iters=o.warmup_steps)
 
 
 def _distributed() -> tuple[int, int]:

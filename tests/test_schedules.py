@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from cs336_basics.optim.schedules import apply_learning_rate, cosine_with_warmup, warmup_stable_decay
+from cs336_basics.optim.schedules import (
+    apply_learning_rate,
+    constant_with_warmup,
+    cosine_with_warmup,
+    warmup_stable_decay,
+)
 from tests.adapters import run_get_lr_cosine_schedule
 
 # max=1, min=0, warmup=4, cosine reaches the minimum at 8: warmup 0, .25, .5, .75; then cos from 1 to 0.
@@ -98,6 +103,16 @@ def test_wsd_holds_the_maximum_throughout_the_stable_phase():
 def test_schedules_reject_invalid_arguments(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_constant_schedule_shares_the_warmup_of_cosine_and_wsd_then_holds_the_maximum():
+    for it in range(10):
+        expected = it / 10 * 3e-3  # 0 at step 0, like the other two
+        assert constant_with_warmup(it, 3e-3, 10) == pytest.approx(expected)
+        assert cosine_with_warmup(it, 3e-3, 3e-4, 10, 100) == pytest.approx(expected)
+        assert warmup_stable_decay(it, 3e-3, 3e-4, 10, 50, 40) == pytest.approx(expected)
+    assert [constant_with_warmup(it, 3e-3, 10) for it in (10, 500, 10**6)] == [3e-3] * 3
+    assert constant_with_warmup(0, 3e-3, 0) == 3e-3
 
 
 def test_apply_learning_rate_sets_every_group_scaled_by_its_lr_scale():

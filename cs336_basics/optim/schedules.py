@@ -9,6 +9,7 @@ saved iteration. The trainer calls one every step and writes the result into the
 - :func:`warmup_stable_decay` (WSD, Hu et al. 2024, "MiniCPM"): the same warmup, a flat stretch at ``max``, then a
   linear or cosine decay to ``min`` over ``decay_iters``, then ``min``. The flat stretch lets one run branch into
   several decay lengths from a shared checkpoint.
+- :func:`constant_with_warmup`: the same warmup, then ``max`` for ever (for checkpoint averaging, or WSD branches).
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def warmup_stable_decay(
     if decay_shape == "linear":
         return max_learning_rate + progress * (min_learning_rate - max_learning_rate)
     return _cosine_between(progress, max_learning_rate, min_learning_rate)
+
+
+def constant_with_warmup(it: int, max_learning_rate: float, warmup_iters: int) -> float:
+    """Learning rate at iteration ``it`` for the shared linear warmup followed by a constant ``max_learning_rate``."""
+    _check_common(it, max_learning_rate, max_learning_rate, warmup_iters)
+    if it < warmup_iters:
+        return it / warmup_iters * max_learning_rate
+    return max_learning_rate
 
 
 def apply_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
