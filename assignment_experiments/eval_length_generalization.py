@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.runs:
         model, data, train_len, step = load_extended(run_dir, args.factor)
         val = data.batches.val
-        entry: dict[str, Any] = {"train_length": train_len, "checkpoint_step": step,
-                                 "positions": json.loads((run_dir / "config.json").read_text())["model"].get("positions") or "rope"}
+        entry: dict[str, Any] = {
+            "train_length": train_len,
+            "checkpoint_step": step,
+            "positions": json.loads((run_dir / "config.json").read_text())["model"].get("positions") or "rope",
+        }
         for mult in (1, args.factor):
             length = train_len * mult
             losses = per_position_loss(model, val, length, args.max_tokens, args.batch)
@@ -116,18 +119,42 @@ def main(argv: list[str] | None = None) -> int:
                 "per_position": [float(x) for x in losses],
             }
         results[run_dir.name] = entry
-        print(f"{run_dir.name}: " + ", ".join(f"{k} mean {v['mean_loss']:.4f}" for k, v in entry.items()
-                                              if isinstance(v, dict)), flush=True)
+        print(
+            f"{run_dir.name}: "
+            + ", ".join(f"{k} mean {v['mean_loss']:.4f}" for k, v in entry.items() if isinstance(v, dict)),
+            flush=True,
+        )
     (args.out_dir / "length_generalization.json").write_text(json.dumps(results, indent=2) + "\n")
     fx = f"{args.factor}x"
-    header = ["run", "positions", "ckpt step", "loss @1x (pos 0-L)", f"loss @{fx} (all)", f"@{fx} pos < L",
-              f"@{fx} pos >= L", f"ppl @{fx} pos >= L"]
+    header = [
+        "run",
+        "positions",
+        "ckpt step",
+        "loss @1x (pos 0-L)",
+        f"loss @{fx} (all)",
+        f"@{fx} pos < L",
+        f"@{fx} pos >= L",
+        f"ppl @{fx} pos >= L",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, e in results.items():
         beyond = e[fx]["mean_loss_beyond_train_length"]
-        lines.append("| " + " | ".join([name, e["positions"], str(e["checkpoint_step"]), f"{e['1x']['mean_loss']:.4f}",
-                                         f"{e[fx]['mean_loss']:.4f}", f"{e[fx]['mean_loss_first_half_positions']:.4f}",
-                                         f"{beyond:.4f}", f"{math.exp(min(beyond, 700)):.1f}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    e["positions"],
+                    str(e["checkpoint_step"]),
+                    f"{e['1x']['mean_loss']:.4f}",
+                    f"{e[fx]['mean_loss']:.4f}",
+                    f"{e[fx]['mean_loss_first_half_positions']:.4f}",
+                    f"{beyond:.4f}",
+                    f"{math.exp(min(beyond, 700)):.1f}",
+                ]
+            )
+            + " |"
+        )
     lines += ["", f"Loss per bucket of {args.bucket} positions at {fx}:", ""]
     nb = len(next(iter(results.values()))[fx]["bucket_losses"])
     lines.append("| run | " + " | ".join(f"{i * args.bucket}-{(i + 1) * args.bucket - 1}" for i in range(nb)) + " |")

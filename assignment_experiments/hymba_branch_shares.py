@@ -40,10 +40,15 @@ def layer_shares(state: dict[str, torch.Tensor]) -> list[tuple[float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.hymba_branch_shares", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.hymba_branch_shares", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="Hymba run directories (with checkpoints)")
     args = parser.parse_args(argv)
-    print("| run | checkpoint | layer | share_attn (logged, beta only) | share_attn (effective, gain x beta) | share_ssm (effective) |")
+    print(
+        "| run | checkpoint | layer | share_attn (logged, beta only) "
+        "| share_attn (effective, gain x beta) | share_ssm (effective) |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for run_dir in args.runs:
         try:

@@ -98,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             f"### {name}: {r['num_experts']} experts, top-{r['top_k']}; {r['params_total']:,} parameters total, "
             f"{r['params_active']:,} active per token (step {r['checkpoint_step']}, {r['tokens']:,} validation tokens)",
             "",
-            "| layer | " + " | ".join(f"expert {e}" for e in range(r["num_experts"])) + " | max/min | balance loss | z-loss |",
+            "| layer | "
+            + " | ".join(f"expert {e}" for e in range(r["num_experts"]))
+            + " | max/min | balance loss | z-loss |",
             "|" + "---|" * (r["num_experts"] + 4),
         ]
         for layer, d in r["layers"].items():
             ratio = max(d["load"]) / max(min(d["load"]), 1e-12)
             lines.append(
-                f"| {layer} | " + " | ".join(f"{x:.3f}" for x in d["load"])
+                f"| {layer} | "
+                + " | ".join(f"{x:.3f}" for x in d["load"])
                 + f" | {ratio:.2f} | {d['balance_loss']:.3f} | {d['z_loss']:.2f} |"
             )
         lines.append("")

@@ -1,6 +1,7 @@
 """Plot synthetic-task accuracy against model width, one line per architecture and one panel per sequence length.
 
-    uv run python -m assignment_experiments.plot_accuracy runs/mqar_* --out results/studies/associative_recall/accuracy_vs_width.png
+    uv run python -m assignment_experiments.plot_accuracy runs/mqar_* \
+        --out results/studies/associative_recall/accuracy_vs_width.png
 
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
 (``model.d_model``, ``data.task_options.seq_len``); runs without an accuracy (not a synthetic task) are skipped.
@@ -33,9 +34,7 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         pattern = summary.get("pattern") or config["model"].get("pattern")
         label = f"{arch} {pattern}" if arch == "hybrid" and pattern else arch
         seq_len = config["data"].get("task_options", {}).get("seq_len") or config["model"]["context_length"]
-        points.append(
-            {"arch": label, "width": config["model"]["d_model"], "seq_len": seq_len, "accuracy": accuracy}
-        )
+        points.append({"arch": label, "width": config["model"]["d_model"], "seq_len": seq_len, "accuracy": accuracy})
     return points
 
 
@@ -84,7 +83,9 @@ def plot(points: list[dict], out: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.plot_accuracy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.plot_accuracy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of synthetic-task runs")
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
     parser.add_argument("--title", default="Synthetic-task accuracy vs width")

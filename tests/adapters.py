@@ -174,9 +174,7 @@ def run_silu(in_features: Float[Tensor, " ..."]) -> Float[Tensor, " ..."]:
     return silu(in_features)
 
 
-def run_get_batch(
-    dataset: npt.NDArray, batch_size: int, context_length: int, device: str
-) -> tuple[Tensor, Tensor]:
+def run_get_batch(dataset: npt.NDArray, batch_size: int, context_length: int, device: str) -> tuple[Tensor, Tensor]:
     from cs336_basics.data.batching import get_batch
 
     return get_batch(dataset, batch_size, context_length, device)
