@@ -191,3 +191,11 @@ def test_mhc_diagnostics_report_unit_gain_and_small_initial_mixing():
     diagnostics = model.diagnostics()
     assert diagnostics["mhc/residual_gain"] == pytest.approx(1.0, abs=1e-3)
     assert 0 < diagnostics["mhc/mean_off_diagonal"] < 5e-3
+
+
+def test_mhc_residual_logit_sets_how_far_from_identity_the_mixing_starts():
+    # Sinkhorn of c*I with n=3 streams: off-diagonal ~ 1 / (e^c + 2) -> 0.0025 at c=6, 0.107 at c=2.
+    near = HybridLM(**FAST, pattern="AM", residual="mhc", hc_expansion=3).diagnostics()["mhc/mean_off_diagonal"]
+    loose = HybridLM(**FAST, pattern="AM", residual="mhc", hc_expansion=3, hc_residual_logit=2.0).diagnostics()
+    assert near == pytest.approx(1 / (math.exp(6) + 2), rel=0.05)
+    assert loose["mhc/mean_off_diagonal"] == pytest.approx(1 / (math.exp(2) + 2), rel=0.05)

@@ -7,7 +7,8 @@
 - ``moe={"num_experts": E, "top_k": k, ...}`` replaces every layer's FFN by a :class:`MoEFeedForward`;
   ``auxiliary_loss()`` and ``diagnostics()`` report its losses and per-expert load.
 - ``residual="mhc"`` runs ``hc_expansion`` residual streams with Sinkhorn-constrained mixing, wrapping each mixer
-  (attention / Mamba) branch and each FFN branch separately (:mod:`~cs336_basics.models.hyper_connections`).
+  (attention / Mamba) branch and each FFN branch separately (:mod:`~cs336_basics.models.hyper_connections`);
+  ``hc_residual_logit`` (default 6) sets how close to the identity the stream mixing starts (off-diagonal ~e^-c).
 - ``fast_weights=True`` adds a Hebbian fast-weight residual branch after every layer.
 - Decoding: ``make_cache`` holds a KV cache for each ``A`` layer and the recurrent state for each ``M`` layer (and
   fast-weight matrices), so each new token costs one position.
@@ -102,6 +103,7 @@ class HybridLM(LanguageModel):
         residual: str = "standard",
         hc_expansion: int = 4,
         sinkhorn_iters: int = 20,
+        hc_residual_logit: float = 6.0,
         fast_weights: bool = False,
         fast_weight_heads: int = 4,
         tie_embeddings: bool = False,
@@ -174,7 +176,7 @@ class HybridLM(LanguageModel):
         if residual == "mhc":
             branches = ("mixer", "ffn", "fast") if fast_weights else ("mixer", "ffn")
             self.hyper = nn.ModuleList(
-                nn.ModuleDict({b: HyperConnection(None, hc_expansion, sinkhorn_iters) for b in branches})
+                nn.ModuleDict({b: HyperConnection(None, hc_expansion, sinkhorn_iters, hc_residual_logit) for b in branches})
                 for _ in pattern
             )
         self.ln_final = RMSNorm(d_model)
