@@ -51,7 +51,8 @@ def test_log_entries_hold_hypothesis_config_diff_results_and_environment(tmp_pat
     log = tmp_path / "EXPERIMENT_LOG.md"
     build_report(dirs, tmp_path / "out", log)
     text = log.read_text()
-    assert "## fast" in text and "## base" in text
+    assert "\n### fast\n" in text and "\n### base\n" in text
+    assert text.count("## Run entries") == 1 and text.index("## Run entries") < text.index("### base")
     assert "hypothesis of fast" in text
     assert "`optim.lr`: 0.001 -> 0.003" in text
     assert "final_val_perplexity 8" in text
@@ -74,7 +75,7 @@ def test_updating_the_log_keeps_observations_and_replaces_generated_blocks(tmp_p
     text = log.read_text()
     assert "The loss fell smoothly." in text and "A closing note by hand." in text
     assert "final_val_perplexity 6.25" in text and "final_val_perplexity 9" not in text
-    assert text.count("## base") == 1 and text.count("## second") == 1
+    assert text.count("### base") == 1 and text.count("### second") == 1 and text.count("## Run entries") == 1
     assert text.count("<!-- generated:summary -->") == 1
 
 
