@@ -176,7 +176,9 @@ class HybridLM(LanguageModel):
         if residual == "mhc":
             branches = ("mixer", "ffn", "fast") if fast_weights else ("mixer", "ffn")
             self.hyper = nn.ModuleList(
-                nn.ModuleDict({b: HyperConnection(None, hc_expansion, sinkhorn_iters, hc_residual_logit) for b in branches})
+                nn.ModuleDict(
+                    {b: HyperConnection(None, hc_expansion, sinkhorn_iters, hc_residual_logit) for b in branches}
+                )
                 for _ in pattern
             )
         self.ln_final = RMSNorm(d_model)
