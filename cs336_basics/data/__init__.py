@@ -1,6 +1,8 @@
 """Data for training and evaluation, offline by default.
 
 - ``stories`` (+ ``story_vocab``): a seeded generator of short English-like stories, any size, > 20 MB/s.
+- ``zipf_text``: seeded English-like text with an open Zipfian vocabulary (200k pseudo-words, numbers, unicode), so
+  BPE can reach large vocab sizes; the tokenizer benchmark's corpus (the stories' vocabulary closes near 2,250 tokens).
 - ``synthetic``: token tasks for recall and memory (MQAR, copying, selective copying) with an answer accuracy.
 - ``corpora`` (+ ``download``): TinyStories, OpenWebText sample, WikiText-103, PG19 and JSONL/Cosmopedia read from
   local files (or HF ``datasets`` at a pinned revision); ``python -m cs336_basics.data.download NAME`` fetches them.
