@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def finish_run(
         "steps": state.step,
         "tokens_seen": state.tokens_seen,
         "stopped_early": state.stopped_early,
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         **{k: v for k, v in last_eval.items() if k.startswith("diag/")},
     }
     return summary

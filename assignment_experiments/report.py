@@ -133,8 +133,10 @@ def run_entry(run: dict[str, Any], by_name: dict[str, dict[str, Any]], log_dir: 
     else:
         changes = config_diff(run["config"], by_name[baseline]["config"])
         diff = "; ".join(changes) if changes else "identical configuration"
-    finished = (run["dir"] / "summary.json").stat().st_mtime
-    date = datetime.fromtimestamp(finished, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    date = s.get("finished_at")  # older runs lack it: fall back to when summary.json was last written
+    if not date:
+        finished = (run["dir"] / "summary.json").stat().st_mtime
+        date = datetime.fromtimestamp(finished, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") + " (file time)"
     curves = Path(run["dir"], "loss_curves.png")
     try:
         curves_text = str(curves.resolve().relative_to(log_dir.resolve()))

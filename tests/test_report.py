@@ -60,6 +60,18 @@ def test_log_entries_hold_hypothesis_config_diff_results_and_environment(tmp_pat
     assert "loss_curves.png" in text
 
 
+def test_log_entry_date_is_the_runs_finish_time_not_the_file_time(tmp_path):
+    runs = tmp_path / "runs"
+    dated, undated = fake_run(runs, "dated", 9.0), fake_run(runs, "undated", 8.0)
+    summary = json.loads((dated / "summary.json").read_text())
+    (dated / "summary.json").write_text(json.dumps({**summary, "finished_at": "2026-01-02 03:04 UTC"}))
+    log = tmp_path / "EXPERIMENT_LOG.md"
+    build_report([dated, undated], tmp_path / "out", log)
+    text = log.read_text()
+    assert "- **Date:** 2026-01-02 03:04 UTC\n" in text  # copied run directories keep their real date
+    assert text.count("(file time)") == 1  # runs from before the field existed say where their date comes from
+
+
 def test_updating_the_log_keeps_observations_and_replaces_generated_blocks(tmp_path):
     runs = tmp_path / "runs"
     log = tmp_path / "EXPERIMENT_LOG.md"

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
     "name", "architecture", "pattern", "num_params", "num_params_non_embedding", "num_params_active", "best_val_loss",
     "final_val_loss", "final_val_perplexity", "runtime_s", "tokens_per_s", "steps_per_s", "peak_memory_mb", "steps",
-    "tokens_seen",
+    "tokens_seen", "finished_at",
 }  # fmt: skip
 
 
