@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cs336_basics.data.document_blocks import iter_document_blocks, write_chunks_atomically
+
 EOT = "<|endoftext|>"
 ZIPF_EXPONENT = 1.05
 NUM_PSEUDO_WORDS = 200_000
@@ -343,21 +345,7 @@ def _generate_block(seed: int, block: int, num_docs: int) -> tuple[bytes, np.nda
 
 def iter_zipf_bytes(num_bytes: int, seed: int = 0) -> Iterator[bytes]:
     """Yield the corpus ``generate_zipf_text(num_bytes, seed)`` as UTF-8 chunks (one block of documents each)."""
-    if num_bytes < 0:
-        raise ValueError(f"num_bytes must be >= 0, got {num_bytes}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    produced, block = 0, 0
-    while produced < num_bytes:
-        data, doc_bytes = _generate_block(seed, block, DOCS_PER_BLOCK)
-        ends = np.cumsum(doc_bytes)
-        if produced + ends[-1] >= num_bytes:
-            cut = int(ends[np.searchsorted(ends, num_bytes - produced)])
-            yield data[:cut]
-            return
-        produced += int(ends[-1])
-        block += 1
-        yield data
+    return iter_document_blocks(lambda seed, block: _generate_block(seed, block, DOCS_PER_BLOCK), num_bytes, seed)
 
 
 def generate_zipf_text(num_bytes: int, seed: int = 0) -> str:
@@ -370,11 +358,4 @@ def generate_zipf_text(num_bytes: int, seed: int = 0) -> str:
 
 def write_zipf_text(path: str | os.PathLike, num_bytes: int, seed: int = 0) -> Path:
     """Stream ``generate_zipf_text(num_bytes, seed)`` to ``path`` block by block (bounded memory, atomic rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        for chunk in iter_zipf_bytes(num_bytes, seed):
-            f.write(chunk)
-    os.replace(tmp, path)
-    return path
+    return write_chunks_atomically(path, iter_zipf_bytes(num_bytes, seed))
