@@ -21,7 +21,7 @@ import numpy as np
 import regex
 from tqdm import tqdm
 
-from cs336_basics.tokenizer.encode_file import encode_file, token_dtype, tokenizer_checksum
+from cs336_basics.tokenizer.encode_file import encode_file, token_dtype, tokenizer_checksum, write_token_meta
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 EOT = "<|endoftext|>"
@@ -157,15 +157,4 @@ def encode_text_file(
             num_tokens += len(data)
             bar.update(len(block.encode("utf-8")))
     os.replace(tmp, out / "tokens.bin")
-    meta = {
-        "tokens_file": "tokens.bin",
-        "dtype": dtype.name,
-        "num_tokens": num_tokens,
-        "vocab_size": tokenizer.vocab_size,
-        "special_tokens": {s: tokenizer.encode(s)[0] for s in tokenizer.special_tokens},
-        "input_file": str(input_path),
-        "input_bytes": total,
-        "tokenizer_sha256": tokenizer_sha256(tokenizer),
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
+    return write_token_meta(out, dtype, num_tokens, tokenizer, input_path, total, tokenizer_sha256(tokenizer))

@@ -110,20 +110,38 @@ def encode_file(
         tmp.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start_time
 
+    extra: dict = {"encode_seconds": round(elapsed, 3)}
+    if tokenizer.source_files is not None:
+        extra["vocab_file"], extra["merges_file"] = tokenizer.source_files
+        extra["vocab_sha256"], extra["merges_sha256"] = (_sha256_file(p) for p in tokenizer.source_files)
+    return write_token_meta(out, dtype, num_tokens, tokenizer, path, bounds[-1], tokenizer_checksum(tokenizer), extra)
+
+
+def write_token_meta(
+    out: Path,
+    dtype: np.dtype,
+    num_tokens: int,
+    tokenizer,
+    input_path: str | os.PathLike,
+    input_bytes: int,
+    tokenizer_sha256: str,
+    extra: dict | None = None,
+) -> dict:
+    """Write ``out/meta.json`` describing ``out/tokens.bin`` (the one format every token array here shares); return it.
+
+    ``tokenizer`` is any tokenizer with ``vocab_size``, ``special_tokens`` and ``encode``; ``extra`` adds fields.
+    """
     meta = {
         "tokens_file": "tokens.bin",
         "dtype": dtype.name,
         "num_tokens": num_tokens,
         "vocab_size": tokenizer.vocab_size,
         "special_tokens": {s: tokenizer.encode(s)[0] for s in tokenizer.special_tokens},
-        "input_file": str(path),
-        "input_bytes": bounds[-1],
-        "tokenizer_sha256": tokenizer_checksum(tokenizer),
-        "encode_seconds": round(elapsed, 3),
+        "input_file": str(input_path),
+        "input_bytes": input_bytes,
+        "tokenizer_sha256": tokenizer_sha256,
+        **(extra or {}),
     }
-    if tokenizer.source_files is not None:
-        meta["vocab_file"], meta["merges_file"] = tokenizer.source_files
-        meta["vocab_sha256"], meta["merges_sha256"] = (_sha256_file(p) for p in tokenizer.source_files)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
