@@ -13,6 +13,7 @@ from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.layers import Embedding, Linear
 from cs336_basics.optim.adamw import AdamW
 from tests.adapters import run_hybrid_lm
+from tests.lm_checks import greedy_by_recompute
 
 TINY = {"vocab_size": 20, "context_length": 16, "d_model": 16, "num_heads": 2, "d_ff": 32, "d_state": 4}
 FAST = {**TINY, "scan_backend": "chunked"}
@@ -179,11 +180,7 @@ def test_greedy_generation_with_cache_matches_full_recompute():
     model = HybridLM(**FAST, pattern="MA", residual="mhc", hc_expansion=2).eval()
     prompt = [3, 1, 4, 1, 5]
     new = generate(model, prompt, max_new_tokens=4, temperature=0.0)
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(4):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    assert new == ids[len(prompt) :]
+    assert new == greedy_by_recompute(model, prompt, 4)
 
 
 def test_mhc_diagnostics_report_unit_gain_and_small_initial_mixing():

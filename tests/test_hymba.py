@@ -10,7 +10,7 @@ from cs336_basics.models.hymba import HymbaLM
 from cs336_basics.nn.conv import CausalDepthwiseConv1d
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.layers import Embedding, Linear
-from cs336_basics.optim.adamw import AdamW
+from tests.lm_checks import greedy_by_recompute, successor_task_losses
 
 TINY = {"vocab_size": 20, "context_length": 16, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32}
 TINY |= {"d_state": 4, "scan_backend": "chunked"}
@@ -102,16 +102,7 @@ def test_loss_falls_on_a_tiny_learnable_task(variant):
     """25 AdamW steps on the successor task (next token = token + 1 mod V) cut the loss tenfold."""
     torch.manual_seed(0)
     model = HymbaLM(**TINY, **VARIANTS[variant])
-    optimizer = AdamW(model.parameters(), lr=2e-2, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(25):
-        seq = (torch.randint(0, 20, (8, 1), generator=generator) + torch.arange(13)) % 20
-        loss = cross_entropy(model(seq[:, :-1]), seq[:, 1:]) + model.auxiliary_loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = successor_task_losses(model)
     assert losses[-1] < 0.1 * losses[0]
 
 
@@ -126,8 +117,4 @@ def test_greedy_generation_with_cache_matches_full_recompute():
     model = HymbaLM(**TINY, num_meta_tokens=2, window=3, global_layers=[0]).eval()
     prompt = [3, 1, 4, 1, 5]
     new = generate(model, prompt, max_new_tokens=4, temperature=0.0)
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(4):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    assert new == ids[len(prompt) :]
+    assert new == greedy_by_recompute(model, prompt, 4)

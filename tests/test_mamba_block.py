@@ -16,13 +16,7 @@ from cs336_basics.models.mamba_block import MambaBlock
 D_MODEL, D_STATE, D_CONV, EXPAND = 8, 4, 4, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def slow_mamba_block(block: MambaBlock, x: torch.Tensor, dt_clamp=None, conv_norm=False) -> torch.Tensor:

@@ -13,17 +13,12 @@ from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.layers import Linear
 from cs336_basics.training.generation import generate
 from tests.adapters import run_mamba_lm
+from tests.lm_checks import greedy_by_recompute
 
 VOCAB, D_MODEL, LAYERS = 32, 16, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lm(**kwargs) -> MambaLM:
@@ -113,11 +108,7 @@ def test_cache_size_does_not_grow_with_sequence():
 def test_generate_with_recurrent_cache_matches_greedy_recompute():
     model = _lm().eval()
     prompt = [3, 1, 4, 1, 5]
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(6):
-            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    assert generate(model, prompt, max_new_tokens=6, temperature=0.0) == ids[len(prompt) :]
+    assert generate(model, prompt, max_new_tokens=6, temperature=0.0) == greedy_by_recompute(model, prompt, 6)
 
 
 def test_adapter_loads_state_dict_round_trip():

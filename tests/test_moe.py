@@ -12,8 +12,7 @@ from cs336_basics.models.moe import (
     collect_moe_diagnostics,
     moe_parameter_counts,
 )
-from cs336_basics.nn.functional import cross_entropy
-from cs336_basics.optim.adamw import AdamW
+from tests.lm_checks import successor_task_losses
 
 
 def _dense_loop(moe: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
@@ -153,16 +152,7 @@ def test_moe_model_loss_falls_on_a_tiny_learnable_task(architecture):
     """25 AdamW steps (task + auxiliary loss) on the successor task (next token = token + 1 mod V) cut the loss 10x."""
     torch.manual_seed(0)
     model = MOE_MODELS[architecture]()
-    optimizer = AdamW(model.parameters(), lr=2e-2, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(25):
-        seq = (torch.randint(0, 20, (8, 1), generator=generator) + torch.arange(13)) % 20
-        loss = cross_entropy(model(seq[:, :-1]), seq[:, 1:]) + model.auxiliary_loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = successor_task_losses(model)
     assert losses[-1] < 0.1 * losses[0]
 
 
