@@ -1,0 +1,87 @@
+"""Golden final validation losses: the numbers a refactor of the models must not move.
+
+Each case trains a tiny model of one architecture through the real runner (config -> data -> model -> trainer ->
+final evaluation) for a few CPU steps on one thread, and compares ``final_val_loss`` in ``summary.json`` with the value
+recorded before the model code was restructured. CPU training on one thread is bit-deterministic here, so the
+comparison is exact: any change in initialisation order, parameter layout or numerics shows up as a different float.
+
+A deliberate change of numerics (a fixed inconsistency, a changed default) updates the value in its own commit that
+names the change and the published results it affects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assignment_experiments.run_experiment import main
+
+SMALL = {"context_length": 16, "d_model": 16}
+SSM = {"d_state": 4}
+CASES: dict[str, dict] = {
+    "transformer": {"architecture": "transformer", "num_layers": 2, "num_heads": 2},
+    "transformer_tied_learned": {
+        "architecture": "transformer", "num_layers": 2, "num_heads": 2, "tie_embeddings": True, "positions": "learned",
+    },
+    "mamba": {"architecture": "mamba", "num_layers": 2, **SSM},
+    "mamba_tied": {"architecture": "mamba", "num_layers": 2, "tie_embeddings": True, **SSM},
+    "hybrid_AMAM": {"architecture": "hybrid", "pattern": "AMAM", "num_heads": 2, **SSM},
+    "hymba": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "options": {"num_meta_tokens": 2}, **SSM},
+    "hymba_tied": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "tie_embeddings": True, **SSM},
+    "moe_transformer": {
+        "architecture": "transformer", "num_layers": 2, "num_heads": 2, "options": {"moe": {"num_experts": 4}},
+    },
+    "moe_hybrid": {
+        "architecture": "hybrid", "pattern": "AM", "num_heads": 2, "options": {"moe": {"num_experts": 4}}, **SSM,
+    },
+    "mhc_hybrid": {
+        "architecture": "hybrid", "pattern": "AM", "num_heads": 2, "options": {"residual": "mhc", "hc_expansion": 2},
+        **SSM,
+    },
+}  # fmt: skip
+
+GOLDEN: dict[str, float] = {
+    "hybrid_AMAM": 2.541975975036621,
+    "hymba": 2.3126883506774902,
+    "hymba_tied": 2.565680980682373,
+    "mamba": 3.3575611114501953,
+    "mamba_tied": 13.441667556762695,
+    "mhc_hybrid": 2.707411766052246,
+    "moe_hybrid": 2.303396463394165,
+    "moe_transformer": 2.180105209350586,
+    "transformer": 2.5530521869659424,
+    "transformer_tied_learned": 3.193544626235962,
+}
+
+
+def _config(tmp_path: Path, model: dict) -> Path:
+    tokens = tmp_path / "tokens.npy"
+    period = np.random.default_rng(0).integers(0, 40, size=23)
+    np.save(tokens, np.tile(period, 60).astype(np.uint16))
+    config = {
+        "description": "golden-loss case",
+        "model": {**SMALL, **model},
+        "data": {"source": "tokens", "path": str(tokens), "final_eval_max_tokens": 256},
+        "optim": {"lr": 1e-2, "warmup_steps": 2, "min_lr": 1e-3},
+        "train": {"max_steps": 6, "batch_size": 4, "eval_every": 6, "eval_batches": 2, "checkpoint_every": 6,
+                  "num_threads": 1, "sample_prompts": []},
+        "logging": {"log_every": 3, "progress_bar": False, "wandb": "disabled"},
+    }  # fmt: skip
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def final_val_loss(tmp_path: Path, model: dict) -> float:
+    config = _config(tmp_path, model)
+    assert main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "golden"]) == 0
+    return json.loads((tmp_path / "runs" / "golden" / "summary.json").read_text())["final_val_loss"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_final_validation_loss_matches_the_recorded_golden_value(case, tmp_path):
+    loss = final_val_loss(tmp_path, CASES[case])
+    assert loss == GOLDEN[case], f"{case}: final_val_loss {loss!r} != golden {GOLDEN[case]!r}"
