@@ -108,7 +108,7 @@ def _validate_model(m: ModelConfig) -> None:
             "change d_model or num_heads",
         )
     if m.architecture == "hybrid":
-        from cs336_basics.models.hybrid import validate_pattern
+        from cs336_basics.models.block import validate_plan as validate_pattern
 
         _require(bool(m.pattern), "model.pattern is required for architecture 'hybrid'; e.g. \"AMAM\"")
         try:

@@ -3,7 +3,7 @@
     uv run python -m assignment_experiments.moe_expert_load runs/moe_4x_top1 runs/moe_8x_top2_half \
         --out-dir results/studies/moe_vs_dense
 
-``TransformerLM`` has no ``diagnostics()`` (only the hybrid and Hymba models report ``diag/moe/...``), so a
+``transformer_lm`` has no ``diagnostics()`` (only the hybrid and Hymba models report ``diag/moe/...``), so a
 Transformer MoE run's ``summary.json`` carries no expert load. This script rebuilds each run's model from
 ``config.json``, loads its newest checkpoint, runs it over non-overlapping validation windows and accumulates, per
 MoE layer, the fraction of routing assignments each expert received (``MoEFeedForward.last_expert_load`` weighted

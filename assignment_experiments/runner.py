@@ -25,8 +25,9 @@ from assignment_experiments.config import ConfigError, ExperimentConfig, resume_
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
-from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
+from cs336_basics.models.base import count_parameters, parameter_groups
 from cs336_basics.models.factory import build_model
+from cs336_basics.models.language_model import LanguageModel
 from cs336_basics.models.moe import moe_parameter_counts
 from cs336_basics.optim.adamw import AdamW
 from cs336_basics.optim.schedules import constant_with_warmup, cosine_with_warmup, warmup_stable_decay

@@ -40,9 +40,7 @@ import psutil
 import torch
 
 from cs336_basics.models.base import count_parameters, parameter_groups
-from cs336_basics.models.hybrid import HybridLM
-from cs336_basics.models.mamba import MambaLM
-from cs336_basics.models.transformer import TransformerLM
+from cs336_basics.models.factory import hybrid_lm, mamba_lm, transformer_lm
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
 
@@ -56,14 +54,14 @@ def build(name: str, context_length: int) -> torch.nn.Module:
     """d_model 128: Transformer 4 layers (SwiGLU d_ff 384); Mamba 8 layers (expand 2, n 16); -ckpt recomputes scans;
     hybrid-AMAM: attention (fused SDPA) and Mamba layers alternating, each with its SwiGLU FFN (d_ff 384)."""
     if name == "hybrid-AMAM":
-        return HybridLM(
+        return hybrid_lm(
             VOCAB, context_length, D_MODEL, HEADS, 384, d_state=16, pattern="AMAM", attn_backend="torch_sdpa"
         )
     if name in ("mamba", "mamba-ckpt"):
         ckpt = name == "mamba-ckpt"
-        return MambaLM(VOCAB, D_MODEL, 2 * T_LAYERS, d_state=16, d_conv=4, expand=2, checkpoint_scan=ckpt)
+        return mamba_lm(VOCAB, D_MODEL, 2 * T_LAYERS, d_state=16, d_conv=4, expand=2, checkpoint_scan=ckpt)
     backend = {"transformer-naive": "naive", "transformer-sdpa": "torch_sdpa"}[name]
-    return TransformerLM(VOCAB, context_length, D_MODEL, T_LAYERS, HEADS, attn_backend=backend)
+    return transformer_lm(VOCAB, context_length, D_MODEL, T_LAYERS, HEADS, attn_backend=backend)
 
 
 def worker(name: str, length: int, batch: int, steps: int, threads: int) -> dict:

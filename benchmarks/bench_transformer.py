@@ -1,4 +1,4 @@
-"""Training-step throughput of our TransformerLM vs a torch-native peer, and attention cost vs sequence length.
+"""Training-step throughput of our transformer_lm vs a torch-native peer, and attention cost vs sequence length.
 
 Run from the repository root::
 
@@ -7,7 +7,7 @@ Run from the repository root::
     uv run python benchmarks/bench_transformer.py --device cuda --compile   # GPU tokens/s and MFU (appends)
 
 1. Throughput. One training step = forward, cross-entropy, backward and an AdamW step. "ours" is
-   ``TransformerLM`` (from-scratch layers, our cross-entropy, our ``AdamW``) with the naive or the ``torch_sdpa``
+   ``transformer_lm`` (from-scratch layers, our cross-entropy, our ``AdamW``) with the naive or the ``torch_sdpa``
    attention backend; the peer is the same shape built from torch-native pieces (``nn.Linear``, ``nn.RMSNorm``,
    ``nn.Embedding``, ``F.scaled_dot_product_attention``, ``F.cross_entropy``, ``torch.optim.AdamW``). Both are
    timed in the same process, alternating, so machine load hits both alike. The ratio is peer time / our time
@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cs336_basics.models.factory import transformer_lm
+from cs336_basics.models.ffn import default_d_ff
 from cs336_basics.models.flops import transformer_flops_per_token
-from cs336_basics.models.transformer import TransformerBlock, TransformerLM, default_d_ff
+from cs336_basics.models.transformer import TransformerBlock
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
 from cs336_basics.training.generation import generate
@@ -122,7 +124,7 @@ def build_variant(
     if variant == "torch-native":
         peer = TorchLM(**shape).to(device)
         return peer, torch.optim.AdamW(peer.parameters(), lr=1e-4), F.cross_entropy
-    ours = TransformerLM(**shape, attn_backend=variant.removeprefix("ours (").removesuffix(")")).to(device)
+    ours = transformer_lm(**shape, attn_backend=variant.removeprefix("ours (").removesuffix(")")).to(device)
     return ours, AdamW(ours.parameters(), lr=1e-4), cross_entropy
 
 
@@ -270,7 +272,7 @@ def append_device_results(command: str, rows: list[dict], args: argparse.Namespa
 class RecomputeOnly(nn.Module):
     """Hides a model's KV cache so ``generate`` recomputes the whole prefix every step (the decoding peer)."""
 
-    def __init__(self, model: TransformerLM) -> None:
+    def __init__(self, model: transformer_lm) -> None:
         super().__init__()
         self.model, self.context_length = model, model.context_length
 
@@ -280,7 +282,7 @@ class RecomputeOnly(nn.Module):
 
 def decoding(new_tokens: int) -> list[dict]:
     """Greedy decoding of the tinystories-shaped model, 4 prompts of 16 tokens: KV cache vs prefix recomputation."""
-    model = TransformerLM(**SHAPES["tinystories"])
+    model = transformer_lm(**SHAPES["tinystories"])
     prompts = torch.randint(0, SHAPES["tinystories"]["vocab_size"], (4, 16)).tolist()
     rows = []
     for name, runner in (("KV cache", model), ("recompute prefix", RecomputeOnly(model))):
@@ -313,7 +315,7 @@ def sweep(lengths: list[int], steps: int) -> list[dict]:
     for seq_len in lengths:
         for backend in ("naive", "torch_sdpa"):
             torch.manual_seed(0)
-            block = TransformerBlock(256, 4, None, max_seq_len=seq_len, attn_backend=backend)
+            block = TransformerBlock.standalone(256, 4, None, max_seq_len=seq_len, attn_backend=backend)
             x = torch.randn(1, seq_len, 256, requires_grad=True)
             mib = saved_activation_mib(functools.partial(block, x))
             times = []

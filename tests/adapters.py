@@ -132,7 +132,7 @@ def run_transformer_block(
 ) -> Float[Tensor, " batch sequence_length d_model"]:
     from cs336_basics.models.transformer import TransformerBlock
 
-    block = TransformerBlock(d_model, num_heads, d_ff, max_seq_len=max_seq_len, theta=theta)
+    block = TransformerBlock.standalone(d_model, num_heads, d_ff, max_seq_len=max_seq_len, theta=theta)
     block.load_state_dict(weights)
     return block(in_features)
 
@@ -148,9 +148,9 @@ def run_transformer_lm(
     weights: dict[str, Tensor],
     in_indices: Int[Tensor, " batch_size sequence_length"],
 ) -> Float[Tensor, " batch_size sequence_length vocab_size"]:
-    from cs336_basics.models.transformer import TransformerLM
+    from cs336_basics.models.factory import transformer_lm
 
-    model = TransformerLM(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta=rope_theta)
+    model = transformer_lm(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta=rope_theta)
     model.load_state_dict(weights)
     return model(in_indices)
 
@@ -289,9 +289,9 @@ def run_mamba_lm(
     weights: dict[str, Tensor],
     in_indices: Int[Tensor, " batch_size sequence_length"],
 ) -> Float[Tensor, " batch_size sequence_length vocab_size"]:
-    from cs336_basics.models.mamba import MambaLM
+    from cs336_basics.models.factory import mamba_lm
 
-    model = MambaLM(vocab_size, d_model, num_layers, d_state=d_state, d_conv=d_conv, expand=expand)
+    model = mamba_lm(vocab_size, d_model, num_layers, d_state=d_state, d_conv=d_conv, expand=expand)
     model.load_state_dict(weights)
     return model(in_indices)
 
@@ -308,11 +308,11 @@ def run_hybrid_lm(
     weights: dict[str, Tensor] | None,
     in_indices: Int[Tensor, " batch_size sequence_length"],
 ) -> Float[Tensor, " batch_size sequence_length vocab_size"]:
-    from cs336_basics.models.hybrid import HybridLM
+    from cs336_basics.models.factory import hybrid_lm
 
     if weights is None:
         torch.manual_seed(0)
-    model = HybridLM(
+    model = hybrid_lm(
         vocab_size, context_length, d_model, num_heads, d_ff, d_state=d_state, pattern=pattern, rope_theta=rope_theta
     )
     if weights is not None:

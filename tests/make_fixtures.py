@@ -4,7 +4,7 @@ Run from the repository root::
 
     uv run python -m tests.make_fixtures
 
-``transformer/``: a tiny fixed-seed ``TransformerLM`` (vocab 64, context 16, d_model 32, 2 layers, 4 heads, d_ff 64)
+``transformer/``: a tiny fixed-seed ``transformer_lm`` (vocab 64, context 16, d_model 32, 2 layers, 4 heads, d_ff 64)
 with its weights in the ``shared/docs/ADAPTERS.md`` key layout as a tensor-only ``weights.pt`` (loadable with
 ``torch.load(..., weights_only=True)``), plus fixed-seed inputs and every nn/Transformer adapter's output on them in
 ``outputs.npz``.
@@ -36,9 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cs336_basics.models.hybrid import HybridLM
-from cs336_basics.models.mamba import MambaLM
-from cs336_basics.models.transformer import TransformerLM
+from cs336_basics.models.factory import hybrid_lm, mamba_lm, transformer_lm
 from tests import adapters
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "transformer"
@@ -263,7 +261,7 @@ def _fixture_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def write_transformer_fixtures(out_dir: Path) -> None:
     torch.manual_seed(0)
-    weights = _fixture_weights(TransformerLM(**CONFIG, rope_theta=THETA))
+    weights = _fixture_weights(transformer_lm(**CONFIG, rope_theta=THETA))
     inputs = make_inputs()
     with torch.no_grad():
         outputs = adapter_outputs(weights, inputs)
@@ -275,9 +273,9 @@ def write_transformer_fixtures(out_dir: Path) -> None:
 
 def write_adapter_fixtures(out_dir: Path) -> None:
     torch.manual_seed(0)
-    mamba_weights = _fixture_weights(MambaLM(**MAMBA_CONFIG))
+    mamba_weights = _fixture_weights(mamba_lm(**MAMBA_CONFIG))
     torch.manual_seed(1)
-    hybrid_weights = _fixture_weights(HybridLM(**HYBRID_CONFIG))
+    hybrid_weights = _fixture_weights(hybrid_lm(**HYBRID_CONFIG))
     inputs = make_adapter_inputs()
     outputs = adapter_snapshot_outputs(inputs, mamba_weights, hybrid_weights)
     out_dir.mkdir(parents=True, exist_ok=True)

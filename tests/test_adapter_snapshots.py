@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs336_basics.models.hybrid import HybridLM
-from cs336_basics.models.mamba import MambaLM
+from cs336_basics.models.factory import hybrid_lm, mamba_lm
 from tests.make_fixtures import (
     ADAPTER_DIR,
     HYBRID_CONFIG,
@@ -80,8 +79,8 @@ def test_adapter_reproduces_snapshot(snapshots, name):
 @pytest.mark.parametrize(
     ("filename", "model_cls", "config"),
     [
-        ("mamba_lm.pt", MambaLM, MAMBA_CONFIG),
-        ("hybrid_lm.pt", HybridLM, HYBRID_CONFIG),
+        ("mamba_lm.pt", mamba_lm, MAMBA_CONFIG),
+        ("hybrid_lm.pt", hybrid_lm, HYBRID_CONFIG),
     ],
 )
 def test_lm_weights_are_tensor_only_in_the_model_key_layout(filename, model_cls, config):

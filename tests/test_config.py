@@ -42,7 +42,7 @@ BAD_CONFIGS = [
     ({"model": {"d_model": "big"}}, "model.d_model='big' has the wrong type"),
     ({"train": {"compile": "yes"}}, "train.compile='yes' has the wrong type"),
     ({"model": {"norm": "layer"}}, "model.norm='layer' is not allowed"),
-    ({"model": {"architecture": "hybrid", "pattern": "AMX"}}, "pattern 'AMX' has invalid character 'X' at position 2"),
+    ({"model": {"architecture": "hybrid", "pattern": "AMX"}}, "plan 'AMX' has unknown block letter 'X' at position 2"),
     ({"model": {"architecture": "hybrid"}}, "model.pattern is required"),
     ({"model": {"vocab_size": 70000}}, "model.vocab_size=70000 is too large for data.token_dtype='uint16'"),
     ({"data": {"path": "/nonexistent/tokens.npy"}}, "data.path=/nonexistent/tokens.npy does not exist"),

@@ -5,20 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cs336_basics.models import factory
-from cs336_basics.models.base import LanguageModel
 from cs336_basics.models.factory import build_model
+from cs336_basics.models.language_model import LanguageModel
 
 
-def test_transformer_is_the_same_model_as_constructing_transformerlm_directly():
-    from cs336_basics.models.transformer import TransformerLM
+def test_build_model_and_the_named_builder_give_the_same_model():
+    from cs336_basics.models.factory import transformer_lm
 
     sizes = dict(vocab_size=50, context_length=16, d_model=16, num_layers=2, num_heads=2, d_ff=32)
     torch.manual_seed(0)
     built = build_model("transformer", **sizes)
     torch.manual_seed(0)
-    direct = TransformerLM(**sizes)
-    assert type(built) is TransformerLM
+    direct = transformer_lm(**sizes)
+    assert isinstance(built, LanguageModel) and built.plan == "AA"
     for (name, a), (_, b) in zip(built.state_dict().items(), direct.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -58,10 +57,3 @@ def test_unknown_architecture_names_the_choices():
 def test_unknown_argument_names_the_argument_and_the_accepted_ones():
     with pytest.raises(ValueError, match=r"transformer does not take argument\(s\) \['d_state'\]; accepted: "):
         build_model("transformer", vocab_size=10, context_length=8, d_model=8, num_layers=1, num_heads=2, d_state=4)
-
-
-def test_a_missing_model_module_only_fails_when_requested(monkeypatch):
-    monkeypatch.setitem(factory.ARCHITECTURES, "ghost", ("cs336_basics.models.no_such_module", "GhostLM"))
-    build_model("transformer", vocab_size=10, context_length=8, d_model=8, num_layers=1, num_heads=2)
-    with pytest.raises(ImportError, match="architecture 'ghost' needs cs336_basics.models.no_such_module"):
-        build_model("ghost", vocab_size=10)

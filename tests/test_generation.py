@@ -7,7 +7,7 @@ closed-form behaviour of greedy / nucleus sampling.
 import pytest
 import torch
 
-from cs336_basics.models.transformer import TransformerLM
+from cs336_basics.models.factory import transformer_lm
 from cs336_basics.training.generation import generate, sample_next_token
 
 VOCAB, CONTEXT = 30, 24
@@ -16,7 +16,7 @@ VOCAB, CONTEXT = 30, 24
 class WithoutCache(torch.nn.Module):
     """The same model, hiding its make_cache so generate must recompute the prefix; counts forward calls."""
 
-    def __init__(self, model: TransformerLM) -> None:
+    def __init__(self, model: transformer_lm) -> None:
         super().__init__()
         self.model, self.context_length, self.calls = model, model.context_length, []
 
@@ -26,12 +26,12 @@ class WithoutCache(torch.nn.Module):
 
 
 @pytest.fixture
-def model() -> TransformerLM:
+def model() -> transformer_lm:
     torch.manual_seed(0)
-    return TransformerLM(VOCAB, CONTEXT, 32, 2, 4).eval()
+    return transformer_lm(VOCAB, CONTEXT, 32, 2, 4).eval()
 
 
-def greedy_by_recompute(model: TransformerLM, prompt: list[int], n: int) -> list[int]:
+def greedy_by_recompute(model: transformer_lm, prompt: list[int], n: int) -> list[int]:
     ids = list(prompt)
     for _ in range(n):
         logits = model(torch.tensor([ids[-CONTEXT:]]))[0, -1]

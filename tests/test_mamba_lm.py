@@ -7,8 +7,9 @@ test_mamba_block.py), a recompute-the-prefix greedy loop for ``generate``, ``tor
 import pytest
 import torch
 
-from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
-from cs336_basics.models.mamba import MambaLayer, MambaLM
+from cs336_basics.models.base import count_parameters, parameter_groups
+from cs336_basics.models.factory import mamba_lm
+from cs336_basics.models.language_model import LanguageModel
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.layers import Linear
 from cs336_basics.training.generation import generate
@@ -21,8 +22,8 @@ VOCAB, D_MODEL, LAYERS = 32, 16, 2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _lm(**kwargs) -> MambaLM:
-    return MambaLM(VOCAB, D_MODEL, LAYERS, d_state=4, d_conv=4, expand=2, **kwargs)
+def _lm(**kwargs) -> mamba_lm:
+    return mamba_lm(VOCAB, D_MODEL, LAYERS, d_state=4, d_conv=4, expand=2, **kwargs)
 
 
 def test_state_dict_keys_follow_documented_layout():
@@ -81,7 +82,7 @@ def test_cached_decoding_equals_full_forward_at_every_position(prompt_len):
         parts = [model(ids[:, :prompt_len], cache=cache)]
         parts += [model(ids[:, t : t + 1], cache=cache) for t in range(prompt_len, 12)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
-    assert cache.seen == 12
+    assert cache.length == 12
 
 
 def test_multi_token_continuation_after_prefill_equals_full_forward():
@@ -101,7 +102,7 @@ def test_cache_size_does_not_grow_with_sequence():
         model(torch.randint(0, VOCAB, (1, 5)), cache=cache)
         for _ in range(3):
             model(torch.randint(0, VOCAB, (1, 1)), cache=cache)
-            sizes.append(sum(s.conv.numel() + s.ssm.numel() for s in cache.states))
+            sizes.append(sum(s.conv.numel() + s.ssm.numel() for s in (state.own for state in cache.layers)))
     assert sizes == [sizes[0]] * 3 == [LAYERS * 2 * D_MODEL * (3 + 4)] * 3
 
 
@@ -131,7 +132,7 @@ def test_tied_embeddings_share_one_matrix():
 
 def test_residual_out_projections_scaled_by_depth():
     torch.manual_seed(0)
-    deep = MambaLM(VOCAB, 64, 8, ffn="swiglu")  # 16 residual branches -> scale 1/4
+    deep = mamba_lm(VOCAB, 64, 8, ffn="swiglu")  # 16 residual branches -> scale 1/4
     raw = Linear(128, 64).weight.std()  # the unscaled init of the same shape
     ratio = deep.layers[0].mixer.out_proj.weight.std() / raw
     assert 0.2 < ratio < 0.3
@@ -147,11 +148,9 @@ def test_parameter_groups_exclude_ssm_parameters_from_decay():
         assert id(layer.mixer.A_log) not in decay and id(layer.mixer.D) not in decay
 
 
-def test_ffn_module_plugs_in_and_rejects_bad_ffn():
-    layer = MambaLayer(D_MODEL, ffn_module=Linear(D_MODEL, D_MODEL))
-    assert layer(torch.randn(1, 3, D_MODEL)).shape == (1, 3, D_MODEL)
+def test_bad_ffn_kind_and_bad_input_shape_are_value_errors():
     with pytest.raises(ValueError, match="ffn must be"):
-        MambaLayer(D_MODEL, ffn="relu")
+        _lm(ffn="relu")
     with pytest.raises(ValueError, match="input_ids"):
         _lm()(torch.zeros(5, dtype=torch.long))
 
@@ -160,7 +159,7 @@ def test_loss_falls_on_repeat_pattern_task():
     # The period-8 pattern 0 1 0 2 0 3 0 4: what follows a 0 depends on the token before it, so the model must use
     # context (conv / SSM state), not just the current token. Rows start at random phases.
     torch.manual_seed(0)
-    model = MambaLM(8, 32, 2, d_state=8)
+    model = mamba_lm(8, 32, 2, d_state=8)
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-2)
     pattern = torch.tensor([0, 1, 0, 2, 0, 3, 0, 4])
     length, batch = 24, 8
@@ -184,16 +183,3 @@ def test_stability_switches_reach_every_block():
         assert mixer.dt_limit == (1e-4, 1.0) and mixer.conv_norm is not None
         assert mixer.a_min_magnitude == 0.1 and mixer.decay_limit == (0.01, 0.9999)
     assert model(torch.randint(0, VOCAB, (1, 5))).isfinite().all()
-
-
-def test_auxiliary_loss_sums_plugged_ffn_losses():
-    class LossyFFN(torch.nn.Module):
-        def forward(self, x):
-            return x
-
-        def auxiliary_loss(self):
-            return torch.tensor(0.5)
-
-    model = _lm(ffn_factory=lambda i: LossyFFN())
-    assert model.auxiliary_loss().item() == LAYERS * 0.5
-    assert _lm().auxiliary_loss().item() == 0.0

@@ -5,10 +5,10 @@ import io
 import pytest
 import torch
 
+from cs336_basics.models.factory import moe_spec
+from cs336_basics.models.language_model import collect_auxiliary_losses
 from cs336_basics.models.moe import (
     MoEFeedForward,
-    build_moe,
-    collect_moe_aux_loss,
     collect_moe_diagnostics,
     moe_parameter_counts,
 )
@@ -88,7 +88,7 @@ def test_collectors_walk_nested_modules():
     model["a"](x)
     model["b"](x)
     expected = model["a"].auxiliary_loss() + model["b"].auxiliary_loss()
-    torch.testing.assert_close(collect_moe_aux_loss(model), expected)
+    torch.testing.assert_close(collect_auxiliary_losses(model), expected)
     diag = collect_moe_diagnostics(model)
     assert sum(diag[f"moe/a/load_{e}"] for e in range(4)) == pytest.approx(1.0)
     assert "moe/b/z_loss" in diag
@@ -106,13 +106,13 @@ def test_invalid_top_k_and_unknown_config_keys_are_value_errors():
     with pytest.raises(ValueError, match="top_k"):
         MoEFeedForward(8, num_experts=4, top_k=3)
     with pytest.raises(ValueError, match="unknown keys"):
-        build_moe(8, {"num_experts": 4, "capacity": 1.0})
+        moe_spec({"num_experts": 4, "capacity": 1.0})
 
 
 def _moe_transformer():
-    from cs336_basics.models.transformer import TransformerLM
+    from cs336_basics.models.factory import transformer_lm
 
-    return TransformerLM(20, 16, 16, 2, 2, ffn_factory=lambda i: MoEFeedForward(16, num_experts=3, top_k=2, d_ff=16))
+    return transformer_lm(20, 16, 16, 2, 2, moe={"num_experts": 3, "top_k": 2, "d_ff": 16})
 
 
 def test_transformer_with_moe_ffn_reports_aux_loss_and_stays_causal():
@@ -121,17 +121,17 @@ def test_transformer_with_moe_ffn_reports_aux_loss_and_stays_causal():
     changed = ids.clone()
     changed[:, 6:] = torch.randint(0, 20, (2, 4))
     past = model(ids)[:, :6]
-    torch.testing.assert_close(collect_moe_aux_loss(model), model.auxiliary_loss())
+    torch.testing.assert_close(collect_auxiliary_losses(model), model.auxiliary_loss())
     torch.testing.assert_close(model(changed)[:, :6], past, rtol=1e-5, atol=1e-5)
     assert len([k for k in collect_moe_diagnostics(model) if "/load_" in k]) == 2 * 3
 
 
 def test_mamba_with_moe_ffn_reports_aux_loss():
-    from cs336_basics.models.mamba import MambaLM
+    from cs336_basics.models.factory import mamba_lm
 
-    model = MambaLM(20, 16, 2, d_state=4, ffn_factory=lambda i: MoEFeedForward(16, 3, 1, 16), scan_backend="chunked")
+    model = mamba_lm(20, 16, 2, d_state=4, moe={"num_experts": 3, "top_k": 1, "d_ff": 16}, scan_backend="chunked")
     model(torch.randint(0, 20, (2, 8)))
-    aux = collect_moe_aux_loss(model)
+    aux = collect_auxiliary_losses(model)
     assert aux.item() > 0
     torch.testing.assert_close(aux, model.auxiliary_loss())
     counts = moe_parameter_counts(model)
@@ -139,9 +139,9 @@ def test_mamba_with_moe_ffn_reports_aux_loss():
 
 
 def _moe_mamba():
-    from cs336_basics.models.mamba import MambaLM
+    from cs336_basics.models.factory import mamba_lm
 
-    return MambaLM(20, 16, 1, d_state=4, ffn_factory=lambda i: MoEFeedForward(16, 3, 2, 32), scan_backend="chunked")
+    return mamba_lm(20, 16, 1, d_state=4, moe={"num_experts": 3, "top_k": 2, "d_ff": 32}, scan_backend="chunked")
 
 
 MOE_MODELS = {"transformer": _moe_transformer, "mamba": _moe_mamba}
@@ -171,13 +171,11 @@ def test_moe_model_state_dict_round_trip_gives_identical_logits(architecture):
 
 def test_transformer_and_mamba_with_moe_report_expert_load_through_diagnostics():
     """The runner logs model.diagnostics(); a Transformer or Mamba with MoE FFNs must expose per-expert load there."""
-    from cs336_basics.models.mamba import MambaLM
+    from cs336_basics.models.factory import mamba_lm
 
     models = {
         "transformer": _moe_transformer(),
-        "mamba": MambaLM(
-            20, 16, 2, d_state=4, ffn_factory=lambda i: MoEFeedForward(16, 3, 1, 16), scan_backend="chunked"
-        ),
+        "mamba": mamba_lm(20, 16, 2, d_state=4, moe={"num_experts": 3, "top_k": 1, "d_ff": 16}, scan_backend="chunked"),
     }
     for name, model in models.items():
         model(torch.randint(0, 20, (2, 8)))

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cs336_basics.models.base import count_parameters
+from cs336_basics.models.factory import transformer_lm
 from cs336_basics.models.flops import transformer_flops_per_token
-from cs336_basics.models.transformer import TransformerBlock, TransformerLM
+from cs336_basics.models.transformer import TransformerBlock
 from tests.adapters import run_transformer_block, run_transformer_lm
 from tests.test_nn_attention import complex_rope
 
@@ -48,21 +49,21 @@ def random_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_transformer_block_matches_torch_native_block():
-    weights = random_state(TransformerBlock(D_MODEL, HEADS, D_FF, CONTEXT, THETA))
+    weights = random_state(TransformerBlock.standalone(D_MODEL, HEADS, D_FF, CONTEXT, THETA))
     x = torch.randn(2, 9, D_MODEL)
     out = run_transformer_block(D_MODEL, HEADS, D_FF, CONTEXT, THETA, weights, x)
     torch.testing.assert_close(out, torch_block(x, weights), rtol=1e-4, atol=1e-4)
 
 
 def test_transformer_lm_matches_torch_native_lm_on_a_short_sequence():
-    weights = random_state(TransformerLM(VOCAB, CONTEXT, D_MODEL, 2, HEADS, D_FF, rope_theta=THETA))
+    weights = random_state(transformer_lm(VOCAB, CONTEXT, D_MODEL, 2, HEADS, D_FF, rope_theta=THETA))
     ids = torch.randint(0, VOCAB, (3, 11))  # shorter than the context
     out = run_transformer_lm(VOCAB, CONTEXT, D_MODEL, 2, HEADS, D_FF, THETA, weights, ids)
     torch.testing.assert_close(out, torch_lm(ids, weights, 2), rtol=1e-4, atol=1e-4)
 
 
 def test_transformer_lm_state_dict_keys_are_the_adapter_layout():
-    model = TransformerLM(VOCAB, CONTEXT, D_MODEL, 2, HEADS, D_FF)
+    model = transformer_lm(VOCAB, CONTEXT, D_MODEL, 2, HEADS, D_FF)
     per_layer = ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ln1", "ln2", "ffn.w1", "ffn.w2"]
     per_layer.append("ffn.w3")
     expected = {"token_embeddings.weight", "ln_final.weight", "lm_head.weight"}
@@ -74,14 +75,14 @@ def test_transformer_lm_state_dict_keys_are_the_adapter_layout():
 
 
 def test_learned_positions_add_a_context_by_d_model_table():
-    model = TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS, positions="learned")
+    model = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, positions="learned")
     assert model.state_dict()["position_embeddings.weight"].shape == (CONTEXT, D_MODEL)
     assert count_parameters(model)["embedding"] == (VOCAB + CONTEXT) * D_MODEL
 
 
 def test_tied_embeddings_share_one_matrix_counted_once():
-    untied = TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS)
-    tied = TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS, tie_embeddings=True)
+    untied = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS)
+    tied = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, tie_embeddings=True)
     assert tied.lm_head.weight is tied.token_embeddings.weight
     assert count_parameters(untied)["total"] - count_parameters(tied)["total"] == VOCAB * D_MODEL
 
@@ -90,14 +91,14 @@ def test_tied_embeddings_share_one_matrix_counted_once():
 def test_silu_ffn_has_the_same_parameter_count_as_swiglu_by_default(d_model):
     # 192: 8/3 d_model = 512 is already a multiple of 64; 128: it rounds up (341 -> 384), where 4 d_model (512) would
     # leave the SiLU model 65,536 parameters short.
-    swiglu = TransformerLM(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="swiglu")
-    silu = TransformerLM(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="silu")
+    swiglu = transformer_lm(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="swiglu")
+    silu = transformer_lm(VOCAB, CONTEXT, d_model, 2, HEADS, ffn="silu")
     assert count_parameters(swiglu) == count_parameters(silu)
 
 
 def test_post_norm_and_no_norm_drop_the_final_norm():
-    assert "ln_final.weight" not in TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS, norm="post").state_dict()
-    no_norm = TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS, norm="none").state_dict()
+    assert "ln_final.weight" not in transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, norm="post").state_dict()
+    no_norm = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, norm="none").state_dict()
     assert not any("ln" in key for key in no_norm)
 
 
@@ -109,7 +110,7 @@ SWITCHES = list(
 @pytest.mark.parametrize(("norm", "positions", "ffn", "backend"), SWITCHES)
 @pytest.mark.parametrize("tie", [False, True])
 def test_future_tokens_never_change_past_logits(norm, positions, ffn, backend, tie):
-    model = TransformerLM(
+    model = transformer_lm(
         VOCAB, 8, 16, 2, 2, norm=norm, positions=positions, ffn=ffn, attn_backend=backend, tie_embeddings=tie
     )
     ids = torch.randint(0, VOCAB, (2, 8))
@@ -122,7 +123,7 @@ def test_future_tokens_never_change_past_logits(norm, positions, ffn, backend, t
 
 @pytest.mark.parametrize("positions", ["rope", "learned", "none"])
 def test_kv_cache_forward_matches_full_forward(positions):
-    model = TransformerLM(VOCAB, CONTEXT, D_MODEL, 2, HEADS, positions=positions)
+    model = transformer_lm(VOCAB, CONTEXT, D_MODEL, 2, HEADS, positions=positions)
     ids = torch.randint(0, VOCAB, (2, 12))
     cache = model.make_cache(batch_size=2, max_seq_len=12)
     pieces = [model(ids[:, :7], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(7, 12)]
@@ -130,7 +131,7 @@ def test_kv_cache_forward_matches_full_forward(positions):
 
 
 def test_sequences_longer_than_the_context_are_rejected():
-    model = TransformerLM(VOCAB, 8, 16, 1, 2)
+    model = transformer_lm(VOCAB, 8, 16, 1, 2)
     with pytest.raises(ValueError, match="context_length"):
         model(torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="context_length"):
@@ -140,30 +141,13 @@ def test_sequences_longer_than_the_context_are_rejected():
 @pytest.mark.parametrize(("kwargs", "message"), [({"norm": "layer"}, "norm"), ({"positions": "alibi"}, "positions")])
 def test_lm_rejects_unknown_switches(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        TransformerLM(VOCAB, CONTEXT, D_MODEL, 1, HEADS, **kwargs)
-
-
-def test_ffn_factory_plugs_a_module_into_every_block_and_sums_its_auxiliary_loss():
-    class ScaledFFN(torch.nn.Module):
-        def __init__(self, layer: int) -> None:
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.tensor(float(layer + 1)))
-
-        def forward(self, x):
-            return x * self.scale
-
-        def auxiliary_loss(self):
-            return self.scale
-
-    model = TransformerLM(VOCAB, CONTEXT, D_MODEL, 3, HEADS, ffn_factory=ScaledFFN)
-    assert "layers.2.ffn.scale" in model.state_dict()
-    assert model.auxiliary_loss().item() == pytest.approx(1 + 2 + 3)
+        transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, **kwargs)
 
 
 @pytest.mark.parametrize("ffn", ["swiglu", "silu"])
 def test_flops_formula_matches_torch_flop_counter(ffn):
     seq_len, num_layers = 12, 2
-    model = TransformerLM(VOCAB, CONTEXT, D_MODEL, num_layers, HEADS, ffn=ffn)
+    model = transformer_lm(VOCAB, CONTEXT, D_MODEL, num_layers, HEADS, ffn=ffn)
     with FlopCounterMode(display=False) as counter:
         model(torch.randint(0, VOCAB, (1, seq_len)))
     flops = transformer_flops_per_token(D_MODEL, num_layers, seq_len, VOCAB, ffn=ffn)
@@ -172,7 +156,7 @@ def test_flops_formula_matches_torch_flop_counter(ffn):
 
 
 def test_flops_are_about_six_n_per_token_for_short_contexts():
-    model = TransformerLM(2000, 64, 256, 2, 4, d_ff=688)
+    model = transformer_lm(2000, 64, 256, 2, 4, d_ff=688)
     non_embedding = count_parameters(model)["non_embedding"]  # includes the untied lm_head
     flops = transformer_flops_per_token(256, 2, 1, 2000, d_ff=688)
     assert flops["training"] == pytest.approx(6 * non_embedding, rel=0.005)

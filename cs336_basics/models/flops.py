@@ -1,4 +1,4 @@
-"""Matmul FLOPs per token of a :class:`~cs336_basics.models.transformer.TransformerLM`.
+"""Matmul FLOPs per token of a Transformer (:func:`~cs336_basics.models.factory.transformer_lm`).
 
 Counting convention: a matmul of ``(m, k) @ (k, n)`` costs ``2 m k n`` FLOPs (one multiply and one add per
 term); element-wise work (norms, activations, softmax, RoPE, residual adds) is ignored, since it is a few percent
@@ -22,7 +22,7 @@ one for the input gradient, one for the weight gradient), as in Kaplan et al. (2
 
 from __future__ import annotations
 
-from cs336_basics.models.transformer import default_d_ff
+from cs336_basics.models.ffn import default_d_ff
 
 
 def transformer_flops_per_token(

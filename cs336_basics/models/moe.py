@@ -9,14 +9,12 @@
   (which keeps a causal model causal).
 - Auxiliary losses (Switch Transformer / ST-MoE): load balancing ``E * sum_i f_i * P_i`` with ``f_i`` the fraction of
   the N*k routing assignments that went to expert i and ``P_i`` the mean router probability of expert i; router
-  z-loss ``mean(logsumexp(logits)^2)``. Both are weighted and stored after each forward; ``collect_moe_aux_loss``
-  sums them over a model so any architecture (Transformer, Mamba, hybrids) can report them.
+  z-loss ``mean(logsumexp(logits)^2)``. Both are weighted and stored after each forward; the language model sums
+  every module's ``auxiliary_loss()``, and ``collect_moe_diagnostics`` reports per-expert load.
 - ``moe_parameter_counts`` reports total vs active (per-token) parameters.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -105,29 +103,6 @@ class MoEFeedForward(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}"
-
-
-def build_moe(d_model: int, moe: dict[str, Any] | None, d_ff: int | None = None) -> MoEFeedForward | None:
-    """An ``MoEFeedForward`` from a config dict such as ``{"num_experts": 8, "top_k": 2}`` (None -> None).
-
-    ``d_ff`` is the per-expert hidden size unless the dict sets its own.
-    """
-    if moe is None:
-        return None
-    allowed = {"num_experts", "top_k", "d_ff", "load_balance_weight", "z_loss_weight"}
-    unknown = set(moe) - allowed
-    if unknown:
-        raise ValueError(f"moe config has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    return MoEFeedForward(d_model, **{"d_ff": d_ff, **moe})
-
-
-def collect_moe_aux_loss(model: nn.Module) -> Tensor:
-    """Sum of the weighted auxiliary losses of every ``MoEFeedForward`` inside ``model`` (zero if none)."""
-    total = torch.zeros((), device=next(model.parameters()).device)
-    for module in model.modules():
-        if isinstance(module, MoEFeedForward):
-            total = total + module.auxiliary_loss()
-    return total
 
 
 def collect_moe_diagnostics(model: nn.Module) -> dict[str, float]:

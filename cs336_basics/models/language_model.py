@@ -1,0 +1,164 @@
+"""The one language-model shell: token embedding -> blocks built from a layer plan -> final norm -> head.
+
+Every architecture is this class with a different :class:`~cs336_basics.models.spec.ModelSpec`: a Transformer is
+the plan ``"A" * n``, Mamba ``"M" * n``, a hybrid any pattern such as ``"AMAM"``, Hymba ``"H" * n`` with meta
+tokens. The extension point is the plan: to add a block type, write one
+:class:`~cs336_basics.models.block.Block` subclass and register one letter (see :mod:`~cs336_basics.models.block`).
+
+The interface the trainer, decoder and runner use:
+
+- ``forward(input_ids, cache=None)`` maps token ids ``(batch, seq)`` to logits ``(batch, seq, vocab)``: one row per
+  *input* position (meta tokens are dropped before the head).
+- ``make_cache(batch_size, max_seq_len)`` returns a :class:`DecodingCache`; ``forward(ids, cache=cache)`` then treats
+  ``ids`` as the continuation of what the cache has seen and updates it in place, so each new token costs one
+  position (KV caches for attention, recurrent states for SSMs).
+- ``auxiliary_loss()``: the weighted auxiliary losses of the last forward (MoE load balancing and router z-loss),
+  which the trainer adds to the cross-entropy; zero without MoE.
+- ``diagnostics()``: scalars for the logs: MoE per-expert load and losses, each block's own (Hymba branch shares),
+  and with mHC the gain of the composed residual mixing and its mean off-diagonal.
+
+Shell details: ``position_embeddings`` (a learned absolute table) exists with ``attention.positions="learned"``;
+with ``tie_embeddings`` the head reuses the token-embedding matrix; ``norm="pre"`` puts an RMSNorm before the head
+(post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual streams before
+the first block and read out after the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336_basics.models.base import no_weight_decay
+from cs336_basics.models.block import BlockState, block_class
+from cs336_basics.models.hyper_connections import (
+    HyperConnection,
+    collapse_streams,
+    expand_streams,
+    mhc_stability_gain,
+)
+from cs336_basics.models.moe import collect_moe_diagnostics
+from cs336_basics.models.spec import ModelSpec
+from cs336_basics.nn.layers import Embedding, Linear, RMSNorm
+
+
+@dataclass
+class DecodingCache:
+    """Incremental-decoding state of a :class:`LanguageModel`: one state per layer and the tokens consumed so far.
+
+    ``length`` counts input tokens (meta tokens are not counted); ``capacity`` is the most positions it may hold.
+    """
+
+    layers: list[BlockState]
+    capacity: int | None
+    length: int = 0
+
+
+class LanguageModel(nn.Module):
+    """Decoder-only language model over a layer plan; see the module docstring."""
+
+    def __init__(self, spec: ModelSpec, *, legacy_tied_init: bool = True) -> None:
+        super().__init__()
+        spec.validate()
+        self.spec = spec
+        d = spec.d_model
+        self.vocab_size, self.d_model, self.num_layers = spec.vocab_size, d, spec.num_layers
+        self.num_meta_tokens = spec.num_meta_tokens
+        self.learned_positions = spec.attention.positions == "learned"
+        self.token_embeddings = Embedding(spec.vocab_size, d)
+        if self.learned_positions:
+            self.position_embeddings = Embedding(spec.context_length, d)
+        if spec.num_meta_tokens:
+            meta = torch.randn(spec.num_meta_tokens, d) * d**-0.5
+            self.meta_tokens = no_weight_decay(nn.Parameter(meta))  # learned inputs, not a weight matrix
+        self.layers = nn.ModuleList(block_class(letter)(spec, i) for i, letter in enumerate(spec.plan))
+        self.ln_final = RMSNorm(d) if spec.norm == "pre" else nn.Identity()
+        self.lm_head = Linear(d, spec.vocab_size)
+        if spec.tie_embeddings:
+            if legacy_tied_init:
+                std = d**-0.5
+                nn.init.trunc_normal_(self.token_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+                if self.learned_positions:
+                    nn.init.trunc_normal_(self.position_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+            self.lm_head.weight = self.token_embeddings.weight
+        # Positions are bounded when any block reads them (RoPE) or the shell adds a learned table.
+        self.bounded = self.learned_positions or any(block.uses_positions for block in self.layers)
+        self.context_length = spec.context_length if self.bounded else None
+
+    @property
+    def plan(self) -> str:
+        return self.spec.plan
+
+    def make_cache(self, batch_size: int, max_seq_len: int | None = None) -> DecodingCache:
+        """Empty per-layer states for decoding up to ``max_seq_len`` tokens (unbounded for pure recurrent plans)."""
+        if self.bounded:
+            if max_seq_len is None:
+                max_seq_len = self.context_length
+            if max_seq_len > self.context_length:
+                raise ValueError(
+                    f"cache length {max_seq_len} exceeds context_length {self.context_length}; "
+                    "crop the sequence or build the model with a longer context"
+                )
+        capacity = None if max_seq_len is None else max_seq_len + self.num_meta_tokens
+        layers = [block.new_state(batch_size, capacity or 0) for block in self.layers]
+        return DecodingCache(layers, capacity)
+
+    def forward(
+        self, input_ids: Int[Tensor, "b T"], cache: DecodingCache | None = None
+    ) -> Float[Tensor, "b T vocab_size"]:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        if cache is not None and len(cache.layers) != len(self.layers):
+            raise ValueError(f"cache has {len(cache.layers)} layer states, model {len(self.layers)}; use make_cache")
+        b, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if self.bounded and past + T > self.context_length:
+            raise ValueError(
+                f"sequence of {past + T} positions exceeds context_length {self.context_length}; crop the input"
+            )
+        x = self.token_embeddings(input_ids)  # (b, T, d)
+        if self.learned_positions:
+            x = x + self.position_embeddings(torch.arange(past, past + T, device=input_ids.device))
+        prepend = self.num_meta_tokens if past == 0 else 0  # meta tokens go in once, before the first token
+        if prepend:
+            x = torch.cat([self.meta_tokens.to(x.dtype).expand(b, -1, -1), x], dim=1)  # (b, M + T, d)
+        mhc = self.spec.residual.kind == "mhc"
+        if mhc:
+            x = expand_streams(x, self.spec.residual.hc_expansion)  # (b, T, n, d)
+        for i, block in enumerate(self.layers):
+            x = block(x, cache.layers[i] if cache is not None else None)
+        if mhc:
+            x = collapse_streams(x)  # (b, T, d)
+        if cache is not None:
+            cache.length += T
+        return self.lm_head(self.ln_final(x[:, prepend:]))  # (b, T, vocab)
+
+    def auxiliary_loss(self) -> Tensor:
+        """Sum of the weighted auxiliary losses of every sub-module that has one (MoE; zero without)."""
+        return collect_auxiliary_losses(self)
+
+    def diagnostics(self) -> dict[str, float]:
+        """MoE loads and losses, each block's own scalars, and the mHC mixing summary."""
+        out = collect_moe_diagnostics(self)
+        for i, block in enumerate(self.layers):
+            for key, value in block.diagnostics().items():
+                out[f"{block.diagnostics_group}/layer{i}/{key}"] = value
+        wrappers = [m for m in self.modules() if isinstance(m, HyperConnection)]
+        if wrappers:
+            out["mhc/residual_gain"] = mhc_stability_gain(wrappers)
+            n = self.spec.residual.hc_expansion
+            mixes = [hc.mixing()[2].detach() for hc in wrappers]  # (n, n) each
+            off = [float(h.sum() - h.diagonal().sum()) / max(1, n * n - n) for h in mixes]
+            out["mhc/mean_off_diagonal"] = sum(off) / len(off)
+        return out
+
+
+def collect_auxiliary_losses(module: nn.Module) -> Tensor:
+    """Sum of ``auxiliary_loss()`` over the sub-modules of ``module`` that define it (zero if none do)."""
+    total = torch.zeros((), device=next(module.parameters()).device)
+    for sub in module.modules():
+        if sub is not module and callable(getattr(sub, "auxiliary_loss", None)):
+            total = total + sub.auxiliary_loss()
+    return total

@@ -1,0 +1,183 @@
+"""The typed description of a language model: a layer plan plus one sub-spec per concept.
+
+A :class:`ModelSpec` is everything :class:`~cs336_basics.models.language_model.LanguageModel` needs to build a model:
+
+- ``plan``: one letter per layer, each naming a registered block type (``A`` attention, ``M`` Mamba, ``H`` Hymba
+  parallel heads; see :mod:`~cs336_basics.models.block`). A Transformer is ``"A" * n``, Mamba ``"M" * n``, a hybrid
+  any mix such as ``"AMAM"``, Hymba ``"H" * n``.
+- the shell's own settings: vocabulary, width, context length, normalisation placement, tied embeddings, meta tokens;
+- :class:`AttentionSpec`, :class:`SSMSpec`, :class:`FFNSpec` (dense or :class:`MoESpec`) and :class:`ResidualSpec`
+  (plain or mHC residual, optional fast-weight branch): each block reads the sub-specs it needs.
+
+Every value is checked in :meth:`ModelSpec.validate`, without building anything, so a config can be rejected before
+any data is prepared. The sub-specs are plain dataclasses so a JSON config maps onto them one section at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+NORMS = ("pre", "post", "none")
+POSITIONS = ("rope", "learned", "none")
+FFN_KINDS = ("swiglu", "silu", "none")
+RESIDUALS = ("standard", "mhc")
+
+
+@dataclass
+class AttentionSpec:
+    """Causal multi-head attention in ``A`` and ``H`` blocks.
+
+    ``window`` makes attention sliding-window on every attention layer except ``global_layers`` (layer indices;
+    ``None`` means the first, middle and last layer, Hymba's schedule); ``window=None`` keeps every layer global.
+    """
+
+    num_heads: int = 4
+    rope_theta: float = 10000.0
+    positions: Literal["rope", "learned", "none"] = "rope"
+    backend: Literal["naive", "torch_sdpa"] = "naive"
+    window: int | None = None
+    global_layers: list[int] | None = None
+
+
+@dataclass
+class SSMSpec:
+    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch)."""
+
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None
+    scan_backend: Literal["auto", "reference", "chunked", "triton"] = "auto"
+    dt_limit: tuple[float, float] | None = None
+    a_min_magnitude: float | None = None
+    conv_norm: bool = False
+    decay_limit: tuple[float, float] | None = None
+    checkpoint_scan: bool = False
+
+
+@dataclass
+class MoESpec:
+    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`)."""
+
+    num_experts: int = 8
+    top_k: int = 2
+    d_ff: int | None = None
+    load_balance_weight: float = 0.01
+    z_loss_weight: float = 1e-3
+
+
+@dataclass
+class FFNSpec:
+    """Each block's feed-forward network: dense ``swiglu`` / ``silu``, none, or an MoE when ``moe`` is set.
+
+    ``d_ff=None`` takes the width that keeps SwiGLU and SiLU parameter-matched
+    (:func:`~cs336_basics.models.ffn.default_d_ff`); MoE experts use ``moe.d_ff`` or else this ``d_ff``.
+    """
+
+    kind: Literal["swiglu", "silu", "none"] = "swiglu"
+    d_ff: int | None = None
+    moe: MoESpec | None = None
+
+
+@dataclass
+class ResidualSpec:
+    """How each block's branches are added to the residual stream.
+
+    ``kind="standard"`` is ``x + f(x)``; ``"mhc"`` runs ``hc_expansion`` residual streams with Sinkhorn-constrained
+    mixing (:mod:`~cs336_basics.models.hyper_connections`). ``fast_weights=True`` adds a Hebbian fast-weight branch to
+    every block (:mod:`~cs336_basics.models.fast_weights`).
+    """
+
+    kind: Literal["standard", "mhc"] = "standard"
+    hc_expansion: int = 4
+    sinkhorn_iters: int = 20
+    hc_residual_logit: float = 6.0
+    fast_weights: bool = False
+    fast_weight_heads: int = 4
+
+
+@dataclass
+class ModelSpec:
+    """A language model: shell settings, the layer ``plan`` and the sub-specs its blocks read.
+
+    ``context_length`` bounds the positions of attention blocks (``None`` for a plan without positional blocks, e.g.
+    pure Mamba). ``norm`` places the RMSNorms of ``A`` blocks (``post`` and ``none`` drop the final norm);
+    ``num_meta_tokens`` learned inputs are prepended to every sequence (Hymba) and dropped from the logits.
+    """
+
+    vocab_size: int
+    d_model: int
+    plan: str
+    context_length: int | None = None
+    norm: Literal["pre", "post", "none"] = "pre"
+    tie_embeddings: bool = False
+    num_meta_tokens: int = 0
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    ssm: SSMSpec = field(default_factory=SSMSpec)
+    ffn: FFNSpec = field(default_factory=FFNSpec)
+    residual: ResidualSpec = field(default_factory=ResidualSpec)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.plan)
+
+    def global_layers(self) -> list[int]:
+        """Layers whose attention sees the whole context (the others use ``attention.window``)."""
+        if self.attention.global_layers is not None:
+            return list(self.attention.global_layers)
+        n = self.num_layers
+        return sorted({0, n // 2, n - 1})
+
+    def attention_window(self, layer: int) -> int | None:
+        """The sliding window of layer ``layer``'s attention, or None for global attention."""
+        return None if layer in self.global_layers() else self.attention.window
+
+    def validate(self) -> ModelSpec:
+        """Raise ValueError with one line naming the bad field and the fix; return ``self`` when all is well."""
+        from cs336_basics.models.block import validate_plan  # the registry lives with the blocks
+
+        validate_plan(self.plan)
+        if self.vocab_size < 1 or self.d_model < 1:
+            raise ValueError(f"vocab_size and d_model must be >= 1, got {self.vocab_size}, {self.d_model}")
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("positions", self.attention.positions, POSITIONS)
+        _check_choice("ffn", self.ffn.kind, FFN_KINDS)
+        _check_choice("residual", self.residual.kind, RESIDUALS)
+        if self.context_length is not None and self.context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {self.context_length}")
+        if self.num_meta_tokens < 0:
+            raise ValueError(f"num_meta_tokens must be >= 0, got {self.num_meta_tokens}")
+        attn = self.attention
+        if any(letter in "AH" for letter in self.plan):
+            if attn.num_heads < 1 or self.d_model % attn.num_heads:
+                raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={attn.num_heads}")
+            if self.context_length is None:
+                raise ValueError("a plan with attention layers needs context_length")
+        if attn.window is not None and attn.window < 1:
+            raise ValueError(f"window must be a positive number of positions or None, got {attn.window}")
+        bad = [i for i in self.global_layers() if not 0 <= i < self.num_layers]
+        if attn.global_layers is not None and bad:
+            raise ValueError(f"global_layers {bad} out of range for {self.num_layers} layers")
+        s = self.ssm
+        if min(s.d_state, s.d_conv, s.expand) < 1:
+            raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
+        if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
+            raise ValueError(f"d_ff must be >= 1, got {self.ffn.d_ff}")
+        moe = self.ffn.moe
+        if moe is not None:
+            if moe.top_k not in (1, 2):
+                raise ValueError(f"moe.top_k must be 1 or 2, got {moe.top_k}")
+            if moe.num_experts < moe.top_k:
+                raise ValueError(f"moe.num_experts ({moe.num_experts}) must be at least moe.top_k ({moe.top_k})")
+        if self.residual.kind == "mhc":
+            if self.residual.hc_expansion < 1:
+                raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")
+            if self.norm == "post":
+                raise ValueError("residual='mhc' wraps pre-norm branches; use norm='pre' (or 'none')")
+        return self
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
