@@ -6,17 +6,17 @@
   mHC residual streams, fast weights and ``target_params`` (chooses ``d_ff`` to fit a parameter budget).
 - ``hymba``: ``"H" * num_layers`` with ``num_meta_tokens`` and sliding-window attention outside ``global_layers``.
 
-:func:`build_model` takes the architecture name and the flat keyword arguments of the builder (the same names the
-JSON configs use) and checks them against the builder's signature first, so a typo or an option the architecture
-does not have (``d_state`` for a Transformer) is a one-line error naming the accepted arguments. ``moe`` is a dict of
-:class:`MoESpec` fields in every architecture.
+:func:`build_model` takes the architecture name and flat, constructor-style arguments (``transformer_lm(vocab_size,
+context_length, d_model, num_layers, num_heads, d_ff)`` as in CS336, then keywords), checks them against that
+architecture's list first, so a typo or an option the architecture does not have (``d_state`` for a Transformer) is a
+one-line error naming the accepted arguments, and maps each onto its place in the :class:`ModelSpec`
+(:data:`ARGUMENT_PATHS`). ``moe`` is a dict of :class:`MoESpec` fields in every architecture.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from dataclasses import fields, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -36,168 +36,45 @@ def moe_spec(moe: dict[str, Any] | MoESpec | None) -> MoESpec | None:
     return MoESpec(**moe)
 
 
-def _ssm(
-    d_state: int, d_conv: int, expand: int, scan_backend: str, **switches: Any
-) -> SSMSpec:  # switches: dt_rank, dt_limit, a_min_magnitude, conv_norm, decay_limit, checkpoint_scan
-    return SSMSpec(d_state=d_state, d_conv=d_conv, expand=expand, scan_backend=scan_backend, **switches)
+# Where each flat argument lives in a ModelSpec: a shell field, or "sub_spec.field".
+ARGUMENT_PATHS: dict[str, str] = {
+    **{name: name for name in ("vocab_size", "d_model", "context_length", "norm", "tie_embeddings", "num_meta_tokens")},
+    "num_heads": "attention.num_heads", "rope_theta": "attention.rope_theta", "positions": "attention.positions",
+    "attn_backend": "attention.backend", "window": "attention.window", "global_layers": "attention.global_layers",
+    **{name: f"ssm.{name}" for name in (
+        "d_state", "d_conv", "expand", "dt_rank", "scan_backend", "dt_limit", "a_min_magnitude", "conv_norm",
+        "decay_limit", "checkpoint_scan",
+    )},
+    "ffn": "ffn.kind", "d_ff": "ffn.d_ff", "moe": "ffn.moe", "residual": "residual.kind",
+    **{name: f"residual.{name}" for name in (
+        "hc_expansion", "sinkhorn_iters", "hc_residual_logit", "fast_weights", "fast_weight_heads",
+    )},
+}  # fmt: skip
 
-
-def transformer_spec(
-    vocab_size: int,
-    context_length: int,
-    d_model: int,
-    num_layers: int,
-    num_heads: int,
-    d_ff: int | None = None,
-    rope_theta: float = 10000.0,
-    norm: str = "pre",
-    positions: str = "rope",
-    ffn: str = "swiglu",
-    tie_embeddings: bool = False,
-    attn_backend: str = "naive",
-    window: int | None = None,
-    global_layers: list[int] | None = None,
-    moe: dict[str, Any] | None = None,
-) -> ModelSpec:
-    """A Transformer: ``"A" * num_layers``."""
-    return ModelSpec(
-        vocab_size,
-        d_model,
-        "A" * num_layers,
-        context_length=context_length,
-        norm=norm,
-        tie_embeddings=tie_embeddings,
-        attention=AttentionSpec(num_heads, rope_theta, positions, attn_backend, window, global_layers),
-        ffn=FFNSpec(ffn, d_ff, moe_spec(moe)),
-    )
-
-
-def mamba_spec(
-    vocab_size: int,
-    d_model: int,
-    num_layers: int,
-    d_state: int = 16,
-    d_conv: int = 4,
-    expand: int = 2,
-    ffn: str | None = None,
-    d_ff: int | None = None,
-    tie_embeddings: bool = False,
-    scan_backend: str = "auto",
-    dt_rank: int | None = None,
-    dt_limit: tuple[float, float] | None = None,
-    a_min_magnitude: float | None = None,
-    conv_norm: bool = False,
-    decay_limit: tuple[float, float] | None = None,
-    checkpoint_scan: bool = False,
-    moe: dict[str, Any] | None = None,
-) -> ModelSpec:
-    """Pure Mamba: ``"M" * num_layers``; no FFN unless ``ffn`` or ``moe`` is given."""
-    return ModelSpec(
-        vocab_size,
-        d_model,
-        "M" * num_layers,
-        tie_embeddings=tie_embeddings,
-        ssm=_ssm(
-            d_state,
-            d_conv,
-            expand,
-            scan_backend,
-            dt_rank=dt_rank,
-            dt_limit=None if dt_limit is None else tuple(dt_limit),
-            a_min_magnitude=a_min_magnitude,
-            conv_norm=conv_norm,
-            decay_limit=None if decay_limit is None else tuple(decay_limit),
-            checkpoint_scan=checkpoint_scan,
-        ),
-        ffn=FFNSpec(ffn or "none", d_ff, moe_spec(moe)),
-    )
-
-
-def hybrid_spec(
-    vocab_size: int,
-    context_length: int,
-    d_model: int,
-    num_heads: int,
-    d_ff: int | None = None,
-    d_state: int = 16,
-    pattern: str = "AMAM",
-    rope_theta: float = 10000.0,
-    d_conv: int = 4,
-    expand: int = 2,
-    moe: dict[str, Any] | None = None,
-    residual: str = "standard",
-    hc_expansion: int = 4,
-    sinkhorn_iters: int = 20,
-    hc_residual_logit: float = 6.0,
-    fast_weights: bool = False,
-    fast_weight_heads: int = 4,
-    tie_embeddings: bool = False,
-    attn_backend: str = "naive",
-    scan_backend: str = "auto",
-    target_params: int | None = None,
-) -> ModelSpec:
-    """A layer-pattern hybrid: ``pattern`` is the plan; every layer has its own SwiGLU (or MoE) FFN."""
-    spec = ModelSpec(
-        vocab_size,
-        d_model,
-        pattern,
-        context_length=context_length,
-        tie_embeddings=tie_embeddings,
-        attention=AttentionSpec(num_heads, rope_theta, backend=attn_backend),
-        ssm=_ssm(d_state, d_conv, expand, scan_backend),
-        ffn=FFNSpec("swiglu", d_ff, moe_spec(moe)),
-        residual=ResidualSpec(
-            residual, hc_expansion, sinkhorn_iters, hc_residual_logit, fast_weights, fast_weight_heads
-        ),
-    )
-    if target_params is not None:
-        if d_ff is not None:
-            raise ValueError("pass either d_ff or target_params (which chooses d_ff), not both")
-        spec = replace(spec, ffn=replace(spec.ffn, d_ff=d_ff_for_budget(spec.validate(), target_params)))
-    return spec
-
-
-def hymba_spec(
-    vocab_size: int,
-    context_length: int,
-    d_model: int,
-    num_layers: int,
-    num_heads: int,
-    d_ff: int | None = None,
-    d_state: int = 16,
-    d_conv: int = 4,
-    expand: int = 2,
-    rope_theta: float = 10000.0,
-    num_meta_tokens: int = 0,
-    window: int | None = None,
-    global_layers: list[int] | None = None,
-    moe: dict[str, Any] | None = None,
-    tie_embeddings: bool = False,
-    attn_backend: str = "naive",
-    scan_backend: str = "auto",
-) -> ModelSpec:
-    """Hymba: ``"H" * num_layers`` with meta tokens and sliding windows outside ``global_layers``."""
-    return ModelSpec(
-        vocab_size,
-        d_model,
-        "H" * num_layers,
-        context_length=context_length,
-        tie_embeddings=tie_embeddings,
-        num_meta_tokens=num_meta_tokens,
-        attention=AttentionSpec(
-            num_heads, rope_theta, backend=attn_backend, window=window, global_layers=global_layers
-        ),
-        ssm=_ssm(d_state, d_conv, expand, scan_backend),
-        ffn=FFNSpec("swiglu", d_ff, moe_spec(moe)),
-    )
-
-
-ARCHITECTURES: dict[str, Callable[..., ModelSpec]] = {
-    "transformer": transformer_spec,
-    "mamba": mamba_spec,
-    "hybrid": hybrid_spec,
-    "hymba": hymba_spec,
-}
+# Per architecture: the positional arguments (the CS336-style constructor order; leading ones are required), then
+# the keyword-only ones. ``num_layers`` and ``pattern`` become the plan; ``target_params`` chooses d_ff.
+ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
+    "transformer": (
+        ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"), 5,
+        ("rope_theta", "norm", "positions", "ffn", "tie_embeddings", "attn_backend", "window", "global_layers", "moe"),
+    ),
+    "mamba": (
+        ("vocab_size", "d_model", "num_layers", "d_state", "d_conv", "expand", "ffn", "d_ff"), 3,
+        ("tie_embeddings", "scan_backend", "dt_rank", "dt_limit", "a_min_magnitude", "conv_norm", "decay_limit",
+         "checkpoint_scan", "moe"),
+    ),
+    "hybrid": (
+        ("vocab_size", "context_length", "d_model", "num_heads", "d_ff", "d_state", "pattern"), 4,
+        ("rope_theta", "d_conv", "expand", "moe", "residual", "hc_expansion", "sinkhorn_iters", "hc_residual_logit",
+         "fast_weights", "fast_weight_heads", "tie_embeddings", "attn_backend", "scan_backend", "target_params"),
+    ),
+    "hymba": (
+        ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "d_state", "d_conv", "expand",
+         "rope_theta", "num_meta_tokens", "window", "global_layers"), 5,
+        ("moe", "tie_embeddings", "attn_backend", "scan_backend"),
+    ),
+}  # fmt: skip
+PLAN_LETTER = {"transformer": "A", "mamba": "M", "hymba": "H"}
 # Architectures whose tied embeddings are rescaled to std d^-0.5 at init (the others keep N(0, 1)).
 _RESCALED_TIED_INIT = ("transformer", "hybrid")
 # Architectures whose MoE dict used to be validated by building (and discarding) one MoE layer first.
@@ -206,28 +83,62 @@ _MOE_PROBE = ("transformer", "mamba")
 
 def accepted_arguments(architecture: str) -> set[str]:
     """Keyword arguments the architecture accepts."""
-    return set(inspect.signature(_builder(architecture)).parameters)
-
-
-def _builder(architecture: str) -> Callable[..., ModelSpec]:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture]
+    positional, _, keywords = ARCHITECTURES[architecture]
+    return {*positional, *keywords}
 
 
-def model_spec(architecture: str, **kwargs: Any) -> ModelSpec:
-    """The validated :class:`ModelSpec` for ``architecture`` and its flat keyword arguments (nothing is built)."""
-    unknown = sorted(set(kwargs) - accepted_arguments(architecture))
-    if unknown:
-        raise ValueError(
-            f"{architecture} does not take argument(s) {unknown}; accepted: {sorted(accepted_arguments(architecture))}"
-        )
-    return _builder(architecture)(**kwargs).validate()
+def model_spec(architecture: str, *args: Any, **kwargs: Any) -> ModelSpec:
+    """The validated :class:`ModelSpec` of ``architecture`` from its constructor-style arguments (nothing is built)."""
+    accepted = accepted_arguments(architecture)
+    positional, required, _ = ARCHITECTURES[architecture]
+    if len(args) > len(positional):
+        raise TypeError(f"{architecture} takes at most {len(positional)} positional arguments, got {len(args)}")
+    doubled = sorted(set(positional[: len(args)]) & set(kwargs))
+    unknown = sorted(set(kwargs) - accepted)
+    if doubled or unknown:
+        problem = f"argument(s) {doubled} given twice" if doubled else f"does not take argument(s) {unknown}"
+        raise ValueError(f"{architecture} {problem}; accepted: {sorted(accepted)}")
+    values = {**dict(zip(positional, args, strict=False)), **kwargs}
+    missing = [name for name in positional[:required] if name not in values]
+    if missing:
+        raise ValueError(f"{architecture} needs argument(s) {missing}")
+    plan = (
+        values.pop("pattern", "AMAM")
+        if architecture == "hybrid"
+        else PLAN_LETTER[architecture] * values.pop("num_layers")
+    )
+    target_params = values.pop("target_params", None)
+    if architecture == "mamba" and values.get("ffn") is None:
+        values["ffn"] = "none"  # Mamba layers have no FFN unless one is asked for
+    if architecture != "mamba" and "context_length" not in values:
+        raise ValueError(f"{architecture} needs context_length")
+    sections: dict[str, dict[str, Any]] = {"": {"plan": plan}}
+    for name, value in values.items():
+        section, _, field_name = ARGUMENT_PATHS[name].rpartition(".")
+        if name == "moe":
+            value = moe_spec(value)
+        elif name in ("dt_limit", "decay_limit") and value is not None:
+            value = tuple(value)
+        sections.setdefault(section, {})[field_name] = value
+    spec = ModelSpec(
+        **sections[""],
+        attention=AttentionSpec(**sections.get("attention", {})),
+        ssm=SSMSpec(**sections.get("ssm", {})),
+        ffn=FFNSpec(**sections.get("ffn", {})),
+        residual=ResidualSpec(**sections.get("residual", {})),
+    ).validate()
+    if target_params is not None:
+        if spec.ffn.d_ff is not None:
+            raise ValueError("pass either d_ff or target_params (which chooses d_ff), not both")
+        spec = replace(spec, ffn=replace(spec.ffn, d_ff=d_ff_for_budget(spec, target_params)))
+    return spec
 
 
-def build_model(architecture: str, **kwargs: Any) -> LanguageModel:
-    """Construct the language model named by ``architecture`` from the flat keyword arguments of its builder."""
-    spec = model_spec(architecture, **kwargs)
+def build_model(architecture: str, *args: Any, **kwargs: Any) -> LanguageModel:
+    """Construct the language model named by ``architecture`` from its constructor-style arguments."""
+    spec = model_spec(architecture, *args, **kwargs)
     if architecture in _MOE_PROBE and spec.ffn.moe is not None:
         from cs336_basics.models.ffn import build_moe_ffn
 
@@ -235,24 +146,10 @@ def build_model(architecture: str, **kwargs: Any) -> LanguageModel:
     return LanguageModel(spec, legacy_tied_init=architecture in _RESCALED_TIED_INIT)
 
 
-def transformer_lm(*args: Any, **kwargs: Any) -> LanguageModel:
-    """A Transformer language model (arguments of :func:`transformer_spec`)."""
-    return build_model("transformer", **inspect.signature(transformer_spec).bind(*args, **kwargs).arguments)
-
-
-def mamba_lm(*args: Any, **kwargs: Any) -> LanguageModel:
-    """A Mamba language model (arguments of :func:`mamba_spec`)."""
-    return build_model("mamba", **inspect.signature(mamba_spec).bind(*args, **kwargs).arguments)
-
-
-def hybrid_lm(*args: Any, **kwargs: Any) -> LanguageModel:
-    """A layer-pattern hybrid language model (arguments of :func:`hybrid_spec`)."""
-    return build_model("hybrid", **inspect.signature(hybrid_spec).bind(*args, **kwargs).arguments)
-
-
-def hymba_lm(*args: Any, **kwargs: Any) -> LanguageModel:
-    """A Hymba language model (arguments of :func:`hymba_spec`)."""
-    return build_model("hymba", **inspect.signature(hymba_spec).bind(*args, **kwargs).arguments)
+transformer_lm = partial(build_model, "transformer")
+mamba_lm = partial(build_model, "mamba")
+hybrid_lm = partial(build_model, "hybrid")
+hymba_lm = partial(build_model, "hymba")
 
 
 def d_ff_for_budget(spec: ModelSpec, target_params: int) -> int:
