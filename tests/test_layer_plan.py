@@ -112,3 +112,20 @@ def test_every_architecture_is_the_one_shell_with_its_plan():
     }
     for plan, model in models.items():
         assert type(model) is LanguageModel and model.plan == plan
+
+
+def test_tied_embeddings_start_at_std_inverse_sqrt_d_model_in_every_architecture():
+    """One init rule in the shell: a tied matrix serves as the head, so it starts at std d^-0.5 (unit-scale logits)."""
+    from cs336_basics.models.factory import hymba_lm, mamba_lm
+
+    d = 64
+    models = {
+        "transformer": transformer_lm(500, 16, d, 1, 2, tie_embeddings=True),
+        "mamba": mamba_lm(500, d, 1, d_state=4, tie_embeddings=True),
+        "hybrid": hybrid_lm(500, 16, d, 2, d_state=4, pattern="AM", tie_embeddings=True),
+        "hymba": hymba_lm(500, 16, d, 1, 2, d_state=4, tie_embeddings=True),
+    }
+    for name, model in models.items():
+        assert model.lm_head.weight is model.token_embeddings.weight, name
+        std = model.token_embeddings.weight.std().item()
+        assert 0.8 * d**-0.5 < std < 1.0 * d**-0.5, (name, std)  # truncated at 3 sigma: ~0.986 of the std

@@ -75,8 +75,6 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 PLAN_LETTER = {"transformer": "A", "mamba": "M", "hymba": "H"}
-# Architectures whose tied embeddings are rescaled to std d^-0.5 at init (the others keep N(0, 1)).
-_RESCALED_TIED_INIT = ("transformer", "hybrid")
 # Architectures whose MoE dict used to be validated by building (and discarding) one MoE layer first.
 _MOE_PROBE = ("transformer", "mamba")
 
@@ -143,7 +141,7 @@ def build_model(architecture: str, *args: Any, **kwargs: Any) -> LanguageModel:
         from cs336_basics.models.ffn import build_moe_ffn
 
         build_moe_ffn(spec.d_model, spec.ffn)  # consumes the random draws the published MoE runs were built after
-    return LanguageModel(spec, legacy_tied_init=architecture in _RESCALED_TIED_INIT)
+    return LanguageModel(spec)
 
 
 transformer_lm = partial(build_model, "transformer")

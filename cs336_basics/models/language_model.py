@@ -18,7 +18,8 @@ The interface the trainer, decoder and runner use:
   and with mHC the gain of the composed residual mixing and its mean off-diagonal.
 
 Shell details: ``position_embeddings`` (a learned absolute table) exists with ``attention.positions="learned"``;
-with ``tie_embeddings`` the head reuses the token-embedding matrix; ``norm="pre"`` puts an RMSNorm before the head
+with ``tie_embeddings`` the head reuses the token-embedding matrix, initialised with std ``d_model**-0.5`` so the
+initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``); ``norm="pre"`` puts an RMSNorm before the head
 (post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual streams before
 the first block and read out after the last.
 """
@@ -59,7 +60,7 @@ class DecodingCache:
 class LanguageModel(nn.Module):
     """Decoder-only language model over a layer plan; see the module docstring."""
 
-    def __init__(self, spec: ModelSpec, *, legacy_tied_init: bool = True) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         spec.validate()
         self.spec = spec
@@ -76,12 +77,11 @@ class LanguageModel(nn.Module):
         self.layers = nn.ModuleList(block_class(letter)(spec, i) for i, letter in enumerate(spec.plan))
         self.ln_final = RMSNorm(d) if spec.norm == "pre" else nn.Identity()
         self.lm_head = Linear(d, spec.vocab_size)
-        if spec.tie_embeddings:
-            if legacy_tied_init:
-                std = d**-0.5
-                nn.init.trunc_normal_(self.token_embeddings.weight, std=std, a=-3 * std, b=3 * std)
-                if self.learned_positions:
-                    nn.init.trunc_normal_(self.position_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+        if spec.tie_embeddings:  # one matrix for input and output: std d^-0.5 gives unit-scale initial logits
+            std = d**-0.5
+            nn.init.trunc_normal_(self.token_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+            if self.learned_positions:
+                nn.init.trunc_normal_(self.position_embeddings.weight, std=std, a=-3 * std, b=3 * std)
             self.lm_head.weight = self.token_embeddings.weight
         # Positions are bounded when any block reads them (RoPE) or the shell adds a learned table.
         self.bounded = self.learned_positions or any(block.uses_positions for block in self.layers)
