@@ -51,7 +51,7 @@ GOLDEN: dict[str, float] = {
     "mamba_tied": 3.1347410678863525,
     "mhc_hybrid": 2.707411766052246,
     "moe_hybrid": 2.303396463394165,
-    "moe_transformer": 2.180105209350586,
+    "moe_transformer": 2.6949119567871094,
     "transformer": 2.5530521869659424,
     "transformer_tied_learned": 3.193544626235962,
 }

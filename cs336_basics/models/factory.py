@@ -75,8 +75,6 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 PLAN_LETTER = {"transformer": "A", "mamba": "M", "hymba": "H"}
-# Architectures whose MoE dict used to be validated by building (and discarding) one MoE layer first.
-_MOE_PROBE = ("transformer", "mamba")
 
 
 def accepted_arguments(architecture: str) -> set[str]:
@@ -136,12 +134,7 @@ def model_spec(architecture: str, *args: Any, **kwargs: Any) -> ModelSpec:
 
 def build_model(architecture: str, *args: Any, **kwargs: Any) -> LanguageModel:
     """Construct the language model named by ``architecture`` from its constructor-style arguments."""
-    spec = model_spec(architecture, *args, **kwargs)
-    if architecture in _MOE_PROBE and spec.ffn.moe is not None:
-        from cs336_basics.models.ffn import build_moe_ffn
-
-        build_moe_ffn(spec.d_model, spec.ffn)  # consumes the random draws the published MoE runs were built after
-    return LanguageModel(spec)
+    return LanguageModel(model_spec(architecture, *args, **kwargs))
 
 
 transformer_lm = partial(build_model, "transformer")
