@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cs336_basics.models.factory import ARGUMENT_PATHS, PLAN_LETTER, d_ff_for_budget
+from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec, ResidualSpec, SSMSpec
+
 
 class ConfigError(ValueError):
     """A config problem the user can fix; the message is one line naming the key and the fix."""
@@ -29,27 +32,101 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Architecture and sizes. ``None`` means "the model class's default" (or, for vocab_size, "from the data")."""
+    """The model: an architecture (a named layer plan) and typed sub-sections, one per concept.
+
+    ``architecture`` picks the plan: ``transformer`` is ``"A" * num_layers``, ``mamba`` ``"M" * num_layers``,
+    ``hymba`` ``"H" * num_layers``, ``hybrid`` the ``pattern`` (any registered block letters; ``num_layers`` is then
+    its length). The sections are the library's own specs (:mod:`cs336_basics.models.spec`): ``attention``, ``ssm``,
+    ``ffn`` (with an optional ``moe``) and ``residual``; a section the plan does not use must stay at its defaults.
+    ``ffn`` left out means the architecture's default (SwiGLU; no FFN for ``mamba``), and the resolved value is what
+    ``config.json`` records. ``vocab_size`` null takes the data's vocabulary. ``target_params`` (hybrids) picks
+    ``ffn.d_ff`` to land closest to that many parameters.
+    """
 
     architecture: Literal["transformer", "mamba", "hybrid", "hymba"] = "transformer"
     vocab_size: int | None = None
     context_length: int = 128
     d_model: int = 128
-    num_layers: int | None = 2
-    num_heads: int | None = 4
-    d_ff: int | None = None
-    rope_theta: float | None = None
-    norm: Literal["pre", "post", "none"] | None = None
-    positions: Literal["rope", "learned", "none"] | None = None
-    ffn: Literal["swiglu", "silu"] | None = None
-    tie_embeddings: bool | None = None
-    attn_backend: Literal["naive", "torch_sdpa"] | None = None
-    d_state: int | None = None
-    d_conv: int | None = None
-    expand: int | None = None
+    num_layers: int = 2
     pattern: str | None = None
-    scan_backend: Literal["auto", "reference", "chunked", "triton"] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    norm: Literal["pre", "post", "none"] = "pre"
+    tie_embeddings: bool = False
+    num_meta_tokens: int = 0
+    target_params: int | None = None
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    ssm: SSMSpec = field(default_factory=SSMSpec)
+    ffn: FFNSpec | None = None
+    residual: ResidualSpec = field(default_factory=ResidualSpec)
+
+    @property
+    def plan(self) -> str:
+        if self.architecture == "hybrid":
+            return self.pattern or ""
+        return PLAN_LETTER[self.architecture] * self.num_layers
+
+    def spec(self, vocab_size: int) -> ModelSpec:
+        """The library's :class:`ModelSpec` for this config and ``vocab_size``, validated, with ``target_params``
+        applied."""
+        ffn = self.ffn if self.ffn is not None else default_ffn(self.architecture)
+        spec = ModelSpec(
+            vocab_size,
+            self.d_model,
+            self.plan,
+            context_length=None if self.architecture == "mamba" else self.context_length,
+            norm=self.norm,
+            tie_embeddings=self.tie_embeddings,
+            num_meta_tokens=self.num_meta_tokens,
+            attention=self.attention,
+            ssm=dataclasses.replace(self.ssm),
+            ffn=ffn,
+            residual=self.residual,
+        ).validate()
+        if self.target_params is not None:
+            if ffn.d_ff is not None:
+                raise ValueError("set either ffn.d_ff or target_params (which chooses d_ff), not both")
+            spec = dataclasses.replace(
+                spec, ffn=dataclasses.replace(ffn, d_ff=d_ff_for_budget(spec, self.target_params))
+            )
+        return spec
+
+
+def default_ffn(architecture: str) -> FFNSpec:
+    """The FFN an architecture has when the config leaves ``model.ffn`` out: SwiGLU, or none for pure Mamba."""
+    return FFNSpec(kind="none" if architecture == "mamba" else "swiglu")
+
+
+def upgrade_model_section(model: dict[str, Any]) -> dict[str, Any]:
+    """Move the flat model keys of older configs (``num_heads``, ``d_state``, ``options: {...}``) into their sections.
+
+    Configs written before the model config was split into sections, including ``config.json`` of earlier runs,
+    keep loading: each flat key goes where :data:`~cs336_basics.models.factory.ARGUMENT_PATHS` says, and a ``null``
+    (which meant "the model's default") is dropped.
+    """
+    model = dict(model)
+    options = model.pop("options", None) or {}
+    had_ffn_section = isinstance(model.get("ffn"), dict)
+    for key, value in [*list(model.items()), *options.items()]:
+        legacy_string = key in ("ffn", "residual") and not isinstance(value, dict)
+        path = ARGUMENT_PATHS.get(key, key)
+        if "." in path and (key not in ("ffn", "residual") or legacy_string):
+            model.pop(key, None)
+            section, _, name = path.partition(".")
+            ignored = section == "attention" and model.get("architecture") == "mamba"  # the old runner dropped them
+            if value is not None and not ignored:
+                target = model.setdefault(section, {})
+                if isinstance(target, dict):
+                    target[name] = value
+        elif key in options or value is None and key in LEGACY_NULLABLE:
+            model.pop(key, None)
+            if value is not None:
+                model[key] = value
+    ffn = model.get("ffn")
+    if isinstance(ffn, dict) and not had_ffn_section and "kind" not in ffn:
+        ffn["kind"] = default_ffn(model.get("architecture", "transformer")).kind  # e.g. a Mamba d_ff without an FFN
+    return model
+
+
+LEGACY_NULLABLE = ("norm", "tie_embeddings", "num_layers", "num_heads")
 
 
 @dataclass
@@ -173,6 +250,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return value
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
     if origin is Literal:
         if value in typing.get_args(annotation):
             return value
@@ -205,6 +284,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         (item_type,) = typing.get_args(annotation)
         if isinstance(value, list):
             return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is tuple:
+        item_types = typing.get_args(annotation)
+        if isinstance(value, list | tuple) and len(value) == len(item_types):
+            return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
     elif origin is dict:
         if isinstance(value, dict):
             return dict(value)
@@ -266,15 +349,29 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ConfigError(f"config error: {path} is not valid JSON ({error}); fix the file") from error
-    return config_from_dict(apply_overrides(raw, overrides or []))
+    return config_from_dict(apply_overrides(_upgrade(raw), overrides or []))
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Type-check and validate a raw config dict."""
     from assignment_experiments.config_validation import validate  # it imports this module's dataclasses
 
-    config = _build(ExperimentConfig, raw, "")
+    config = _resolve(_build(ExperimentConfig, _upgrade(raw), ""))
     validate(config)
+    return config
+
+
+def _upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with an older flat ``model`` section moved into the current sections (see upgrade_model_section)."""
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        return {**raw, "model": upgrade_model_section(raw["model"])}
+    return raw
+
+
+def _resolve(config: ExperimentConfig) -> ExperimentConfig:
+    """Fill the defaults that depend on other settings, so the config says what the run uses."""
+    if config.model.ffn is None:
+        config.model.ffn = default_ffn(config.model.architecture)
     return config
 
 
@@ -294,7 +391,8 @@ def resume_conflicts(saved: dict[str, Any], current: ExperimentConfig) -> list[s
 
     The saved dict is completed with today's defaults first, so keys added since it was written do not count.
     """
-    before, after = _flatten(_build(ExperimentConfig, saved, "").to_dict()), _flatten(current.to_dict())
+    before = _flatten(_resolve(_build(ExperimentConfig, _upgrade(saved), "")).to_dict())
+    after = _flatten(current.to_dict())
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(set(before) | set(after))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from assignment_experiments.config import ConfigError, ExperimentConfig, ModelConfig
+from cs336_basics.models.language_model import LanguageModel
 
 TOKEN_DTYPE_LIMITS = {"uint16": 2**16, "int32": 2**31, "int64": 2**63}
 
@@ -37,13 +40,9 @@ def validate(config: ExperimentConfig) -> None:
     ]:
         _require(value > 0, f"{key}={value} must be positive; choose a value >= 1")
     for key, value in [
-        ("model.num_layers", m.num_layers),
-        ("model.num_heads", m.num_heads),
-        ("model.d_ff", m.d_ff),
-        ("model.d_state", m.d_state),
-        ("model.d_conv", m.d_conv),
-        ("model.expand", m.expand),
         ("model.vocab_size", m.vocab_size),
+        ("model.ffn.d_ff", m.ffn.d_ff if m.ffn is not None else None),
+        ("model.target_params", m.target_params),
         ("data.final_eval_max_tokens", d.final_eval_max_tokens),
     ]:
         _require(value is None or value > 0, f"{key}={value} must be positive; choose a value >= 1 or null")
@@ -89,36 +88,54 @@ def validate(config: ExperimentConfig) -> None:
     )
     _require(0 < t.sample_top_p <= 1, f"train.sample_top_p={t.sample_top_p} must lie in (0, 1]; e.g. 0.95")
     _require(t.sample_temperature >= 0, f"train.sample_temperature={t.sample_temperature} must not be negative")
-    _validate_model(m)
+    _validate_model(m, placeholder_vocab=d.tokenizer_vocab_size or 256)
     _validate_data(config)
 
 
-def _validate_model(m: ModelConfig) -> None:
-    if m.architecture in ("transformer", "hybrid", "hymba"):
-        _require(m.num_heads is not None, f"model.num_heads is required for architecture {m.architecture!r}")
-        _require(
-            m.d_model % m.num_heads == 0,
-            f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}; "
-            "choose d_model a multiple of num_heads",
-        )
-        head_dim = m.d_model // m.num_heads
-        _require(
-            m.positions == "none" or m.positions == "learned" or head_dim % 2 == 0,
-            f"model.d_model / model.num_heads = {head_dim} is odd, but RoPE needs an even head dimension; "
-            "change d_model or num_heads",
-        )
-    if m.architecture == "hybrid":
-        from cs336_basics.models.block import validate_plan as validate_pattern
+# The model sections each block letter reads; a section the plan never reads must stay at its defaults.
+SECTIONS_READ = {"A": {"attention"}, "M": {"ssm"}, "H": {"attention", "ssm"}}
 
+
+def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
+    """Check the model section completely before any data is prepared: build it on the meta device (no memory)."""
+    if m.architecture == "hybrid":
         _require(bool(m.pattern), "model.pattern is required for architecture 'hybrid'; e.g. \"AMAM\"")
-        try:
-            validate_pattern(m.pattern)
-        except ValueError as error:
-            raise ConfigError(f"config error: model.{error}") from None
     elif m.pattern is not None:
         raise ConfigError(
             f"config error: model.pattern is only used by architecture 'hybrid', not {m.architecture!r}; remove it"
         )
+    else:
+        _require(m.num_layers > 0, f"model.num_layers={m.num_layers} must be positive; choose a value >= 1")
+    heads = m.attention.num_heads
+    if any(letter in "AH" for letter in m.plan):
+        _require(
+            heads > 0 and m.d_model % heads == 0,
+            f"model.d_model={m.d_model} is not divisible by model.attention.num_heads={heads}; "
+            "choose d_model a multiple of num_heads",
+        )
+        _require(
+            m.attention.positions != "rope" or (m.d_model // heads) % 2 == 0,
+            f"model.d_model / model.attention.num_heads = {m.d_model // heads} is odd, but RoPE needs an even head "
+            "dimension; change d_model or num_heads",
+        )
+    if set(m.plan) <= set(SECTIONS_READ):
+        read = set().union(*(SECTIONS_READ[letter] for letter in m.plan))
+        defaults = ModelConfig()
+        for section in ("attention", "ssm"):
+            _require(
+                section in read or getattr(m, section) == getattr(defaults, section),
+                f"model.{section} is set, but a {m.architecture} with plan {m.plan!r} has no layer that reads it; "
+                "remove it",
+            )
+    try:
+        spec = m.spec(m.vocab_size or placeholder_vocab)
+        with torch.device("meta"):
+            LanguageModel(spec)
+    except (ValueError, TypeError) as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(
+            f"config error: model: {message.replace('layer plan', 'model.pattern (layer plan)')}"
+        ) from None
 
 
 def _validate_data(config: ExperimentConfig) -> None:

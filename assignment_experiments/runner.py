@@ -7,7 +7,6 @@ process trains (DDP: gloo on CPU, nccl on GPU) and only rank 0 logs and writes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -26,7 +25,6 @@ from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
 from cs336_basics.models.base import count_parameters, parameter_groups
-from cs336_basics.models.factory import build_model
 from cs336_basics.models.language_model import LanguageModel
 from cs336_basics.models.moe import moe_parameter_counts
 from cs336_basics.optim.adamw import AdamW
@@ -34,28 +32,9 @@ from cs336_basics.optim.schedules import constant_with_warmup, cosine_with_warmu
 from cs336_basics.training.checkpoint_files import list_checkpoints
 from cs336_basics.training.loop import LoopSettings, NonFiniteError, Trainer
 
-MODEL_FIELDS_NOT_KWARGS = {"architecture", "options"}
-
 
 class RunError(RuntimeError):
     """A run-level problem (existing run without --resume, ...); the message says what to do."""
-
-
-def model_kwargs(config: ExperimentConfig, vocab_size: int) -> dict[str, Any]:
-    """Constructor arguments for the configured architecture: set (non-null) fields plus ``model.options``."""
-    m = config.model
-    kwargs = {
-        f.name: getattr(m, f.name)
-        for f in dataclasses.fields(m)
-        if f.name not in MODEL_FIELDS_NOT_KWARGS and getattr(m, f.name) is not None
-    }
-    kwargs["vocab_size"] = vocab_size
-    if m.architecture == "hybrid":
-        kwargs.pop("num_layers", None)  # the pattern's length is the depth
-    if m.architecture == "mamba":  # recurrent: no heads, no maximum length
-        kwargs.pop("num_heads", None)
-        kwargs.pop("context_length", None)
-    return {**kwargs, **m.options}
 
 
 def make_model(config: ExperimentConfig, vocab_size: int) -> LanguageModel:
@@ -66,7 +45,7 @@ def make_model(config: ExperimentConfig, vocab_size: int) -> LanguageModel:
             f"({vocab_size}); remove model.vocab_size or raise it"
         )
     try:
-        return build_model(config.model.architecture, **model_kwargs(config, config.model.vocab_size or vocab_size))
+        return LanguageModel(config.model.spec(config.model.vocab_size or vocab_size))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"config error: model: {str(error).splitlines()[0]}") from None
 

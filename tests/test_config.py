@@ -36,13 +36,13 @@ def write(tmp_path: Path, config: dict) -> Path:
 
 
 BAD_CONFIGS = [
-    ({"model": {"d_model": 100, "num_heads": 3}}, "model.d_model=100 is not divisible by model.num_heads=3"),
+    ({"model": {"d_model": 100, "num_heads": 3}}, "model.d_model=100 is not divisible by model.attention.num_heads=3"),
     ({"model": {"colour": "red"}}, "unknown key model.colour"),
     ({"trian": {}}, "unknown key trian"),
     ({"model": {"d_model": "big"}}, "model.d_model='big' has the wrong type"),
     ({"train": {"compile": "yes"}}, "train.compile='yes' has the wrong type"),
     ({"model": {"norm": "layer"}}, "model.norm='layer' is not allowed"),
-    ({"model": {"architecture": "hybrid", "pattern": "AMX"}}, "plan 'AMX' has unknown block letter 'X' at position 2"),
+    ({"model": {"architecture": "hybrid", "pattern": "AMX"}}, "model.pattern (layer plan) 'AMX' has unknown block letter 'X' at position 2"),
     ({"model": {"architecture": "hybrid"}}, "model.pattern is required"),
     ({"model": {"vocab_size": 70000}}, "model.vocab_size=70000 is too large for data.token_dtype='uint16'"),
     ({"data": {"path": "/nonexistent/tokens.npy"}}, "data.path=/nonexistent/tokens.npy does not exist"),
@@ -53,7 +53,9 @@ BAD_CONFIGS = [
     ({"optim": {"betas": [0.9]}}, "optim.betas=[0.9] must be two numbers"),
     ({"optim": {"warmup_steps": 10}}, "exceeds train.max_steps=2"),
     ({"train": {"average_last_k": 3}}, "train.average_last_k=3 exceeds train.keep_checkpoints=2"),
-    ({"model": {"options": {"num_experts": 4}}}, "config error: model: transformer does not take argument(s)"),
+    ({"model": {"options": {"num_experts": 4}}}, "config error: unknown key model.num_experts"),
+    ({"model": {"ssm": {"d_state": 8}}}, "model.ssm is set, but a transformer with plan 'A' has no layer that reads it"),
+    ({"model": {"ffn": {"moe": {"top_k": 3}}}}, "config error: model: moe.top_k must be 1 or 2, got 3"),
     ({"data": {"final_eval_max_tokens": 0}}, "data.final_eval_max_tokens=0 must be positive"),
     ({"data": {"stride": 8}}, "data.stride is only used with data.window_mode='sequential'"),
     ({"data": {"window_mode": "sequential", "stride": 1.5}}, "data.stride=1.5 must be a token count >= 1"),
@@ -93,12 +95,27 @@ def test_set_override_with_a_wrong_type_is_a_config_error(tmp_path, capsys, base
 def test_set_overrides_are_parsed_as_json_and_type_checked(tmp_path, base_config):
     config = load_config(
         write(tmp_path, base_config),
-        ["optim.lr=3e-4", "optim.betas=[0.8, 0.9]", "model.tie_embeddings=true", "model.options.dropout=0"],
+        ["optim.lr=3e-4", "optim.betas=[0.8, 0.9]", "model.tie_embeddings=true", "model.attention.rope_theta=500"],
     )
     assert config.optim.lr == 3e-4
     assert config.optim.betas == [0.8, 0.9]
     assert config.model.tie_embeddings is True
-    assert config.model.options == {"dropout": 0}
+    assert config.model.attention.rope_theta == 500.0
+
+
+def test_flat_model_keys_of_older_configs_load_into_their_sections(tmp_path, base_config):
+    """config.json of earlier runs (and --set with the old flat names) keep working: each key moves to its section."""
+    legacy = merge(base_config, {"model": {
+        "architecture": "hybrid", "pattern": "AM", "num_layers": None, "num_heads": 2, "d_ff": 64, "d_state": 8,
+        "rope_theta": None, "norm": None, "options": {"residual": "mhc", "hc_expansion": 2, "moe": {"num_experts": 2}},
+    }})  # fmt: skip
+    config = load_config(write(tmp_path, legacy), ["model.d_conv=3"])
+    m = config.model
+    assert (m.attention.num_heads, m.attention.rope_theta, m.norm) == (2, 10000.0, "pre")
+    assert (m.ssm.d_state, m.ssm.d_conv, m.ffn.d_ff, m.ffn.kind, m.ffn.moe.num_experts) == (8, 3, 64, "swiglu", 2)
+    assert (m.residual.kind, m.residual.hc_expansion) == ("mhc", 2)
+    mamba = load_config(write(tmp_path, merge(base_config, {"model": {"architecture": "mamba", "d_ff": 64}})))
+    assert mamba.model.ffn.kind == "none"  # an old Mamba config's d_ff never added an FFN, and still does not
 
 
 def test_integers_are_accepted_where_floats_are_expected(base_config):

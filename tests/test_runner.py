@@ -128,7 +128,7 @@ def test_moe_run_reports_active_parameters(tmp_path):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     moe = '{"moe": {"num_experts": 4, "top_k": 1}, "num_meta_tokens": 2}'
     code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "moe",
-                 "--set", "model.architecture=hymba", "--set", "model.d_ff=32", "--set", "model.d_state=4",
+                 "--set", "model.architecture=hymba", "--set", "model.ffn.d_ff=32", "--set", "model.d_state=4",
                  "--set", f"model.options={moe}"])  # fmt: skip
     assert code == 0
     run = tmp_path / "runs" / "moe"
@@ -179,9 +179,9 @@ def test_resume_with_a_changed_config_exits_2_naming_the_keys_and_keeps_the_run(
     assert main(args) == 0
     saved = (tmp_path / "runs" / "r" / "config.json").read_text()
     capsys.readouterr()
-    assert main([*args, "--set", "optim.lr=0.5", "--set", "model.d_ff=32", "--set", "logging.log_every=1"]) == 2
+    assert main([*args, "--set", "optim.lr=0.5", "--set", "model.ffn.d_ff=32", "--set", "logging.log_every=1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "optim.lr: 0.01 -> 0.5" in err and "model.d_ff: None -> 32" in err and "\n" not in err
+    assert "optim.lr: 0.01 -> 0.5" in err and "model.ffn.d_ff: None -> 32" in err and "\n" not in err
     assert "logging" not in err.split("(")[1].split(")")[0]
     assert (tmp_path / "runs" / "r" / "config.json").read_text() == saved
 
