@@ -19,9 +19,9 @@ The interface the trainer, decoder and runner use:
 
 Shell details: ``position_embeddings`` (a learned absolute table) exists with ``attention.positions="learned"``;
 with ``tie_embeddings`` the head reuses the token-embedding matrix, initialised with std ``d_model**-0.5`` so the
-initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``); ``norm="pre"`` puts an RMSNorm before the head
-(post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual streams before
-the first block and read out after the last.
+initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``); ``norm="pre"`` puts an RMSNorm before
+the head (post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual
+streams before the first block and read out after the last.
 """
 
 from __future__ import annotations
