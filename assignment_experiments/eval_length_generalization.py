@@ -27,6 +27,7 @@ import torch
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -68,16 +69,14 @@ def per_position_loss(model: torch.nn.Module, val: np.ndarray, length: int, max_
 
     The windows tile the first ``max_tokens`` validation tokens, so every length scores the same tokens.
     """
-    count = min((len(val) - 1) // length, max_tokens // length)
-    if count < 1:
-        raise ValueError(f"the validation split is shorter than one window of {length} tokens")
-    total = torch.zeros(length, dtype=torch.float64)
-    for first in range(0, count, batch):
-        starts = np.arange(first, min(first + batch, count)) * length
-        block = torch.from_numpy(np.stack([np.asarray(val[s : s + length + 1], dtype=np.int64) for s in starts]))
-        logits = model(block[:, :-1]).float()  # (b, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), block[:, 1:], reduction="none")  # (b, T)
+    if max_tokens < length:
+        raise ValueError(f"--max-tokens {max_tokens} is shorter than one window of {length} tokens; raise it")
+    total, count = torch.zeros(length, dtype=torch.float64), 0
+    for inputs, targets in iter_eval_batches(val, length, batch, max_tokens):
+        logits = model(inputs).float()  # (b, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (b, T)
         total += loss.sum(0).double()
+        count += len(inputs)
     return (total / count).numpy()
 
 

@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.models.moe import MoEFeedForward, moe_parameter_counts
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
@@ -48,11 +48,8 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
     balance = {name: 0.0 for name in layers}
     zloss = {name: 0.0 for name in layers}
     val, length = data.batches.val, config.model.context_length
-    count = min((len(val) - 1) // length, max(1, max_tokens // length))
     total_tokens = 0
-    for first in range(0, count, batch):
-        starts = np.arange(first, min(first + batch, count)) * length
-        inputs = torch.from_numpy(np.stack([np.asarray(val[s : s + length], dtype=np.int64) for s in starts]))
+    for inputs, _ in iter_eval_batches(val, length, batch, max_tokens):
         model(inputs)
         n = inputs.numel()
         total_tokens += n
