@@ -6,8 +6,9 @@
 - ``synthetic``: token tasks for recall and memory (MQAR, copying, selective copying) with an answer accuracy.
 - ``corpora`` (+ ``download``): TinyStories, OpenWebText sample, WikiText-103, PG19 and JSONL/Cosmopedia read from
   local files (or HF ``datasets`` at a pinned revision); ``python -m cs336_basics.data.download NAME`` fetches them.
-- ``pipeline`` (+ ``tokenizers``, ``cache``): ``prepare_corpus(...)`` splits by document, tokenizes (bytes, this
-  project's BPE, or GPT-2) and caches memmapped token arrays keyed by input and tokenizer checksums.
+- ``pipeline`` (+ ``cache``): ``prepare_corpus(...)`` splits by document, tokenizes (bytes, this project's BPE, or
+  GPT-2; see :mod:`cs336_basics.tokenizer.kinds`) and caches memmapped token arrays keyed by input and tokenizer
+  checksums.
 - ``windows``: training windows (random or strided, resumable) and non-overlapping evaluation windows.
 - ``batching``: ``get_batch`` (the CS336 random-window sampler).
 

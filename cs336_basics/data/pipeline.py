@@ -33,9 +33,9 @@ from tqdm import tqdm
 from cs336_basics.data import corpora
 from cs336_basics.data.cache import build_entry, cache_key, describe_files, fingerprint, verify_entry, write_meta
 from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
-from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
+from cs336_basics.tokenizer.kinds import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia", "jsonl", "text")
