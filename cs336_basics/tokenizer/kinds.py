@@ -13,7 +13,6 @@ tokenizers and through a streaming block encoder here for the others; both write
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ import numpy as np
 import regex
 from tqdm import tqdm
 
+from cs336_basics.checksums import sha256_text
 from cs336_basics.tokenizer.encode_file import encode_file, token_dtype, tokenizer_checksum, write_token_meta
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
@@ -73,7 +73,7 @@ class ByteTokenizer:
         return "".join(out)
 
     def checksum(self) -> str:
-        return hashlib.sha256(json.dumps(["bytes-v1", self.special_tokens]).encode()).hexdigest()
+        return sha256_text(json.dumps(["bytes-v1", self.special_tokens]))
 
 
 class GPT2Tokenizer:
@@ -103,7 +103,7 @@ class GPT2Tokenizer:
         return self._enc.decode(list(ids), errors="replace")
 
     def checksum(self) -> str:
-        return hashlib.sha256(f"tiktoken-gpt2-{self._enc.n_vocab}".encode()).hexdigest()
+        return sha256_text(f"tiktoken-gpt2-{self._enc.n_vocab}")
 
 
 def tokenizer_sha256(tokenizer) -> str:
