@@ -281,11 +281,13 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 RESUMABLE_CHANGES = ("train.max_steps", "logging.")  # keys a resumed run may change (length and reporting only)
 
 
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(raw: dict[str, Any], prefix: str = "", keep_whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{"section.key": value}`` for a nested config dict; dicts under a key in ``keep_whole`` stay one value."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"{prefix}{key}"
-        out.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+        nested = isinstance(value, dict) and key not in keep_whole
+        out.update(flatten_config(value, f"{name}.", keep_whole) if nested else {name: value})
     return out
 
 
@@ -294,7 +296,7 @@ def resume_conflicts(saved: dict[str, Any], current: ExperimentConfig) -> list[s
 
     The saved dict is completed with today's defaults first, so keys added since it was written do not count.
     """
-    before, after = _flatten(_build(ExperimentConfig, saved, "").to_dict()), _flatten(current.to_dict())
+    before, after = flatten_config(_build(ExperimentConfig, saved, "").to_dict()), flatten_config(current.to_dict())
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(set(before) | set(after))
