@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from assignment_experiments.train_vit_cifar import main as train_vit_main
+from assignment_experiments.studies.train_vit_cifar import main as train_vit_main
 from cs336_basics.data.cifar10 import CIFAR10_URL, RECORD_BYTES, load_cifar10, normalize_images, write_fake_cifar10
 from cs336_basics.models.vit import ViTClassifier, patchify
 from cs336_basics.nn.functional import cross_entropy

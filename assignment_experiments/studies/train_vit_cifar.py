@@ -1,6 +1,6 @@
 """Command line: train the small ViT on CIFAR-10 with standard or mHC residuals and print test accuracy.
 
-    uv run python -m assignment_experiments.train_vit_cifar --data-dir data/cifar10 --residual mhc --steps 500
+    uv run python -m assignment_experiments.studies.train_vit_cifar --data-dir data/cifar10 --residual mhc --steps 500
 
 The data folder holds the CIFAR-10 binary files (see ``cs336_basics.data.cifar10``; a missing folder gives the
 download URL). Run both ``--residual standard`` and ``--residual mhc`` with the same ``--seed`` to compare them.

@@ -1,6 +1,6 @@
 """Evaluate finished Transformer runs beyond their training length (RoPE vs learned absolute positions vs NoPE).
 
-    uv run python -m assignment_experiments.eval_length_generalization runs/lengen_rope runs/lengen_learned \
+    uv run python -m assignment_experiments.studies.eval_length_generalization runs/lengen_rope runs/lengen_learned \
         --factor 2 --out-dir results/studies/length_generalization
 
 For each run: read ``config.json`` and the newest checkpoint, rebuild the model with ``context_length`` multiplied
@@ -85,7 +85,7 @@ def buckets(losses: np.ndarray, size: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.eval_length_generalization")
+    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.studies.eval_length_generalization")
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (Transformer runs)")
     parser.add_argument("--factor", type=int, default=2, help="evaluate at this multiple of the training length")
     parser.add_argument("--bucket", type=int, default=32, help="positions per reported bucket")

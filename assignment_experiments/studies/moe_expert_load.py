@@ -1,6 +1,6 @@
 """Expert load and total/active parameters of finished MoE runs, measured on the validation split.
 
-    uv run python -m assignment_experiments.moe_expert_load runs/moe_4x_top1 runs/moe_8x_top2_half \
+    uv run python -m assignment_experiments.studies.moe_expert_load runs/moe_4x_top1 runs/moe_8x_top2_half \
         --out-dir results/studies/moe_vs_dense
 
 ``TransformerLM`` has no ``diagnostics()`` (only the hybrid and Hymba models report ``diag/moe/...``), so a
@@ -78,7 +78,7 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.moe_expert_load")
+    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.studies.moe_expert_load")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--max-tokens", type=int, default=20480)
     parser.add_argument("--batch", type=int, default=8)
