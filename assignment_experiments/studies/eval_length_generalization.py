@@ -14,7 +14,6 @@ cross-entropy is averaged over windows and reported in position buckets. Writes 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,6 +26,7 @@ import torch
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
 from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
@@ -85,17 +85,10 @@ def buckets(losses: np.ndarray, size: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.studies.eval_length_generalization")
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (Transformer runs)")
+    parser = rescoring_parser("eval_length_generalization", "finished run directories (Transformer runs)")
     parser.add_argument("--factor", type=int, default=2, help="evaluate at this multiple of the training length")
     parser.add_argument("--bucket", type=int, default=32, help="positions per reported bucket")
-    parser.add_argument("--max-tokens", type=int, default=20480, help="validation tokens scored at every length")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_rescoring_args(parser, argv)
     results: dict[str, Any] = {}
     for run_dir in args.runs:
         model, data, train_len, step = load_extended(run_dir, args.factor)

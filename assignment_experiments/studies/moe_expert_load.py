@@ -13,7 +13,6 @@ by the tokens of each forward), the load-balancing loss and the router z-loss; i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
 from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.models.moe import MoEFeedForward, moe_parameter_counts
 from cs336_basics.training.checkpoint import read_checkpoint
@@ -78,15 +78,7 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.studies.moe_expert_load")
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--max-tokens", type=int, default=20480)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_rescoring_args(rescoring_parser("moe_expert_load"), argv)
     results = {run.name: expert_load(run, args.max_tokens, args.batch) for run in args.runs}
     (args.out_dir / "expert_load.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = []
