@@ -2,8 +2,8 @@
 
     uv run python -m assignment_experiments.studies.train_vit_cifar --data-dir data/cifar10 --residual mhc --steps 500
 
-The data folder holds the CIFAR-10 binary files (see ``cs336_basics.data.cifar10``; a missing folder gives the
-download URL). Run both ``--residual standard`` and ``--residual mhc`` with the same ``--seed`` to compare them.
+The data folder holds the CIFAR-10 binary files (see :mod:`.cifar10`; a missing folder gives the download URL).
+Run both ``--residual standard`` and ``--residual mhc`` with the same ``--seed`` to compare them.
 Exit code 2 means a usage / data error (one line on stderr).
 """
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from cs336_basics.data.cifar10 import load_cifar10, normalize_images
+from assignment_experiments.studies.cifar10 import load_cifar10, normalize_images
 from cs336_basics.models.vit import ViTClassifier
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from cs336_basics.checksums import sha256_text
 from cs336_basics.data import corpora
 from cs336_basics.data.cache import build_entry, cache_key, describe_files, fingerprint, verify_entry, write_meta
-from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
+from cs336_basics.data.text_generators.stories import EOT, generate_stories, iter_story_bytes
 from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
 from cs336_basics.tokenizer.kinds import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
