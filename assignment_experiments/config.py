@@ -10,6 +10,9 @@ a free-text ``description`` (the hypothesis) and an optional ``baseline`` (the n
   (``d_model`` not divisible by ``num_heads``, bad hybrid patterns, a vocabulary too large for the token dtype,
   missing data files) *before* anything is written.
 Each problem raises :class:`ConfigError` with one line that names the key and the fix.
+
+Imports go one way: this module -> ``config_validation`` -> ``errors`` (validation names these dataclasses in type
+hints only).
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; the message is one line naming the key and the fix."""
+from assignment_experiments.config_validation import validate
+from assignment_experiments.errors import ConfigError  # re-exported: callers import it from here
 
 
 @dataclass
@@ -271,8 +273,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Type-check and validate a raw config dict."""
-    from assignment_experiments.config_validation import validate  # it imports this module's dataclasses
-
     config = _build(ExperimentConfig, raw, "")
     validate(config)
     return config

@@ -9,8 +9,12 @@ the key and the fix.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from assignment_experiments.config import ConfigError, ExperimentConfig, ModelConfig
+from assignment_experiments.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: config imports this module, never the other way at run time
+    from assignment_experiments.config import ExperimentConfig, ModelConfig
 
 TOKEN_DTYPE_LIMITS = {"uint16": 2**16, "int32": 2**31, "int64": 2**63}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,13 @@ def test_file_not_found_during_training_is_not_reported_as_a_config_error(tmp_pa
     monkeypatch.setattr(Trainer, "fit", lost_file)
     with pytest.raises(FileNotFoundError, match="vanished mid-run"):
         main(["--config", str(write(tmp_path, base_config)), "--runs-dir", str(tmp_path / "runs")])
+
+
+def test_config_imports_validation_and_not_the_other_way_round():
+    """No import cycle: validation and the error type load without the config module (checked in a fresh process)."""
+    code = (
+        "import sys, assignment_experiments.config_validation, assignment_experiments.errors; "
+        "print('assignment_experiments.config' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
