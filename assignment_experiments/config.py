@@ -10,6 +10,9 @@ a free-text ``description`` (the hypothesis) and an optional ``baseline`` (the n
   (``d_model`` not divisible by ``num_heads``, bad hybrid patterns, a vocabulary too large for the token dtype,
   missing data files) *before* anything is written.
 Each problem raises :class:`ConfigError` with one line that names the key and the fix.
+
+Imports go one way: this module -> ``config_validation`` -> ``errors`` (validation names these dataclasses in type
+hints only).
 """
 
 from __future__ import annotations
@@ -22,12 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from assignment_experiments.config_validation import validate
+from assignment_experiments.errors import ConfigError  # re-exported: callers import it from here
 from cs336_basics.models.factory import ARGUMENT_PATHS, PLAN_LETTER, d_ff_for_budget
 from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec, ResidualSpec, SSMSpec
-
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; the message is one line naming the key and the fix."""
 
 
 @dataclass
@@ -354,8 +355,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Type-check and validate a raw config dict."""
-    from assignment_experiments.config_validation import validate  # it imports this module's dataclasses
-
     config = _resolve(_build(ExperimentConfig, _upgrade(raw), ""))
     validate(config)
     return config
@@ -378,11 +377,13 @@ def _resolve(config: ExperimentConfig) -> ExperimentConfig:
 RESUMABLE_CHANGES = ("train.max_steps", "logging.")  # keys a resumed run may change (length and reporting only)
 
 
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(raw: dict[str, Any], prefix: str = "", keep_whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{"section.key": value}`` for a nested config dict; dicts under a key in ``keep_whole`` stay one value."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"{prefix}{key}"
-        out.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+        nested = isinstance(value, dict) and key not in keep_whole
+        out.update(flatten_config(value, f"{name}.", keep_whole) if nested else {name: value})
     return out
 
 
@@ -391,8 +392,8 @@ def resume_conflicts(saved: dict[str, Any], current: ExperimentConfig) -> list[s
 
     The saved dict is completed with today's defaults first, so keys added since it was written do not count.
     """
-    before = _flatten(_resolve(_build(ExperimentConfig, _upgrade(saved), "")).to_dict())
-    after = _flatten(current.to_dict())
+    before = flatten_config(_resolve(_build(ExperimentConfig, _upgrade(saved), "")).to_dict())
+    after = flatten_config(current.to_dict())
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(set(before) | set(after))

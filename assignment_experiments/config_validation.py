@@ -8,12 +8,22 @@ the key and the fix.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from assignment_experiments.config import ConfigError, ExperimentConfig, ModelConfig
+from assignment_experiments.errors import ConfigError
 from cs336_basics.models.language_model import LanguageModel
+
+if TYPE_CHECKING:  # annotations only: config imports this module, never the other way at run time
+    from assignment_experiments.config import ExperimentConfig, ModelConfig
+
+
+class UnusedSettingWarning(UserWarning):
+    """A config setting that the chosen model never reads."""
+
 
 TOKEN_DTYPE_LIMITS = {"uint16": 2**16, "int32": 2**31, "int64": 2**63}
 
@@ -118,15 +128,17 @@ def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
             f"model.d_model / model.attention.num_heads = {m.d_model // heads} is odd, but RoPE needs an even head "
             "dimension; change d_model or num_heads",
         )
-    if set(m.plan) <= set(SECTIONS_READ):
+    if set(m.plan) <= set(SECTIONS_READ):  # a suite may switch the architecture of a base config: warn, go on
         read = set().union(*(SECTIONS_READ[letter] for letter in m.plan))
-        defaults = ModelConfig()
+        defaults = type(m)()
         for section in ("attention", "ssm"):
-            _require(
-                section in read or getattr(m, section) == getattr(defaults, section),
-                f"model.{section} is set, but a {m.architecture} with plan {m.plan!r} has no layer that reads it; "
-                "remove it",
-            )
+            if section not in read and getattr(m, section) != getattr(defaults, section):
+                warnings.warn(
+                    f"model.{section} is set, but a {m.architecture} with plan {m.plan!r} has no layer that reads it; "
+                    "it has no effect",
+                    UnusedSettingWarning,
+                    stacklevel=2,
+                )
     try:
         spec = m.spec(m.vocab_size or placeholder_vocab)
         with torch.device("meta"):

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from assignment_experiments.config import flatten_config
 from assignment_experiments.tracking import read_metrics
 
 COLUMNS = [
@@ -105,20 +106,10 @@ def plot_comparison(runs: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and key not in ("options", "task_options"):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif key != "description":
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_diff(config: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     """``key: baseline -> this run`` for every differing config value (description and baseline excluded)."""
-    mine, theirs = _flatten(config), _flatten(baseline)
-    keys = sorted((set(mine) | set(theirs)) - {"baseline"})
+    mine, theirs = (flatten_config(c, keep_whole=("options", "task_options")) for c in (config, baseline))
+    keys = sorted(k for k in set(mine) | set(theirs) if k != "baseline" and k.rsplit(".", 1)[-1] != "description")
     return [f"`{k}`: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in keys if mine.get(k) != theirs.get(k)]
 
 

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cs336_basics.data import story_vocab as sv
 from cs336_basics.data.pipeline import prepare_corpus
-from cs336_basics.data.stories import EOT, MAX_BODY_SENTENCES, MIN_BODY_SENTENCES, generate_stories
+from cs336_basics.data.text_generators import story_vocab as sv
+from cs336_basics.data.text_generators.stories import EOT, MAX_BODY_SENTENCES, MIN_BODY_SENTENCES, generate_stories
 
 
 def python_loop_stories(num_bytes: int, seed: int = 0) -> str:

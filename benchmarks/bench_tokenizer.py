@@ -2,10 +2,10 @@
 
 Corpus (``--corpus``, cached under ``--data-dir`` as ``<corpus>_<mb>MB.txt``):
 
-* ``zipf`` (default): ``cs336_basics.data.zipf_text.write_zipf_text``, English-like text with an open Zipfian
-  vocabulary, punctuation, numbers and some unicode, so a 10,000-token training really runs 9,743 merges;
-* ``stories``: the generated children's stories (``cs336_basics.data.stories.write_stories``); their closed
-  vocabulary runs out of pairs near 2,250 tokens, whatever ``--vocab-size`` asks.
+* ``zipf`` (default): ``cs336_basics.data.text_generators.zipf_text.write_zipf_text``, English-like text with an
+  open Zipfian vocabulary, punctuation, numbers and some unicode, so a 10,000-token training really runs 9,743 merges;
+* ``stories``: the generated children's stories (``cs336_basics.data.text_generators.stories.write_stories``); their
+  closed vocabulary runs out of pairs near 2,250 tokens, whatever ``--vocab-size`` asks.
 
 * Training: ``train_bpe`` and HF's ByteLevel ``BpeTrainer`` (same vocab size, special token and cores; HF's Rayon
   pool is capped with ``RAYON_NUM_THREADS``; it is fed documents split at the special token, because the stories
@@ -36,17 +36,17 @@ import psutil
 EOT = "<|endoftext|>"
 RESULTS = Path(__file__).parent / "results" / "tokenizer.md"
 CORPORA = {
-    "zipf": "generated open-vocabulary Zipfian text (`cs336_basics/data/zipf_text.py`)",
-    "stories": "generated stories (`cs336_basics/data/stories.py`)",
+    "zipf": "generated open-vocabulary Zipfian text (`cs336_basics/data/text_generators/zipf_text.py`)",
+    "stories": "generated stories (`cs336_basics/data/text_generators/stories.py`)",
 }
 
 
 def write_corpus(kind: str, path: Path, num_bytes: int) -> Path:
     if kind == "zipf":
-        from cs336_basics.data.zipf_text import write_zipf_text
+        from cs336_basics.data.text_generators.zipf_text import write_zipf_text
 
         return write_zipf_text(path, num_bytes, seed=0)
-    from cs336_basics.data.stories import write_stories
+    from cs336_basics.data.text_generators.stories import write_stories
 
     return write_stories(path, num_bytes, seed=0)
 

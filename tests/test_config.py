@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,6 @@ BAD_CONFIGS = [
     ({"optim": {"warmup_steps": 10}}, "exceeds train.max_steps=2"),
     ({"train": {"average_last_k": 3}}, "train.average_last_k=3 exceeds train.keep_checkpoints=2"),
     ({"model": {"options": {"num_experts": 4}}}, "config error: unknown key model.num_experts"),
-    ({"model": {"ssm": {"d_state": 8}}}, "model.ssm is set, but a transformer with plan 'A' has no layer"),
     ({"model": {"ffn": {"moe": {"top_k": 3}}}}, "config error: model: moe.top_k must be 1 or 2, got 3"),
     ({"data": {"final_eval_max_tokens": 0}}, "data.final_eval_max_tokens=0 must be positive"),
     ({"data": {"stride": 8}}, "data.stride is only used with data.window_mode='sequential'"),
@@ -190,3 +191,20 @@ def test_file_not_found_during_training_is_not_reported_as_a_config_error(tmp_pa
     monkeypatch.setattr(Trainer, "fit", lost_file)
     with pytest.raises(FileNotFoundError, match="vanished mid-run"):
         main(["--config", str(write(tmp_path, base_config)), "--runs-dir", str(tmp_path / "runs")])
+
+
+def test_config_imports_validation_and_not_the_other_way_round():
+    """No import cycle: validation and the error type load without the config module (checked in a fresh process)."""
+    code = (
+        "import sys, assignment_experiments.config_validation, assignment_experiments.errors; "
+        "print('assignment_experiments.config' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_a_model_section_the_plan_never_reads_is_named_in_a_warning(base_config):
+    from assignment_experiments.config_validation import UnusedSettingWarning
+
+    with pytest.warns(UnusedSettingWarning, match="model.ssm is set, but a transformer with plan 'A' has no layer"):
+        config_from_dict(merge(base_config, {"model": {"ssm": {"d_state": 8}}}))

@@ -15,7 +15,7 @@ import pytest
 from cs336_basics.data import pipeline
 from cs336_basics.data.cache import fingerprint
 from cs336_basics.data.pipeline import in_validation, prepare_corpus
-from cs336_basics.data.stories import EOT, generate_stories
+from cs336_basics.data.text_generators.stories import EOT, generate_stories
 
 NUM_BYTES = 300_000
 

@@ -10,6 +10,7 @@ from cs336_basics.data.windows import (
     iter_eval_batches,
     sequential_window_starts,
 )
+from cs336_basics.training.batches import TokenBatches
 
 TOKENS = np.arange(1000, dtype=np.uint16)
 
@@ -37,9 +38,34 @@ def test_eval_windows_do_not_overlap_and_predict_each_token_at_most_once():
     assert (np.diff(starts) == 64).all()
 
 
+def test_eval_windows_are_pinned():
+    """The exact validation windows every evaluation (trainer, fixed periodic eval, studies) scores."""
+    assert eval_window_starts(100, 10).tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]  # 90 + 10 + 1 > 100
+    assert eval_window_starts(101, 10).tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert eval_window_starts(100, 10, max_tokens=39).tolist() == [0, 10, 20]
+    assert eval_window_starts(100, 10, max_tokens=3).tolist() == [0]  # a cap below one window still scores one
+    assert eval_window_starts(100, 10, max_tokens=10**9).tolist() == eval_window_starts(100, 10).tolist()
+    batches = list(iter_eval_batches(np.arange(100, 150), 7, batch_size=3, max_tokens=30, device="cpu"))
+    assert [x[:, 0].tolist() for x, _ in batches] == [[100, 107, 114], [121]]
+    x, y = batches[1]
+    assert x.tolist() == [list(range(121, 128))] and y.tolist() == [list(range(122, 129))]
+
+
+def test_trainer_validation_windows_are_the_eval_windows():
+    val = np.arange(1000, 1203, dtype=np.uint16)
+    batches = TokenBatches(np.arange(50), val, context_length=16, device="cpu")
+    got = list(batches.val_windows(batch_size=4, max_tokens=100))  # 100 // 16 = 6 windows
+    inputs = torch.cat([x for x, _, _ in got])
+    targets = torch.cat([y for _, y, _ in got])
+    expected = np.stack([val[s : s + 17].astype(np.int64) for s in range(0, 96, 16)])  # sliced independently
+    assert [len(x) for x, _, _ in got] == [4, 2] and all(mask is None for _, _, mask in got)
+    assert inputs.tolist() == expected[:, :-1].tolist() and targets.tolist() == expected[:, 1:].tolist()
+    assert sum(len(x) for x, _, _ in batches.val_windows(batch_size=5, max_tokens=None)) == 202 // 16
+
+
 def test_eval_batches_are_deterministic_and_shifted():
-    a = list(iter_eval_batches(TOKENS, 32, batch_size=5, max_windows=12))
-    b = list(iter_eval_batches(TOKENS, 32, batch_size=5, max_windows=12))
+    a = list(iter_eval_batches(TOKENS, 32, batch_size=5, max_tokens=12 * 32 + 31))
+    b = list(iter_eval_batches(TOKENS, 32, batch_size=5, max_tokens=12 * 32 + 31))
     assert [x.shape[0] for x, _ in a] == [5, 5, 2]
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -171,3 +171,10 @@ def test_random_periodic_evaluation_stays_the_default(tmp_path):
         -torch.log_softmax(table[x], dim=-1).gather(-1, y[..., None]).squeeze(-1).numpy() for x, y, _ in batches
     ])  # fmt: skip
     assert trainer.evaluate()["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_schedule_sets_every_group_through_apply_learning_rate(tmp_path):
+    trainer = make_trainer(tmp_path, lr=0.1)
+    trainer.optimizer.param_groups[0]["lr_scale"] = 0.25  # a per-group ratio the schedule must keep
+    trainer.train_step()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.025)

@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cs336_basics.data import story_vocab as sv
-from cs336_basics.data.stories import EOT, generate_stories, write_stories
+from cs336_basics.data.text_generators import story_vocab as sv
+from cs336_basics.data.text_generators.stories import EOT, generate_stories, write_stories
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_text_has_dialogue_numbers_accents_and_emoji(corpus):
 @pytest.mark.slow
 def test_writing_a_large_corpus_keeps_memory_bounded(tmp_path):
     script = (
-        "import resource, sys; from cs336_basics.data.stories import write_stories; "
+        "import resource, sys; from cs336_basics.data.text_generators.stories import write_stories; "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         f"write_stories({str(tmp_path / 'big.txt')!r}, 300_000_000); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"

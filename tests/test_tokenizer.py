@@ -10,7 +10,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cs336_basics.data.stories import generate_stories, write_stories
+from cs336_basics.data.text_generators.stories import generate_stories, write_stories
 from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import escape_token, load_merges, load_vocab, save_tokenizer_files, unescape_token
 from cs336_basics.tokenizer.pretokenize import GPT2_PATTERN

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cs336_basics.data.stories import generate_stories
+from cs336_basics.data.text_generators.stories import generate_stories
 from cs336_basics.tokenizer import encode_file as encode_file_module
 from cs336_basics.tokenizer import train as train_module
 from cs336_basics.tokenizer.bpe_train import train_bpe

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from cs336_basics.data.stories import generate_stories
+from cs336_basics.data.text_generators.stories import generate_stories
 from cs336_basics.tokenizer.bpe_train import _order_key, train_bpe
 from cs336_basics.tokenizer.pretokenize import (
     PRETOKEN_RE,

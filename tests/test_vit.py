@@ -1,18 +1,44 @@
 """Specification of the ViT classifier, the CIFAR-10 binary loader and the CIFAR training CLI."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from assignment_experiments.train_vit_cifar import main as train_vit_main
-from cs336_basics.data.cifar10 import CIFAR10_URL, RECORD_BYTES, load_cifar10, normalize_images, write_fake_cifar10
+from assignment_experiments.studies.cifar10 import (
+    CIFAR10_URL,
+    IMAGE_SHAPE,
+    RECORD_BYTES,
+    SPLIT_FILES,
+    load_cifar10,
+    normalize_images,
+)
+from assignment_experiments.studies.train_vit_cifar import main as train_vit_main
 from cs336_basics.models.vit import ViTClassifier, patchify
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
 
 SMALL = {"image_size": 8, "patch_size": 4, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32}
+
+
+def write_fake_cifar10(data_dir: str | Path, records_per_file: int = 20, seed: int = 0) -> Path:
+    """Write all six CIFAR-10 binary files with random records (for tests and smoke runs); return the folder.
+
+    Images are noise plus a per-class colour offset, so a classifier can learn them.
+    """
+    folder = Path(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in SPLIT_FILES["train"] + SPLIT_FILES["test"]:
+        labels = rng.integers(0, 10, size=records_per_file, dtype=np.uint8)
+        pixels = rng.integers(0, 96, size=(records_per_file, *IMAGE_SHAPE))
+        offset = (labels[:, None] * np.array([25, 13, 7])[None, :]) % 160  # (N, 3): class colour
+        pixels = (pixels + offset[:, :, None, None]).astype(np.uint8)
+        records = np.concatenate([labels[:, None], pixels.reshape(records_per_file, -1)], axis=1)
+        records.astype(np.uint8).tofile(folder / name)
+    return folder
 
 
 def test_loader_reads_records_as_label_then_channel_planes(tmp_path):

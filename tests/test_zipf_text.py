@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cs336_basics.data.stories import write_stories
-from cs336_basics.data.zipf_text import (
+from cs336_basics.data.text_generators.stories import write_stories
+from cs336_basics.data.text_generators.zipf_text import (
     EOT,
     ZIPF_EXPONENT,
     _Zipf,

@@ -1,15 +1,14 @@
-"""Data for training and evaluation, offline by default.
+"""Data for training and evaluation, offline by default, in four groups:
 
-- ``stories`` (+ ``story_vocab``): a seeded generator of short English-like stories, any size, > 20 MB/s.
-- ``zipf_text``: seeded English-like text with an open Zipfian vocabulary (200k pseudo-words, numbers, unicode), so
-  BPE can reach large vocab sizes; the tokenizer benchmark's corpus (the stories' vocabulary closes near 2,250 tokens).
-- ``synthetic``: token tasks for recall and memory (MQAR, copying, selective copying) with an answer accuracy.
-- ``corpora`` (+ ``download``): TinyStories, OpenWebText sample, WikiText-103, PG19 and JSONL/Cosmopedia read from
+- Text: ``text_generators`` (generated stories and open-vocabulary Zipfian text, any size, no download) and
+  ``corpora`` (+ ``download``): TinyStories, OpenWebText sample, WikiText-103, PG19 and JSONL/Cosmopedia read from
   local files (or HF ``datasets`` at a pinned revision); ``python -m cs336_basics.data.download NAME`` fetches them.
-- ``pipeline`` (+ ``tokenizers``, ``cache``): ``prepare_corpus(...)`` splits by document, tokenizes (bytes, this
-  project's BPE, or GPT-2) and caches memmapped token arrays keyed by input and tokenizer checksums.
-- ``windows``: training windows (random or strided, resumable) and non-overlapping evaluation windows.
-- ``batching``: ``get_batch`` (the CS336 random-window sampler).
+- Tasks: ``synthetic``, token tasks for recall and memory (MQAR, copying, selective copying) with an answer accuracy.
+- Preparation: ``pipeline`` (+ ``cache``): ``prepare_corpus(...)`` splits by document, tokenizes (bytes, this
+  project's BPE, or GPT-2; see :mod:`cs336_basics.tokenizer.kinds`) and caches memmapped token arrays keyed by input
+  and tokenizer checksums.
+- Sampling: ``windows`` (training windows, random or strided and resumable, and the non-overlapping evaluation
+  windows) and ``batching`` (``get_batch``, the CS336 random-window sampler).
 
 Quick start::
 

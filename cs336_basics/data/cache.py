@@ -12,7 +12,6 @@ that records every file's size and SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,15 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cs336_basics.checksums import sha256_file, sha256_text
+
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: str | os.PathLike, block_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(path: str | os.PathLike, memo_dir: str | os.PathLike) -> str:
@@ -58,7 +51,7 @@ def fingerprint(path: str | os.PathLike, memo_dir: str | os.PathLike) -> str:
 def cache_key(parts: dict[str, Any]) -> str:
     """A short stable hash of ``parts`` (JSON-serialisable) plus the cache format version."""
     text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_text(text)[:16]
 
 
 def describe_files(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:

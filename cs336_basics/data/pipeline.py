@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cs336_basics.checksums import sha256_text
 from cs336_basics.data import corpora
 from cs336_basics.data.cache import build_entry, cache_key, describe_files, fingerprint, verify_entry, write_meta
-from cs336_basics.data.stories import EOT, generate_stories, iter_story_bytes
-from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
+from cs336_basics.data.text_generators.stories import EOT, generate_stories, iter_story_bytes
 from cs336_basics.tokenizer.bpe_train import train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
+from cs336_basics.tokenizer.kinds import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia", "jsonl", "text")
@@ -108,7 +109,7 @@ def _prepare_split(
     source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress, checksums
 ) -> tuple[Path, dict]:
     if source == "stories":
-        identity = {"num_bytes": num_bytes, "grammar": hashlib.sha256(generate_stories(4096).encode()).hexdigest()}
+        identity = {"num_bytes": num_bytes, "grammar": sha256_text(generate_stories(4096))}
         train_docs, val_docs = _story_documents(num_bytes, seed), iter(())
     elif hf_revision is not None:
         identity = {"hf_revision": hf_revision, "text_field": text_field}

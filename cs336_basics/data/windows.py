@@ -44,21 +44,30 @@ def sequential_window_starts(num_tokens: int, context_length: int, stride: int) 
     return starts if starts[-1] == last else np.append(starts, last)
 
 
-def eval_window_starts(num_tokens: int, context_length: int) -> np.ndarray:
-    """Non-overlapping, deterministic validation window starts ``0, ctx, 2*ctx, ...``."""
+def eval_window_starts(num_tokens: int, context_length: int, max_tokens: int | None = None) -> np.ndarray:
+    """Non-overlapping, deterministic validation window starts ``0, ctx, 2*ctx, ...``: ``(num_tokens - 1) // ctx``
+    windows, each with its ``ctx + 1`` tokens inside the array. With ``max_tokens``, only the first
+    ``max(1, max_tokens // ctx)`` of them (at most ``max_tokens`` predicted tokens, but never zero windows)."""
     _check(num_tokens, context_length)
-    return np.arange(0, num_tokens - context_length, context_length, dtype=np.int64)
+    starts = np.arange(0, num_tokens - context_length, context_length, dtype=np.int64)
+    return starts if max_tokens is None else starts[: max(1, max_tokens // context_length)]
 
 
 def iter_eval_batches(
     tokens: np.ndarray,
     context_length: int,
     batch_size: int,
-    max_windows: int | None = None,
+    max_tokens: int | None = None,
     device: str | torch.device = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(x, y)`` of ``(B, T)`` int64 over the evaluation windows (the first ``max_windows`` of them)."""
-    starts = eval_window_starts(len(tokens), context_length)[:max_windows]
+    """Batches ``(x, y)`` of ``(B, T)`` int64 over :func:`eval_window_starts` (in order; the last batch may be short).
+
+    The one implementation of fixed validation windows: the trainer's final evaluation, its ``fixed_eval`` periodic
+    evaluation and the studies that re-score finished runs all read the same windows.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = eval_window_starts(len(tokens), context_length, max_tokens)
     for i in range(0, len(starts), batch_size):
         yield _gather(tokens, starts[i : i + batch_size], context_length, device)
 

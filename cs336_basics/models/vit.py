@@ -1,7 +1,7 @@
 """A small Vision Transformer classifier whose residual connections are standard or mHC hyper-connections.
 
 It exists to compare residual choices (``residual="standard"`` vs ``"mhc"``) on a task other than language
-modelling (CIFAR-10, see :mod:`cs336_basics.data.cifar10`):
+modelling (CIFAR-10, see :mod:`assignment_experiments.studies.cifar10`):
 
 - images ``(B, C, H, W)`` are cut into non-overlapping ``patch_size`` squares, each flattened and projected to
   ``d_model`` (``patch_embed``), plus a learned position embedding per patch;

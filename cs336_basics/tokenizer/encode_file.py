@@ -12,7 +12,6 @@ CLI: ``python -m cs336_basics.tokenizer.encode_file --vocab V --merges M --input
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cs336_basics.checksums import sha256_file, sha256_text
 from cs336_basics.tokenizer.io import escape_token
 from cs336_basics.tokenizer.pretokenize import find_chunk_boundaries, read_chunk_text
 from cs336_basics.tokenizer.tokenizer import Tokenizer
@@ -37,23 +37,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokenizer_checksum(tokenizer: Tokenizer) -> str:
     """SHA-256 of a canonical text form of the tokenizer's vocab, merges and special tokens."""
-    digest = hashlib.sha256()
-    for i in sorted(tokenizer.vocab):
-        digest.update(f"{i} {escape_token(tokenizer.vocab[i])}\n".encode())
-    for a, b in tokenizer.merges:
-        digest.update(f"{escape_token(a)} {escape_token(b)}\n".encode())
-    digest.update(json.dumps(tokenizer.special_tokens).encode())
-    return digest.hexdigest()
+    lines = [f"{i} {escape_token(tokenizer.vocab[i])}\n" for i in sorted(tokenizer.vocab)]
+    lines += [f"{escape_token(a)} {escape_token(b)}\n" for a, b in tokenizer.merges]
+    return sha256_text("".join(lines) + json.dumps(tokenizer.special_tokens))
 
 
 def _encode_chunk(args: tuple[str, int, int, str]) -> bytes:
@@ -113,7 +101,7 @@ def encode_file(
     extra: dict = {"encode_seconds": round(elapsed, 3)}
     if tokenizer.source_files is not None:
         extra["vocab_file"], extra["merges_file"] = tokenizer.source_files
-        extra["vocab_sha256"], extra["merges_sha256"] = (_sha256_file(p) for p in tokenizer.source_files)
+        extra["vocab_sha256"], extra["merges_sha256"] = (sha256_file(p) for p in tokenizer.source_files)
     return write_token_meta(out, dtype, num_tokens, tokenizer, path, bounds[-1], tokenizer_checksum(tokenizer), extra)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cs336_basics.data.batching import get_batch
-from cs336_basics.data.windows import TokenWindows
+from cs336_basics.data.windows import TokenWindows, iter_eval_batches
 
 TASK_EVAL_TOKENS = 200_000  # held-out tokens a synthetic task's final evaluation scores when no cap is given
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs (B, T), targets (B, T), answer mask or None
@@ -114,15 +114,8 @@ class TokenBatches:
 
     def val_windows(self, batch_size: int, max_tokens: int | None) -> Iterator[Batch]:
         """Non-overlapping windows over the validation split (at most ``max_tokens`` predicted tokens; None: all)."""
-        count = (len(self.val) - 1) // self.seq_len
-        if max_tokens is not None:
-            count = min(count, max(1, max_tokens // self.seq_len))
-        starts = np.arange(count) * self.seq_len
-        for first in range(0, count, batch_size):
-            chunk = starts[first : first + batch_size]
-            windows = np.stack([np.asarray(self.val[s : s + self.seq_len + 1], dtype=np.int64) for s in chunk])
-            block = torch.from_numpy(windows)  # (b, T + 1)
-            yield block[:, :-1].to(self.device), block[:, 1:].to(self.device), None
+        for inputs, targets in iter_eval_batches(self.val, self.seq_len, batch_size, max_tokens, self.device):
+            yield inputs, targets, None
 
     def state_dict(self) -> dict[str, Any]:
         """The sequential sampler's position (random windows live in the loop's checkpointed generator: empty)."""

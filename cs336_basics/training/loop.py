@@ -30,8 +30,9 @@ import torch
 import torch.distributed as dist
 
 from cs336_basics.optim.clipping import clip_gradients, global_grad_norm
+from cs336_basics.optim.schedules import apply_learning_rate
 from cs336_basics.training.batches import BatchSource
-from cs336_basics.training.checkpoint_files import list_checkpoints, prune_checkpoints
+from cs336_basics.training.checkpoint_files import prune_checkpoints
 from cs336_basics.training.evaluation import batch_loss, evaluate
 
 VAL_SEED_OFFSET = 7919
@@ -178,10 +179,6 @@ class Trainer:
             self.scaler.load_state_dict(extra["scaler"])
         return extra
 
-    def latest_checkpoint(self) -> Path | None:
-        paths = list_checkpoints(self.checkpoint_dir) if self.checkpoint_dir else []
-        return paths[-1] if paths else None
-
     # ----- one optimisation step -----------------------------------------------------------------------------------
     def _mean_over_processes(self, value: torch.Tensor) -> float:
         if self.world_size > 1:
@@ -194,8 +191,7 @@ class Trainer:
         """One optimizer step over ``grad_accum_steps`` micro-batches; returns loss, grad norm and lr."""
         s, step = self.settings, self.state.step
         lr = self.lr_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        apply_learning_rate(self.optimizer, lr)
         self.train_module.train()
         total_loss = torch.zeros((), device=self.device)
         for micro in range(s.grad_accum_steps):

@@ -1,12 +1,12 @@
 """A deterministic generator of short English-like stories: the offline default corpus.
 
 Why generated text: the project must train and compare architectures without any download. The stories are made
-from a small grammar (:mod:`cs336_basics.data.story_vocab`) with characters, places, objects, actions, dialogue,
+from a small grammar (:mod:`.story_vocab`) with characters, places, objects, actions, dialogue,
 numbers, accented names and the occasional emoji; documents are separated by ``<|endoftext|>`` (TinyStories
 style). Each story fixes a hero, a friend, an object and its colour, a place and an age up front and mentions them
 again later, so there is long-range structure to learn: recalling "the *turquoise* compass" at the end requires
 remembering sentence three. Word choices inside each slot follow a Zipf law with exponent
-:data:`~cs336_basics.data.story_vocab.ZIPF_EXPONENT`.
+:data:`.story_vocab.ZIPF_EXPONENT`.
 
 Documented statistics (checked in ``tests/test_stories.py``):
 
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.data import story_vocab as sv
-from cs336_basics.data.document_blocks import iter_document_blocks, write_chunks_atomically
+from cs336_basics.data.text_generators import story_vocab as sv
+from cs336_basics.data.text_generators.document_blocks import iter_document_blocks, write_chunks_atomically
 
 EOT = "<|endoftext|>"
 MIN_BODY_SENTENCES = 4

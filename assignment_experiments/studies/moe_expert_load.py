@@ -1,6 +1,6 @@
 """Expert load and total/active parameters of finished MoE runs, measured on the validation split.
 
-    uv run python -m assignment_experiments.moe_expert_load runs/moe_4x_top1 runs/moe_8x_top2_half \
+    uv run python -m assignment_experiments.studies.moe_expert_load runs/moe_4x_top1 runs/moe_8x_top2_half \
         --out-dir results/studies/moe_vs_dense
 
 ``transformer_lm`` has no ``diagnostics()`` (only the hybrid and Hymba models report ``diag/moe/...``), so a
@@ -13,18 +13,18 @@ by the tokens of each forward), the load-balancing loss and the router z-loss; i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
+from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.models.moe import MoEFeedForward, moe_parameter_counts
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
@@ -48,11 +48,8 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
     balance = {name: 0.0 for name in layers}
     zloss = {name: 0.0 for name in layers}
     val, length = data.batches.val, config.model.context_length
-    count = min((len(val) - 1) // length, max(1, max_tokens // length))
     total_tokens = 0
-    for first in range(0, count, batch):
-        starts = np.arange(first, min(first + batch, count)) * length
-        inputs = torch.from_numpy(np.stack([np.asarray(val[s : s + length], dtype=np.int64) for s in starts]))
+    for inputs, _ in iter_eval_batches(val, length, batch, max_tokens):
         model(inputs)
         n = inputs.numel()
         total_tokens += n
@@ -81,15 +78,7 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.moe_expert_load")
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--max-tokens", type=int, default=20480)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_rescoring_args(rescoring_parser("moe_expert_load"), argv)
     results = {run.name: expert_load(run, args.max_tokens, args.batch) for run in args.runs}
     (args.out_dir / "expert_load.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = []

@@ -1,6 +1,6 @@
 """A deterministic generator of English-like text with an open, Zipfian vocabulary: the BPE benchmark corpus.
 
-Why a second generator: the stories (:mod:`cs336_basics.data.stories`) come from a small grammar with about 1,300
+Why a second generator: the stories (:mod:`.stories`) come from a small grammar with about 1,300
 word types, so a byte-level BPE trainer runs out of pairs near 2,250 tokens and a 10,000-token training never
 exercises its merge loop. This corpus draws words from a lexicon of :data:`NUM_PSEUDO_WORDS` distinct pseudo-words
 (built from English-looking syllables and suffixes) behind :data:`FUNCTION_WORDS` (real English function words and
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cs336_basics.data.document_blocks import iter_document_blocks, write_chunks_atomically
+from cs336_basics.data.text_generators.document_blocks import iter_document_blocks, write_chunks_atomically
 
 EOT = "<|endoftext|>"
 ZIPF_EXPONENT = 1.05

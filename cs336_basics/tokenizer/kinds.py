@@ -1,17 +1,18 @@
-"""The three tokenizers a prepared corpus can use, behind one small interface (``encode``, ``decode``,
+"""The three kinds of tokenizer a prepared corpus can use, behind one small interface (``encode``, ``decode``,
 ``vocab_size``, ``special_tokens``), and the step that turns a text file into a ``tokens.bin`` array.
 
 - ``bytes``: :class:`ByteTokenizer`, ids 0-255 are the UTF-8 bytes and the special tokens follow (fast, numpy).
-- ``bpe``: this project's byte-level BPE (:mod:`cs336_basics.tokenizer`), trained on the training split and cached.
+- ``bpe``: this package's byte-level BPE (:class:`~cs336_basics.tokenizer.tokenizer.Tokenizer`), trained on the
+  training split and cached by :mod:`cs336_basics.data.pipeline`.
 - ``gpt2``: tiktoken's GPT-2 encoding, only when its files are already cached locally (no download at run time).
 
-Encoding a file goes through the tokenizer helper's parallel ``encode_file`` for BPE tokenizers and through a
-streaming block encoder here for the others; both write ``tokens.bin`` (``uint16``/``uint32``) + ``meta.json``.
+Encoding a file goes through the parallel :func:`~cs336_basics.tokenizer.encode_file.encode_file` for BPE
+tokenizers and through a streaming block encoder here for the others; both write ``tokens.bin``
+(``uint16``/``uint32``) + ``meta.json``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ import numpy as np
 import regex
 from tqdm import tqdm
 
+from cs336_basics.checksums import sha256_text
 from cs336_basics.tokenizer.encode_file import encode_file, token_dtype, tokenizer_checksum, write_token_meta
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
@@ -71,7 +73,7 @@ class ByteTokenizer:
         return "".join(out)
 
     def checksum(self) -> str:
-        return hashlib.sha256(json.dumps(["bytes-v1", self.special_tokens]).encode()).hexdigest()
+        return sha256_text(json.dumps(["bytes-v1", self.special_tokens]))
 
 
 class GPT2Tokenizer:
@@ -101,7 +103,7 @@ class GPT2Tokenizer:
         return self._enc.decode(list(ids), errors="replace")
 
     def checksum(self) -> str:
-        return hashlib.sha256(f"tiktoken-gpt2-{self._enc.n_vocab}".encode()).hexdigest()
+        return sha256_text(f"tiktoken-gpt2-{self._enc.n_vocab}")
 
 
 def tokenizer_sha256(tokenizer) -> str:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cs336_basics.data import tokenizers
-from cs336_basics.data.tokenizers import EOT, ByteTokenizer, encode_text_file, iter_text_blocks
+from cs336_basics.tokenizer import kinds
+from cs336_basics.tokenizer.kinds import EOT, ByteTokenizer, encode_text_file, iter_text_blocks
 
 TEXT = f"héllo wörld 🙂{EOT}second doc{EOT}{EOT}third"
 
@@ -47,4 +47,4 @@ def test_gpt2_without_local_files_explains_how_to_get_them(monkeypatch):
 
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     with pytest.raises(FileNotFoundError, match="TIKTOKEN_CACHE_DIR"):
-        tokenizers.GPT2Tokenizer()
+        kinds.GPT2Tokenizer()

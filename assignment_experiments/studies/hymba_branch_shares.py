@@ -1,6 +1,6 @@
 """Per-layer attention/SSM branch shares of finished Hymba runs, from their final checkpoints.
 
-    uv run python -m assignment_experiments.hymba_branch_shares runs/arch_hymba runs/arch_hymba_s1
+    uv run python -m assignment_experiments.studies.hymba_branch_shares runs/arch_hymba runs/arch_hymba_s1
 
 Each Hymba layer mixes ``attn_norm(attn(h)) * beta_attn`` and ``ssm_norm(mamba(h)) * beta_ssm``. The model's own
 diagnostic (``diag/hymba/layer{i}/share_attn`` in summary/metrics) is ``mean|beta_attn| / (mean|beta_attn| +
@@ -41,7 +41,7 @@ def layer_shares(state: dict[str, torch.Tensor]) -> list[tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m assignment_experiments.hymba_branch_shares", description=__doc__.splitlines()[0]
+        prog="python -m assignment_experiments.studies.hymba_branch_shares", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", type=Path, help="Hymba run directories (with checkpoints)")
     args = parser.parse_args(argv)

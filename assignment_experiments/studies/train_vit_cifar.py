@@ -1,9 +1,9 @@
 """Command line: train the small ViT on CIFAR-10 with standard or mHC residuals and print test accuracy.
 
-    uv run python -m assignment_experiments.train_vit_cifar --data-dir data/cifar10 --residual mhc --steps 500
+    uv run python -m assignment_experiments.studies.train_vit_cifar --data-dir data/cifar10 --residual mhc --steps 500
 
-The data folder holds the CIFAR-10 binary files (see ``cs336_basics.data.cifar10``; a missing folder gives the
-download URL). Run both ``--residual standard`` and ``--residual mhc`` with the same ``--seed`` to compare them.
+The data folder holds the CIFAR-10 binary files (see :mod:`.cifar10`; a missing folder gives the download URL).
+Run both ``--residual standard`` and ``--residual mhc`` with the same ``--seed`` to compare them.
 Exit code 2 means a usage / data error (one line on stderr).
 """
 
@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from cs336_basics.data.cifar10 import load_cifar10, normalize_images
+from assignment_experiments.studies.cifar10 import load_cifar10, normalize_images
 from cs336_basics.models.vit import ViTClassifier
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.optim.adamw import AdamW
-from cs336_basics.optim.schedules import cosine_with_warmup
+from cs336_basics.optim.schedules import apply_learning_rate, cosine_with_warmup
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
         lr = cosine_with_warmup(step, args.lr, args.lr / 10, warmup, args.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        apply_learning_rate(optimizer, lr)
         idx = torch.randint(0, len(train_y), (args.batch_size,), generator=generator)
         images = normalize_images(train_x[idx.numpy()])
         flip = torch.rand(args.batch_size, generator=generator) < 0.5  # random horizontal flips

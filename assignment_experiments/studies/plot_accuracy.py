@@ -1,6 +1,6 @@
 """Plot synthetic-task accuracy against model width, one line per architecture and one panel per sequence length.
 
-    uv run python -m assignment_experiments.plot_accuracy runs/mqar_* \
+    uv run python -m assignment_experiments.studies.plot_accuracy runs/mqar_* \
         --out results/studies/associative_recall/accuracy_vs_width.png
 
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
@@ -84,7 +84,7 @@ def plot(points: list[dict], out: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m assignment_experiments.plot_accuracy", description=__doc__.splitlines()[0]
+        prog="python -m assignment_experiments.studies.plot_accuracy", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of synthetic-task runs")
     parser.add_argument("--out", type=Path, required=True, help="output PNG")

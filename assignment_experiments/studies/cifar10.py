@@ -1,4 +1,4 @@
-"""CIFAR-10 from its binary distribution in a local folder, plus a writer of same-format fake data for tests.
+"""CIFAR-10 from its binary distribution in a local folder, for the ViT study (:mod:`.train_vit_cifar`).
 
 The binary release (https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz) unpacks to ``cifar-10-batches-bin/``
 holding ``data_batch_1.bin`` .. ``data_batch_5.bin`` (training, 10000 records each) and ``test_batch.bin``. Every
@@ -61,21 +61,3 @@ def normalize_images(images: np.ndarray | Tensor) -> Tensor:
     mean = torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CHANNEL_STD).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def write_fake_cifar10(data_dir: str | Path, records_per_file: int = 20, seed: int = 0) -> Path:
-    """Write all six CIFAR-10 binary files with random records (for tests and smoke runs); return the folder.
-
-    Images are noise plus a per-class colour offset, so a classifier can learn them.
-    """
-    folder = Path(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in SPLIT_FILES["train"] + SPLIT_FILES["test"]:
-        labels = rng.integers(0, 10, size=records_per_file, dtype=np.uint8)
-        pixels = rng.integers(0, 96, size=(records_per_file, *IMAGE_SHAPE))
-        offset = (labels[:, None] * np.array([25, 13, 7])[None, :]) % 160  # (N, 3): class colour
-        pixels = (pixels + offset[:, :, None, None]).astype(np.uint8)
-        records = np.concatenate([labels[:, None], pixels.reshape(records_per_file, -1)], axis=1)
-        records.astype(np.uint8).tofile(folder / name)
-    return folder

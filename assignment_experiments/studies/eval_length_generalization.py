@@ -1,6 +1,6 @@
 """Evaluate finished Transformer runs beyond their training length (RoPE vs learned absolute positions vs NoPE).
 
-    uv run python -m assignment_experiments.eval_length_generalization runs/lengen_rope runs/lengen_learned \
+    uv run python -m assignment_experiments.studies.eval_length_generalization runs/lengen_rope runs/lengen_learned \
         --factor 2 --out-dir results/studies/length_generalization
 
 For each run: read ``config.json`` and the newest checkpoint, rebuild the model with ``context_length`` multiplied
@@ -14,7 +14,6 @@ cross-entropy is averaged over windows and reported in position buckets. Writes 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,6 +26,8 @@ import torch
 from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
 from assignment_experiments.runner import make_model
+from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
+from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -68,16 +69,14 @@ def per_position_loss(model: torch.nn.Module, val: np.ndarray, length: int, max_
 
     The windows tile the first ``max_tokens`` validation tokens, so every length scores the same tokens.
     """
-    count = min((len(val) - 1) // length, max_tokens // length)
-    if count < 1:
-        raise ValueError(f"the validation split is shorter than one window of {length} tokens")
-    total = torch.zeros(length, dtype=torch.float64)
-    for first in range(0, count, batch):
-        starts = np.arange(first, min(first + batch, count)) * length
-        block = torch.from_numpy(np.stack([np.asarray(val[s : s + length + 1], dtype=np.int64) for s in starts]))
-        logits = model(block[:, :-1]).float()  # (b, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), block[:, 1:], reduction="none")  # (b, T)
+    if max_tokens < length:
+        raise ValueError(f"--max-tokens {max_tokens} is shorter than one window of {length} tokens; raise it")
+    total, count = torch.zeros(length, dtype=torch.float64), 0
+    for inputs, targets in iter_eval_batches(val, length, batch, max_tokens):
+        logits = model(inputs).float()  # (b, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (b, T)
         total += loss.sum(0).double()
+        count += len(inputs)
     return (total / count).numpy()
 
 
@@ -86,17 +85,10 @@ def buckets(losses: np.ndarray, size: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.eval_length_generalization")
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (Transformer runs)")
+    parser = rescoring_parser("eval_length_generalization", "finished run directories (Transformer runs)")
     parser.add_argument("--factor", type=int, default=2, help="evaluate at this multiple of the training length")
     parser.add_argument("--bucket", type=int, default=32, help="positions per reported bucket")
-    parser.add_argument("--max-tokens", type=int, default=20480, help="validation tokens scored at every length")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args = parse_rescoring_args(parser, argv)
     results: dict[str, Any] = {}
     for run_dir in args.runs:
         model, data, train_len, step = load_extended(run_dir, args.factor)

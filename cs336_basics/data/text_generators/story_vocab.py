@@ -1,4 +1,4 @@
-"""Word lists and sentence templates for the generated story corpus (see :mod:`cs336_basics.data.stories`).
+"""Word lists and sentence templates for the generated story corpus (see :mod:`.stories`).
 
 Kept apart from the generator so the grammar can be read (and extended) without the numpy machinery around it.
 

@@ -1,0 +1,42 @@
+"""The study scripts that re-score finished runs, end to end on tiny runs trained through the runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from assignment_experiments.run_experiment import main as run_experiment
+from assignment_experiments.studies import eval_length_generalization, moe_expert_load
+from cs336_basics.data.windows import eval_window_starts
+from tests.test_runner import tiny_config
+
+
+def train(tmp_path, name: str, *overrides: str):
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    sets = [item for o in overrides for item in ("--set", o)]
+    assert run_experiment(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", name, *sets]) == 0
+    return tmp_path / "runs" / name
+
+
+def test_length_study_at_1x_rescores_the_runs_own_final_validation_windows(tmp_path):
+    run = train(tmp_path, "learned", "model.positions=learned")
+    out = tmp_path / "out"
+    args = [str(run), "--factor", "2", "--bucket", "8", "--max-tokens", "256", "--batch", "3", "--out-dir", str(out)]
+    assert eval_length_generalization.main(args) == 0
+    result = json.loads((out / "length_generalization.json").read_text())["learned"]
+    summary = json.loads((run / "summary.json").read_text())
+    # final_eval_max_tokens is 256 too: at 1x the study scores exactly the trainer's final windows with its weights
+    assert result["1x"]["mean_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-5)
+    assert result["train_length"] == 16 and result["2x"]["length"] == 32 and len(result["2x"]["per_position"]) == 32
+
+
+def test_moe_study_weights_the_expert_load_by_the_validation_tokens(tmp_path):
+    run = train(tmp_path, "moe", "model.d_ff=32", 'model.options={"moe": {"num_experts": 4, "top_k": 1}}')
+    out = tmp_path / "out"
+    assert moe_expert_load.main([str(run), "--max-tokens", "40", "--batch", "2", "--out-dir", str(out)]) == 0
+    result = json.loads((out / "expert_load.json").read_text())["moe"]
+    # the validation split is the last 5% of tiny_config's 1,380 tokens: 69, i.e. 4 windows of 16; the cap keeps 2
+    assert result["tokens"] == 2 * 16 == 16 * len(eval_window_starts(69, 16, max_tokens=40))
+    for layer in result["layers"].values():
+        assert sum(layer["load"]) == pytest.approx(1.0) and len(layer["load"]) == 4
