@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cs336_basics.data.synthetic import accuracy, make_task
+from cs336_basics.data.synthetic import AssociativeRecall, accuracy, make_task
 
 TASK_CONFIGS = [
     ("mqar", {"vocab_size": 64, "num_pairs": 6, "seq_len": 30}),
@@ -128,3 +128,16 @@ def test_contiguous_queries_follow_the_pairs_immediately():
     task = make_task("mqar", vocab_size=64, num_pairs=4, seq_len=63)
     _, _, mask = task.sample_batch(8, torch.Generator().manual_seed(9))
     assert torch.equal(torch.nonzero(mask[0]).flatten(), torch.tensor([8, 10, 12, 14]))
+
+
+@pytest.mark.parametrize(("pairs", "seq_len", "expected"), [(8, 64, 0.1330), (32, 256, 0.0397)])
+def test_mqar_value_guess_floor_is_exact_and_matches_guessing_on_sampled_sequences(pairs, seq_len, expected):
+    """Oracle: on 4,000 sampled sequences, the mean of 1 / (distinct values among the pairs)."""
+    task = AssociativeRecall(vocab_size=128, num_pairs=pairs, seq_len=seq_len)
+    floor = task.value_guess_floor()
+    assert floor == pytest.approx(expected, abs=5e-4)
+    inputs, _, _ = task.validation_set(4000, seed=3)
+    values = inputs[:, 1 : 2 * pairs : 2]  # (N, P): the bound values
+    distinct = torch.tensor([len(set(row.tolist())) for row in values], dtype=torch.float64)
+    assert (1 / distinct).mean().item() == pytest.approx(floor, rel=0.02)
+    assert floor > 1 / pairs  # repeated values make guessing a little easier than 1/P
