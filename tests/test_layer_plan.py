@@ -129,3 +129,10 @@ def test_tied_embeddings_start_at_std_inverse_sqrt_d_model_in_every_architecture
         assert model.lm_head.weight is model.token_embeddings.weight, name
         std = model.token_embeddings.weight.std().item()
         assert 0.8 * d**-0.5 < std < 1.0 * d**-0.5, (name, std)  # truncated at 3 sigma: ~0.986 of the std
+
+
+def test_a_learned_position_table_starts_small_tied_or_not():
+    for tie in (False, True):
+        model = transformer_lm(500, 64, 64, 1, 2, positions="learned", tie_embeddings=tie)
+        std = model.position_embeddings.weight.std().item()
+        assert 0.016 < std < 0.02, (tie, std)  # 0.02 truncated at 3 sigma

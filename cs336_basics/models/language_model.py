@@ -17,7 +17,8 @@ The interface the trainer, decoder and runner use:
 - ``diagnostics()``: scalars for the logs: MoE per-expert load and losses, each block's own (Hymba branch shares),
   and with mHC the gain of the composed residual mixing and its mean off-diagonal.
 
-Shell details: ``position_embeddings`` (a learned absolute table) exists with ``attention.positions="learned"``;
+Shell details: ``position_embeddings`` (a learned absolute table, initialised at std 0.02 as in GPT-2) exists with
+``attention.positions="learned"``;
 with ``tie_embeddings`` the head reuses the token-embedding matrix, initialised with std ``d_model**-0.5`` so the
 initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``); ``norm="pre"`` puts an RMSNorm before
 the head (post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual
@@ -43,6 +44,8 @@ from cs336_basics.models.hyper_connections import (
 from cs336_basics.models.moe import collect_moe_diagnostics
 from cs336_basics.models.spec import ModelSpec
 from cs336_basics.nn.layers import Embedding, Linear, RMSNorm
+
+POSITION_STD = 0.02  # initial std of a learned absolute position table
 
 
 @dataclass
@@ -71,6 +74,10 @@ class LanguageModel(nn.Module):
         self.token_embeddings = Embedding(spec.vocab_size, d)
         if self.learned_positions:
             self.position_embeddings = Embedding(spec.context_length, d)
+            with torch.no_grad():  # a small table (GPT-2's 0.02): at std 1 it would drown the token embeddings
+                nn.init.trunc_normal_(
+                    self.position_embeddings.weight, std=POSITION_STD, a=-3 * POSITION_STD, b=3 * POSITION_STD
+                )
         if spec.num_meta_tokens:
             meta = torch.randn(spec.num_meta_tokens, d) * d**-0.5
             self.meta_tokens = no_weight_decay(nn.Parameter(meta))  # learned inputs, not a weight matrix
@@ -80,8 +87,6 @@ class LanguageModel(nn.Module):
         if spec.tie_embeddings:  # one matrix for input and output: std d^-0.5 gives unit-scale initial logits
             std = d**-0.5
             nn.init.trunc_normal_(self.token_embeddings.weight, std=std, a=-3 * std, b=3 * std)
-            if self.learned_positions:
-                nn.init.trunc_normal_(self.position_embeddings.weight, std=std, a=-3 * std, b=3 * std)
             self.lm_head.weight = self.token_embeddings.weight
         # Positions are bounded when any block reads them (RoPE) or the shell adds a learned table.
         self.bounded = self.learned_positions or any(block.uses_positions for block in self.layers)
