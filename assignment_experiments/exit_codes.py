@@ -74,7 +74,7 @@ def classify(error: BaseException, argv: Sequence[str], lr: float | None = None)
     if isinstance(error, NonFiniteError):
         hint = ""
         if lr is not None:
-            hint = f". To resume from the last good checkpoint with a 10x lower learning rate: " + command_line(
+            hint = ". To resume from the last good checkpoint with a 10x lower learning rate: " + command_line(
                 argv, "--allow-change", f"optim.lr={lr / 10:g}"
             )
         return DIVERGED, f"training stopped: {error}{hint}"

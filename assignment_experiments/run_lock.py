@@ -57,8 +57,10 @@ class RunLock:
             os.close(fd)  # the holder released (unlinked) it between our open and flock: try the new file
         previous = self._read(fd)
         if previous:
-            self._notice(f"note: taking over the lock of {self.run_dir} left by a process that is gone ({_describe(previous)})")
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat(timespec="seconds")}
+            gone = _describe(previous)
+            self._notice(f"note: taking over the lock of {self.run_dir} left by a process that is gone ({gone})")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         self._fd = fd

@@ -222,7 +222,7 @@ def _run(
     checkpoint, payload = None, None
     if writer:
         cleanup.enter_context(RunLock(run_dir))  # before reading or writing anything in the run directory
-        prepare_run_dir(runs_dir, name, resume)  # again, under the lock: a process that just finished may have filled it
+        prepare_run_dir(runs_dir, name, resume)  # again under the lock: a process that just ended may have filled it
         remove_temporary_checkpoints(run_dir / "checkpoints")
     if resume:
         checkpoint, payload = resume_checks.newest_loadable_checkpoint(run_dir / "checkpoints", move_aside=writer)
