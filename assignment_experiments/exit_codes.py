@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Sequence
 
 from assignment_experiments.config import ConfigError
-from cs336_basics.fs_checks import NotWritableError
+from cs336_basics.fs_checks import NotWritableError, os_error_line
 from cs336_basics.training.interrupt import StopNow, TrainingInterrupted, signal_name
 
 OK, INTERNAL_OR_DISK_FULL, USER_ERROR, DIVERGED = 0, 1, 2, 3
@@ -42,16 +42,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def describe_os_error(error: OSError) -> tuple[int, str] | None:
-    """Full disk -> 1; unwritable place -> 2; other OS errors are not classified (None)."""
-    where = f" writing {error.filename}" if error.filename else ""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return INTERNAL_OR_DISK_FULL, (
-            f"error: no space left on the device{where}; free some space (or point --runs-dir / data.cache_dir at "
-            "another disk) and rerun with --resume: complete checkpoints are intact"
-        )
-    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return USER_ERROR, f"error: cannot write{where or ' a file'} ({error.strerror}); use a writable directory"
-    return None
+    """Full disk -> 1; unwritable place -> 2; other OS errors are not classified (None: a traceback)."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    code, line = os_error_line(error)
+    if code == INTERNAL_OR_DISK_FULL:
+        line += " (rerun with --resume)"
+    return code, line
 
 
 def classify(error: BaseException, argv: Sequence[str], lr: float | None = None) -> tuple[int, str] | None:

@@ -37,3 +37,17 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
         raise NotWritableError(f"{what} {path}{where} is not writable ({reason}); pass a writable directory") from None
     os.close(fd)
     os.unlink(name)
+
+
+def os_error_line(error: OSError) -> tuple[int, str]:
+    """Exit code and one line for an OS error met while writing: 1 for a full disk, 2 for an unwritable place
+    (a user error), 1 for anything else (a bug or a system problem, still one line rather than a traceback)."""
+    where = f" writing {error.filename}" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 1, (
+            f"error: no space left on the device{where}; free some space (or write elsewhere) and rerun: complete "
+            "files already written are intact"
+        )
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR):
+        return 2, f"error: cannot write{where or ' a file'} ({error.strerror}); use a writable directory"
+    return 1, f"error: {error.strerror or type(error).__name__}{where}"
