@@ -29,8 +29,17 @@ MODULE = "assignment_experiments.run_experiment"
 
 
 def command_line(argv: Sequence[str], *extra: str, module: str = MODULE) -> str:
-    """The command that re-runs ``argv`` with ``--resume`` (once) and ``extra`` arguments."""
-    args = [a for a in argv if a != "--resume"]
+    """The command that re-runs ``argv`` with ``--resume`` (once) and ``extra`` arguments; an ``--allow-change``
+    in ``extra`` replaces an earlier one for the same key."""
+    replaced = {extra[i + 1].partition("=")[0] for i, a in enumerate(extra[:-1]) if a == "--allow-change"}
+    args, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--allow-change" and i + 1 < len(argv) and argv[i + 1].partition("=")[0] in replaced:
+            i += 2
+            continue
+        if argv[i] != "--resume":
+            args.append(argv[i])
+        i += 1
     return shlex.join(["uv", "run", "python", "-m", module, *args, "--resume", *extra])
 
 
@@ -51,6 +60,35 @@ def describe_os_error(error: OSError) -> tuple[int, str] | None:
     return code, line
 
 
+def divergence_advice(error, argv: Sequence[str], lr: float | None) -> str:
+    """A command that continues with a 10x lower learning rate.
+
+    Resuming helps only if the newest checkpoint is older than the step before the failure: the checkpoint of the
+    step right before it holds the very weights whose loss or gradient was non-finite, and a new learning rate does
+    not change those. Then the advice is a fresh run under a new name.
+    """
+    if lr is None:
+        return ""
+    lower = f"{lr / 10:g}"
+    checkpoint, step = getattr(error, "checkpoint", None), getattr(error, "step", None)
+    saved_step = int(checkpoint.stem.split("_")[1]) if checkpoint is not None else None
+    if saved_step is not None and step is not None and saved_step < step - 1:
+        command = command_line(argv, "--allow-change", f"optim.lr={lower}")
+        return f". To resume from step {saved_step} with a 10x lower learning rate: {command}"
+    name = getattr(error, "run_name", "run").split("-lr")[0] + f"-lr{lower}"
+    args, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--name", "--allow-change"):
+            i += 2
+            continue
+        if argv[i] != "--resume" and not argv[i].startswith(("--name=", "--allow-change=")):
+            args.append(argv[i])
+        i += 1
+    command = shlex.join(["uv", "run", "python", "-m", MODULE, *args, "--name", name, "--set", f"optim.lr={lower}"])
+    why = "the newest checkpoint holds the weights that diverged" if saved_step is not None else "no checkpoint"
+    return f". A resume cannot help ({why}); start again with a 10x lower learning rate: {command}"
+
+
 def classify(error: BaseException, argv: Sequence[str], lr: float | None = None) -> tuple[int, str] | None:
     """``(exit code, one line)`` for an expected way of ending, or None for a bug (let its traceback show)."""
     from cs336_basics.training.loop import NonFiniteError
@@ -69,12 +107,7 @@ def classify(error: BaseException, argv: Sequence[str], lr: float | None = None)
     if isinstance(error, KeyboardInterrupt):
         return 130, "interrupted (SIGINT)"
     if isinstance(error, NonFiniteError):
-        hint = ""
-        if lr is not None:
-            hint = ". To resume from the last good checkpoint with a 10x lower learning rate: " + command_line(
-                argv, "--allow-change", f"optim.lr={lr / 10:g}"
-            )
-        return DIVERGED, f"training stopped: {error}{hint}"
+        return DIVERGED, f"training stopped: {error}" + divergence_advice(error, argv, lr)
     if isinstance(error, user_error_types()):
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         return USER_ERROR, text if text.startswith(("config error", "error")) else f"error: {text}"

@@ -175,10 +175,11 @@ def run_experiment(
     with StopSignals() as signals, contextlib.ExitStack() as cleanup:
         try:
             return _run(config, name, Path(runs_dir), resume, allow_changes or [], signals, cleanup)
-        except TrainingInterrupted as stop:
-            if stop.checkpoint is None:  # stopped outside the loop: the newest complete checkpoint is the one
-                found = list_checkpoints(Path(runs_dir) / name / "checkpoints")
+        except (TrainingInterrupted, NonFiniteError) as stop:
+            found = list_checkpoints(Path(runs_dir) / name / "checkpoints")  # what a resume would start from
+            if getattr(stop, "checkpoint", None) is None:  # a signal outside the loop, or a divergence
                 stop.checkpoint = found[-1] if found else None
+            stop.run_name = name
             raise
 
 
@@ -217,12 +218,14 @@ def _run(
             f"{config.model.context_length}; raise context_length"
         )
     model = make_model(config, data.vocab_size).to(device)
-    run_dir = prepare_run_dir(runs_dir, name, resume)
+    run_dir = runs_dir / name
     writer = rank == 0
+    if resume or not writer:
+        prepare_run_dir(runs_dir, name, resume)  # a missing run is refused before the lock would create its folder
     checkpoint, payload = None, None
     if writer:
         cleanup.enter_context(RunLock(run_dir))  # before reading or writing anything in the run directory
-        prepare_run_dir(runs_dir, name, resume)  # again under the lock: a process that just ended may have filled it
+        prepare_run_dir(runs_dir, name, resume)  # under the lock: another process may have filled it meanwhile
         remove_temporary_checkpoints(run_dir / "checkpoints")
     if resume:
         checkpoint, payload = resume_checks.newest_loadable_checkpoint(run_dir / "checkpoints", move_aside=writer)

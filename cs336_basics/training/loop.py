@@ -42,7 +42,11 @@ VAL_SEED_OFFSET = 7919
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or the gradient norm became NaN/inf; raised before the optimizer step."""
+    """The loss or the gradient norm became NaN/inf at ``step``; raised before the optimizer step."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -230,7 +234,8 @@ class Trainer:
             raise NonFiniteError(
                 f"non-finite {what} at step {step + 1} (loss={loss_value}, grad_norm={grad_norm}); the optimizer "
                 "step was skipped and the last good checkpoint kept. Try a lower optim.lr, optim.grad_clip=1.0, "
-                "or a longer optim.warmup_steps"
+                "or a longer optim.warmup_steps",
+                step + 1,
             )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
