@@ -114,3 +114,11 @@ def classify(error: BaseException, argv: Sequence[str], lr: float | None = None)
     if isinstance(error, OSError):
         return describe_os_error(error)
     return None
+
+
+def suite_rerun_line(error: BaseException, argv: Sequence[str]) -> str | None:
+    """For a suite stopped by a signal: rerunning the same suite command resumes the interrupted run."""
+    if not isinstance(error, TrainingInterrupted | StopNow | KeyboardInterrupt):
+        return None
+    command = shlex.join(["uv", "run", "python", "-m", "assignment_experiments.run_suite", *argv])
+    return f"{error or 'interrupted'}: the suite stopped; rerun it to resume where it was: {command}"

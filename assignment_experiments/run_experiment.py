@@ -53,24 +53,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _run(args: argparse.Namespace) -> None:
+    from assignment_experiments.resume import split_allowed_changes
+
+    if args.allow_changes and not args.resume:
+        raise ConfigError("config error: --allow-change only applies with --resume; use --set for a new run")
+    overrides, allowed = split_allowed_changes(args.allow_changes)
+    config = load_config(args.config, args.overrides + overrides)
+    from assignment_experiments.runner import run_experiment
+    from cs336_basics.training.loop import NonFiniteError
+
+    try:
+        run_experiment(config, args.name or args.config.stem, args.runs_dir, resume=args.resume, allow_changes=allowed)
+    except NonFiniteError as error:
+        error.lr = config.optim.lr  # the advice suggests a tenth of it
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    config = None
+    from cs336_basics.training.interrupt import StopSignals
+
     try:
-        from assignment_experiments.resume import split_allowed_changes
-
-        if args.allow_changes and not args.resume:
-            raise ConfigError("config error: --allow-change only applies with --resume; use --set for a new run")
-        overrides, allowed = split_allowed_changes(args.allow_changes)
-        config = load_config(args.config, args.overrides + overrides)
-        from assignment_experiments.runner import run_experiment
-
-        run_experiment(config, args.name or args.config.stem, args.runs_dir, resume=args.resume, allow_changes=allowed)
+        with StopSignals():  # a signal while torch is still importing is one line too, not a traceback
+            _run(args)
     except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
         from assignment_experiments.exit_codes import classify
 
-        outcome = classify(error, argv, lr=config.optim.lr if config is not None else None)
+        lr = getattr(error, "lr", None)
+        outcome = classify(error, argv, lr=lr)
         if outcome is None:
             raise
         print(outcome[1], file=sys.stderr)
