@@ -187,8 +187,9 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"{result['max_steps']} steps, checkpoint every {result['checkpoint_every']}. Faults tried "
         f"{result['tried']}, survived {result['survived']}; final weights bit-equal to the uninterrupted run: "
         f"**{result['weights_bit_equal']}**; logged training losses equal: **{result['train_losses_equal']}**. "
-        f"Wall time: interrupted run {result['victim_wall_s']:.0f} s ({result['tried']} restarts included) vs uninterrupted "
-        f"{result['peer_wall_s']:.0f} s (ratio {result['victim_wall_s'] / result['peer_wall_s']:.1f}x).\n\n"
+        f"Wall time: interrupted run {result['victim_wall_s']:.0f} s ({result['tried']} restarts included) vs "
+        f"uninterrupted {result['peer_wall_s']:.0f} s "
+        f"(ratio {result['victim_wall_s'] / result['peer_wall_s']:.1f}x).\n\n"
         "| fault | signal | started at step | logged step at signal | exit code | newest checkpoint after | "
         "survived |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows + "\n"
     )
