@@ -85,10 +85,12 @@ def data_identity(config: ExperimentConfig, meta: dict[str, Any]) -> dict[str, s
         identity = {}
         for label, value in (("train tokens", data.path), ("val tokens", data.val_path)):
             if value is not None:
-                try:
-                    identity[f"{label} sha256"] = fingerprint(value, data.cache_dir)
-                except OSError:  # the memo folder is not writable: hash directly
-                    identity[f"{label} sha256"] = sha256_file(value)
+                memo = Path(data.cache_dir)
+                try:  # memoised by size and mtime where a cache folder already exists (multi-GB files)
+                    digest = fingerprint(value, memo) if memo.is_dir() else sha256_file(value)
+                except OSError:  # the memo is not writable: hash directly
+                    digest = sha256_file(value)
+                identity[f"{label} sha256"] = digest
         return identity
     files = meta.get("files", {})
     identity = {"tokenizer sha256": meta.get("tokenizer_sha256")}

@@ -9,6 +9,7 @@ afterwards that the path still names the file it locked, and retries otherwise.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -52,6 +53,12 @@ class RunLock:
                     f"run {self.run_dir} is in use by another process ({_describe(holder)}); wait for it to finish, "
                     f"stop it, or use another --name"
                 ) from None
+            except OSError as error:
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                os.close(fd)  # a file system without locks (some network mounts): say so and run unlocked
+                self._notice(f"note: {self.run_dir} cannot be locked here ({error.strerror}); running without a lock")
+                return
             if self._same_file(fd):
                 break
             os.close(fd)  # the holder released (unlinked) it between our open and flock: try the new file

@@ -220,7 +220,7 @@ def _run(
     model = make_model(config, data.vocab_size).to(device)
     run_dir = runs_dir / name
     writer = rank == 0
-    if resume or not writer:
+    if resume:
         prepare_run_dir(runs_dir, name, resume)  # a missing run is refused before the lock would create its folder
     checkpoint, payload = None, None
     if writer:
@@ -315,7 +315,9 @@ def _run(
     summary = None
     if writer:
         summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
-        summary["peak_memory_mb"] = peak_memory_mb(device)
+        # Linux updates ru_maxrss lazily (at unmaps), so a sampled RSS can exceed it: the peak is the larger one
+        sampled = (rss.peak_mb or 0.0) if device.type == "cpu" else 0.0
+        summary["peak_memory_mb"] = max(peak_memory_mb(device), sampled)
         summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
         summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
         summary["wall_clock_this_session_s"] = time.perf_counter() - started

@@ -535,3 +535,18 @@ def test_bpe_training_says_which_vocab_size_it_reached_when_the_corpus_runs_out(
     reached = len(json.loads((out / "vocab.json").read_text()))
     assert reached < 1000
     assert f"reached a vocabulary of {reached} tokens, not the requested 1000" in capsys.readouterr().out
+
+
+def test_train_bpe_warns_with_the_size_reached_and_says_nothing_when_it_is_reached(tmp_path):
+    import warnings
+
+    from cs336_basics.tokenizer.bpe_train import VocabShortfallWarning, train_bpe
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("ab ab ab")
+    with pytest.warns(VocabShortfallWarning, match="reached a vocabulary of 258 tokens, not the requested 1000"):
+        vocab, _ = train_bpe(text, 1000, [])
+    assert len(vocab) == 258  # 256 bytes + "ab" + " ab": nothing else to merge
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VocabShortfallWarning)
+        assert len(train_bpe(text, 258, [])[0]) == 258
