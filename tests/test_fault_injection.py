@@ -179,6 +179,22 @@ def test_ctrl_c_while_preparing_data_exits_130_with_one_line_and_leaves_no_run(t
     assert not (tmp_path / "runs" / "r").exists()
 
 
+def test_forked_workers_leave_ctrl_c_to_the_parent_and_still_die_of_sigterm():
+    from cs336_basics.training.interrupt import StopSignals
+
+    with StopSignals():
+        codes = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            child = os.fork()
+            if child == 0:  # a pool worker: inherits the handler
+                os.kill(os.getpid(), signum)
+                time.sleep(0.2)
+                os._exit(7)
+            codes.append(os.waitpid(child, 0)[1])
+    assert os.WIFEXITED(codes[0]) and os.WEXITSTATUS(codes[0]) == 7  # SIGINT ignored: the parent decides
+    assert os.WIFSIGNALED(codes[1]) and os.WTERMSIG(codes[1]) == signal.SIGTERM  # terminable by Pool.terminate
+
+
 # 2. the run lock -------------------------------------------------------------------------------------------------
 def test_a_run_held_by_another_process_exits_2_naming_it_and_is_left_untouched(tmp_path, capsys):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
@@ -448,6 +464,32 @@ def test_a_full_disk_while_checkpointing_exits_1_with_one_line_and_keeps_the_las
     assert err.startswith("error: no space left on the device") and "\n" not in err
     names = sorted(p.name for p in (tmp_path / "runs" / "r" / "checkpoints").iterdir())
     assert names == ["step_0000002.pt"]
+
+
+def test_tokenizer_clis_turn_bad_text_and_a_full_disk_into_one_line(tmp_path, capsys, monkeypatch):
+    import cs336_basics.tokenizer.train as train_cli
+
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café crème\n".encode("latin-1") * 20)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for source, expected in ((latin, "not valid UTF-8"), (empty, "is empty")):
+        out = tmp_path / f"tok_{source.stem}"
+        assert train_cli.main(["--input", str(source), "--vocab-size", "300", "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and expected in err and "\n" not in err, err
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tok" / "vocab.json"))
+
+    monkeypatch.setattr(train_cli, "save_tokenizer_files", disk_full)
+    text = text_corpus(tmp_path / "corpus.txt")
+    assert (
+        train_cli.main(["--input", str(text), "--vocab-size", "270", "--out", str(tmp_path / "tok"), "--no-progress"])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on the device writing") and "\n" not in err
 
 
 # 11. divergence advice that can be followed ----------------------------------------------------------------------

@@ -12,11 +12,14 @@ How it behaves, inside ``with StopSignals() as signals:``:
 
 The exit code a command line should use is ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM), the shell's
 convention for "ended by this signal". Handlers are only installed in the main thread and are restored on exit.
+Forked worker processes (BPE counting, encoding pools) inherit the handler but leave the decision to the parent:
+they ignore SIGINT (Ctrl-C reaches the whole process group) and die of SIGTERM as usual, so a pool can be terminated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -39,6 +42,9 @@ class TrainingInterrupted(Exception):
         where = f" at step {step}" if step is not None else ""
         super().__init__(f"interrupted by {signal_name(signum)}{where}")
 
+    def __reduce__(self):  # picklable (e.g. back from a worker process) with its fields
+        return (type(self), (self.signum, self.step, self.checkpoint))
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
@@ -50,6 +56,9 @@ class StopNow(BaseException):  # noqa: N818 - a control-flow signal like Keyboar
     def __init__(self, signum: int) -> None:
         self.signum = signum
         super().__init__(f"interrupted again by {signal_name(signum)}")
+
+    def __reduce__(self):
+        return (type(self), (self.signum,))
 
     @property
     def exit_code(self) -> int:
@@ -63,6 +72,7 @@ class StopSignals:
         self.signum: int | None = None
         self._deferring = False
         self._previous: dict[int, object] = {}
+        self._pid = os.getpid()
         self._notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def __enter__(self) -> StopSignals:
@@ -78,6 +88,11 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a forked worker: the parent stops the work
+            if signum == signal.SIGTERM:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
         if self.signum is not None:
             raise StopNow(signum)
         self.signum = signum
