@@ -39,6 +39,57 @@ def _load_tokens(path: Path, dtype: str) -> np.ndarray:
     return np.memmap(path, dtype=np.dtype(dtype), mode="r")
 
 
+def _meta_beside(path: Path) -> dict[str, Any]:
+    """The ``meta.json`` next to a token file, if it describes that file (``tokens_file`` names it or is absent)."""
+    meta_path = path.parent / "meta.json"
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        raise ConfigError(f"config error: {meta_path} is not valid JSON; fix or remove it") from None
+    return meta if meta.get("tokens_file", path.name) == path.name else {}
+
+
+def checked_tokens(path: Path, key: str, dtype: str) -> np.ndarray:
+    """Open a token file after checking its size against its ``meta.json`` (count x dtype); one-line ConfigErrors."""
+    if not path.is_file():
+        raise ConfigError(f"config error: {key}={str(path)!r} does not exist; pass a .npy or .bin token file")
+    meta = _meta_beside(path)
+    dtype = meta.get("dtype", dtype)
+    itemsize = np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if path.suffix != ".npy" and size % itemsize:
+        raise ConfigError(
+            f"config error: {key}={str(path)!r} has {size} bytes, not a whole number of {dtype} tokens; the file is "
+            "truncated or data.token_dtype is wrong"
+        )
+    try:
+        tokens = _load_tokens(path, dtype)
+    except ValueError as error:  # a torn .npy header, or an empty .bin
+        raise ConfigError(f"config error: {key}={str(path)!r} cannot be read ({error}); re-encode it") from None
+    expected = meta.get("num_tokens")
+    if isinstance(expected, int) and len(tokens) != expected:
+        raise ConfigError(
+            f"config error: {key}={str(path)!r} holds {len(tokens)} {dtype} tokens but its meta.json records "
+            f"{expected}; the file is truncated or was replaced: re-encode it"
+        )
+    if len(tokens) == 0:
+        raise ConfigError(f"config error: {key}={str(path)!r} holds no tokens; re-encode it")
+    return tokens
+
+
+def _largest_id(tokens: np.ndarray, block: int = 1 << 24) -> tuple[int, int]:
+    """``(largest id, its first position)`` scanned in blocks, so a multi-GB memmap is never copied whole."""
+    best, where = -1, 0
+    for start in range(0, len(tokens), block):
+        part = np.asarray(tokens[start : start + block])
+        value = int(part.max())
+        if value > best:
+            best, where = value, start + int(np.argmax(part))
+    return best, where
+
+
 def token_batches(
     data: DataConfig,
     train: np.ndarray,
@@ -61,15 +112,23 @@ def token_batches(
 
 def _token_source(data: DataConfig, context_length: int, device: Any, rank: int, world: int, seed: int) -> PreparedData:
     path = Path(data.path)
-    meta_path = path.parent / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    tokens = _load_tokens(path, meta.get("dtype", data.token_dtype))
+    meta = _meta_beside(path)
+    tokens = checked_tokens(path, "data.path", data.token_dtype)
     if data.val_path is not None:
-        train, val = tokens, _load_tokens(Path(data.val_path), meta.get("dtype", data.token_dtype))
+        train, val = tokens, checked_tokens(Path(data.val_path), "data.val_path", meta.get("dtype", data.token_dtype))
     else:
         split = int(len(tokens) * (1 - data.val_fraction))
         train, val = tokens[:split], tokens[split:]
-    vocab_size = int(meta.get("vocab_size", int(max(train.max(), val.max())) + 1))
+    (train_max, train_at), (val_max, val_at) = _largest_id(train), _largest_id(val)
+    vocab_size = int(meta.get("vocab_size", max(train_max, val_max) + 1))
+    for key, largest, at in (("data.path", train_max, train_at), ("data.val_path", val_max, val_at)):
+        if largest >= vocab_size:
+            where = key if key == "data.path" or data.val_path is not None else "data.path (validation part)"
+            raise ConfigError(
+                f"config error: {where} holds token id {largest} (at index {at}) but the vocabulary has "
+                f"{vocab_size} ids (meta.json vocab_size); the tokens and meta.json do not belong together: "
+                "re-encode the file or fix meta.json"
+            )
     batches = token_batches(data, train, val, context_length, device, rank, world, seed)
     return PreparedData(batches, vocab_size, meta=meta)
 

@@ -3,8 +3,10 @@
     uv run python -m assignment_experiments.run_experiment --config assignment_experiments/configs/quickstart.json
     torchrun --nproc_per_node=2 -m assignment_experiments.run_experiment --config ...   # DDP
 
-Exit codes: 0 done, 2 config / usage error (one line, nothing written), 3 training diverged (non-finite loss or
-gradient; the last good checkpoint is kept).
+Exit codes (see ``assignment_experiments.exit_codes``): 0 done; 1 internal error or full disk; 2 config / usage /
+data error, a run held by another process, ``--resume`` of a missing run (one line, nothing written); 3 training
+diverged (the last good checkpoint is kept; the line gives the resume command with a lower lr); 130 / 143 stopped by
+SIGINT / SIGTERM after writing a checkpoint (the line gives the resume command).
 """
 
 from __future__ import annotations
@@ -39,28 +41,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run NAME from its latest complete checkpoint"
     )
+    parser.add_argument(
+        "--allow-change",
+        dest="allow_changes",
+        action="append",
+        default=[],
+        metavar="optim.KEY=VALUE",
+        help="with --resume: set an optimizer value that differs from the checkpoint's config (e.g. a lower "
+        "optim.lr after divergence); recorded in the run's config_changes.json (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        from assignment_experiments.runner import RunError, run_experiment
-        from cs336_basics.training.loop import NonFiniteError
+def _run(args: argparse.Namespace) -> None:
+    from assignment_experiments.resume import split_allowed_changes
 
-        name = args.name or args.config.stem
-        try:
-            run_experiment(config, name, args.runs_dir, resume=args.resume)
-        except RunError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except NonFiniteError as error:
-            print(f"training stopped: {error}", file=sys.stderr)
-            return 3
-    except ConfigError as error:  # includes missing data files, found while preparing the data
-        print(str(error), file=sys.stderr)
-        return 2
+    if args.allow_changes and not args.resume:
+        raise ConfigError("config error: --allow-change only applies with --resume; use --set for a new run")
+    overrides, allowed = split_allowed_changes(args.allow_changes)
+    config = load_config(args.config, args.overrides + overrides)
+    from assignment_experiments.runner import run_experiment
+    from cs336_basics.training.loop import NonFiniteError
+
+    try:
+        run_experiment(config, args.name or args.config.stem, args.runs_dir, resume=args.resume, allow_changes=allowed)
+    except NonFiniteError as error:
+        error.lr = config.optim.lr  # the advice suggests a tenth of it
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    from cs336_basics.training.interrupt import StopSignals
+
+    try:
+        with StopSignals():  # a signal while torch is still importing is one line too, not a traceback
+            _run(args)
+    except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
+        from assignment_experiments.exit_codes import classify
+
+        lr = getattr(error, "lr", None)
+        outcome = classify(error, argv, lr=lr)
+        if outcome is None:
+            raise
+        print(outcome[1], file=sys.stderr)
+        return outcome[0]
     return 0
 
 

@@ -92,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION.KEY=VALUE",
         help="override applied to every run of the suite (repeatable), e.g. --set train.max_steps=50",
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         status = run_suite(args.suite, args.runs_dir, args.overrides)
-    except ConfigError as error:
-        print(str(error), file=sys.stderr)
-        return 2
+    except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
+        from assignment_experiments.exit_codes import classify, suite_rerun_line
+
+        outcome = classify(error, argv)
+        if outcome is None:
+            raise
+        print(suite_rerun_line(error, argv) or outcome[1], file=sys.stderr)
+        return outcome[0]
     return 0 if "diverged" not in status.values() else 3
 
 

@@ -7,6 +7,7 @@ process trains (DDP: gloo on CPU, nccl on GPU) and only rank 0 logs and writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,16 +21,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
+from assignment_experiments import resume as resume_checks
+from assignment_experiments.config import ConfigError, ExperimentConfig
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run
-from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
+from assignment_experiments.run_files import atomic_write_text, remove_temporary_checkpoints, rewind_metrics
+from assignment_experiments.run_lock import RunLock
+from assignment_experiments.tracking import RssSampler, Tracker, environment_info
+from cs336_basics.fs_checks import check_writable_dir
 from cs336_basics.models.base import count_parameters, parameter_groups
 from cs336_basics.models.language_model import LanguageModel
 from cs336_basics.models.moe import moe_parameter_counts
 from cs336_basics.optim.adamw import AdamW
 from cs336_basics.optim.schedules import constant_with_warmup, cosine_with_warmup, warmup_stable_decay
 from cs336_basics.training.checkpoint_files import list_checkpoints
+from cs336_basics.training.interrupt import StopSignals, TrainingInterrupted, agreed_stop
 from cs336_basics.training.loop import LoopSettings, NonFiniteError, Trainer
 
 
@@ -114,32 +120,58 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _check_same_config(config: ExperimentConfig, run_dir: Path, extra: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint trained with other settings (only length and logging may change)."""
-    changed = resume_conflicts(json.loads(extra["config"]), config) if "config" in extra else []
-    if changed:
-        raise ConfigError(
-            f"config error: {run_dir} was trained with a different config ({'; '.join(changed)}); only "
-            "train.max_steps and logging.* may change on --resume: use its config.json or a new --name"
-        )
-
-
-def prepare_run_dir(runs_dir: Path, name: str, resume: bool) -> tuple[Path, Path | None]:
-    """The run directory and, with ``resume``, the checkpoint to resume from; refuses to overwrite a run."""
+def prepare_run_dir(runs_dir: Path, name: str, resume: bool) -> Path:
+    """The run directory; refuses to overwrite a run, and to ``--resume`` one that does not exist."""
     run_dir = runs_dir / name
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
     if resume:
-        return run_dir, (checkpoints[-1] if checkpoints else None)
-    started = checkpoints or any((run_dir / f).exists() for f in ("summary.json", "metrics.jsonl"))
+        if not run_dir.is_dir():
+            existing = sorted(p.name for p in runs_dir.iterdir() if p.is_dir())[:8] if runs_dir.is_dir() else []
+            raise RunError(
+                f"--resume: there is no run {run_dir} (runs there: {', '.join(existing) or 'none'}); check --name "
+                "and --runs-dir, or drop --resume to start it"
+            )
+        return run_dir
+    started = list_checkpoints(run_dir / "checkpoints") or any(
+        (run_dir / f).exists() for f in ("summary.json", "metrics.jsonl")
+    )
     if started:
         raise RunError(f"run directory {run_dir} already holds a run; pass --resume to continue it or a new --name")
-    return run_dir, None
+    return run_dir
 
 
 def run_experiment(
-    config: ExperimentConfig, name: str, runs_dir: Path = Path("runs"), resume: bool = False
+    config: ExperimentConfig,
+    name: str,
+    runs_dir: Path = Path("runs"),
+    resume: bool = False,
+    allow_changes: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Train and evaluate one configured run; returns the summary on rank 0 (None on other ranks)."""
+    """Train and evaluate one configured run; returns the summary on rank 0 (None on other ranks).
+
+    SIGTERM / SIGINT stop it at a step boundary with a checkpoint (:class:`TrainingInterrupted`); the run directory
+    is locked against a second process for the whole run. ``allow_changes`` names ``optim.*`` keys that may differ
+    from the checkpoint's config on resume.
+    """
+    with StopSignals() as signals, contextlib.ExitStack() as cleanup:
+        try:
+            return _run(config, name, Path(runs_dir), resume, allow_changes or [], signals, cleanup)
+        except (TrainingInterrupted, NonFiniteError) as stop:
+            found = list_checkpoints(Path(runs_dir) / name / "checkpoints")  # what a resume would start from
+            if getattr(stop, "checkpoint", None) is None:  # a signal outside the loop, or a divergence
+                stop.checkpoint = found[-1] if found else None
+            stop.run_name = name
+            raise
+
+
+def _run(
+    config: ExperimentConfig,
+    name: str,
+    runs_dir: Path,
+    resume: bool,
+    allow_changes: list[str],
+    signals: StopSignals,
+    cleanup: contextlib.ExitStack,
+) -> dict[str, Any] | None:
     rank, world = _distributed()
     t, o = config.train, config.optim
     if t.batch_size % world:
@@ -149,18 +181,35 @@ def run_experiment(
     device = _device(t.device, rank)
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config error: train.precision='fp16' needs CUDA (GradScaler); use 'fp32' or 'bf16' on CPU")
+    if rank == 0:  # before minutes of data preparation: can the results be written at all?
+        check_writable_dir(runs_dir, "--runs-dir")
+        if config.data.source not in ("tokens", "synthetic"):
+            check_writable_dir(config.data.cache_dir, "data.cache_dir")
     _seed_everything(t.seed)
     try:
         data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
-    except FileNotFoundError as error:  # a missing corpus or tokenizer file is a data-config problem
-        raise ConfigError(f"config error: data: {error}") from None
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ValueError) as error:  # missing, empty or non-UTF-8 data: a data-config problem
+        raise ConfigError(f"config error: data: {str(error).splitlines()[0]}") from None
     if data.batches.seq_len > config.model.context_length:
         raise ConfigError(
             f"config error: the task's sequences ({data.batches.seq_len}) exceed model.context_length="
             f"{config.model.context_length}; raise context_length"
         )
     model = make_model(config, data.vocab_size).to(device)
-    run_dir, checkpoint = prepare_run_dir(runs_dir, name, resume)
+    run_dir = runs_dir / name
+    writer = rank == 0
+    if resume:
+        prepare_run_dir(runs_dir, name, resume)  # a missing run is refused before the lock would create its folder
+    checkpoint, payload = None, None
+    if writer:
+        cleanup.enter_context(RunLock(run_dir))  # before reading or writing anything in the run directory
+        prepare_run_dir(runs_dir, name, resume)  # under the lock: another process may have filled it meanwhile
+        remove_temporary_checkpoints(run_dir / "checkpoints")
+    if resume:
+        checkpoint, payload = resume_checks.newest_loadable_checkpoint(run_dir / "checkpoints", move_aside=writer)
+    identity = resume_checks.data_identity(config, data.meta)
     counts = count_parameters(model)
     counts["active"] = moe_parameter_counts(model)["active"]  # per token: only top_k of each MoE layer's experts
     optimizer = AdamW(
@@ -190,9 +239,6 @@ def run_experiment(
         seed=t.seed,
         precision=t.precision,
     )
-    writer = rank == 0
-    if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         model,
         optimizer,
@@ -202,15 +248,26 @@ def run_experiment(
         device,
         checkpoint_dir=run_dir / "checkpoints",
         train_module=train_module,
-        extra_state={"config": json.dumps(config.to_dict()), "name": name},
+        extra_state={"config": json.dumps(config.to_dict()), "name": name, "data_identity": identity},
         is_writer=writer,
     )
+    trainer.stop_requested = lambda: agreed_stop(signals.requested(), world, device)
+    changes: list[dict[str, Any]] = []
     if checkpoint is not None:
-        trainer.resume(checkpoint, check_extra=partial(_check_same_config, config, run_dir))
+
+        def check(extra: dict[str, Any]) -> None:
+            changes.extend(extra.get("config_changes", []))
+            applied = resume_checks.check_resume(config, run_dir, extra, identity, allow_changes)
+            changes.extend({"step": payload["iteration"], **c} for c in applied)
+
+        trainer.resume(checkpoint, check_extra=check, payload=payload)
+        trainer.extra_state["config_changes"] = changes
     if writer:
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=2) + "\n")
-        truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / "environment.json", json.dumps(environment_info(), indent=2) + "\n")
+        rewind_metrics(run_dir / "metrics.jsonl", trainer.state.step)
+        if changes:
+            resume_checks.record_changes(run_dir, changes)
     tracker = Tracker(
         run_dir,
         name,
@@ -230,19 +287,21 @@ def run_experiment(
     trainer.log = tracker.log
     started = time.perf_counter()
     try:
-        with RssSampler() as rss:
+        with RssSampler() as rss, signals.deferred():
             trainer.fit()
-    except NonFiniteError:
+    except (NonFiniteError, TrainingInterrupted):
         tracker.close()
         raise
     summary = None
     if writer:
         summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
-        summary["peak_memory_mb"] = peak_memory_mb(device)
+        # Linux updates ru_maxrss lazily (at unmaps), so a sampled RSS can exceed it: the peak is the larger one
+        sampled = (rss.peak_mb or 0.0) if device.type == "cpu" else 0.0
+        summary["peak_memory_mb"] = max(peak_memory_mb(device), sampled)
         summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
         summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
         summary["wall_clock_this_session_s"] = time.perf_counter() - started
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     tracker.close(summary)
     if dist.is_initialized():
         dist.barrier()

@@ -176,7 +176,7 @@ def test_existing_run_without_resume_is_refused(tmp_path, capsys):
 def test_resume_with_a_changed_config_exits_2_naming_the_keys_and_keeps_the_run(tmp_path, capsys):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--resume"]
-    assert main(args) == 0
+    assert main(args[:-1]) == 0
     saved = (tmp_path / "runs" / "r" / "config.json").read_text()
     capsys.readouterr()
     assert main([*args, "--set", "optim.lr=0.5", "--set", "model.ffn.d_ff=32", "--set", "logging.log_every=1"]) == 2
@@ -189,7 +189,7 @@ def test_resume_with_a_changed_config_exits_2_naming_the_keys_and_keeps_the_run(
 def test_resume_may_extend_max_steps_and_change_logging(tmp_path):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--resume"]
-    assert main(args) == 0
+    assert main(args[:-1]) == 0
     assert main([*args, "--set", "train.max_steps=4", "--set", "logging.log_every=1"]) == 0
     assert json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())["steps"] == 4
 

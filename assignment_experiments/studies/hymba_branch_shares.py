@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as error:
             print(error, file=sys.stderr)
             return 2
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never run code
         state = checkpoint.get("model", checkpoint)
         for layer, (logged, effective) in enumerate(layer_shares(state)):
             print(f"| {run_dir.name} | {path.name} | {layer} | {logged:.3f} | {effective:.3f} | {1 - effective:.3f} |")

@@ -7,11 +7,14 @@ that records every file's size and SHA-256.
   entry invalid and the caller rebuilds it. ``meta.json`` is written last and atomically: a build interrupted
   half-way has no ``meta.json`` and counts as missing.
 - :func:`build_entry` builds in a private temporary folder and publishes it with a rename, so processes preparing
-  the same corpus at once (e.g. DDP ranks) never see or write each other's half-built files.
+  the same corpus at once (e.g. DDP ranks) never see or write each other's half-built files. The builder holds an
+  ``flock`` on ``.owner`` inside that folder; :func:`remove_stale_builds` deletes the folders whose owner is gone
+  (killed mid-build) and leaves live builds alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -88,6 +91,52 @@ def verify_entry(directory: Path, checksums: bool = True) -> tuple[dict[str, Any
     return meta, ""
 
 
+OWNER = ".owner"
+STALE_WITHOUT_OWNER_S = 3600  # a build folder with no owner file (older layout) counts as abandoned after an hour
+
+
+def _claim(folder: Path) -> int:
+    """Lock a new owner file, then rename it into place, so an ``.owner`` is never seen unlocked."""
+    fd, name = tempfile.mkstemp(prefix=".owner-", dir=folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(name, folder / OWNER)
+    return fd
+
+
+def remove_stale_builds(cache_dir: str | os.PathLike) -> list[Path]:
+    """Delete build folders (``*.building-*``, ``*.old-*``) left by processes that died; returns them."""
+    import time
+
+    cache_dir, removed = Path(cache_dir), []
+    if not cache_dir.is_dir():
+        return removed
+    for folder in cache_dir.iterdir():
+        if not folder.is_dir() or (".building-" not in folder.name and ".old-" not in folder.name):
+            continue
+        if ".building-" in folder.name:
+            try:
+                fd = os.open(folder / OWNER, os.O_RDONLY)
+            except FileNotFoundError:
+                try:
+                    if time.time() - folder.stat().st_mtime < STALE_WITHOUT_OWNER_S:
+                        continue  # just created (owner not in place yet) or publishing: not ours to judge
+                except FileNotFoundError:
+                    continue
+                fd = None
+            except OSError:
+                continue
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live build
+                finally:
+                    os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 @contextmanager
 def build_entry(directory: Path) -> Iterator[Path]:
     """Yield a private folder to build ``directory`` in; on success, replace ``directory`` with it atomically.
@@ -98,8 +147,10 @@ def build_entry(directory: Path) -> Iterator[Path]:
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{directory.name}.building-", dir=directory.parent))
+    owner = _claim(tmp)
     try:
         yield tmp
+        (tmp / OWNER).unlink()  # the published entry carries no owner file (we keep the lock on the open fd)
         if verify_entry(directory, checksums=True)[0] is not None:
             return
         if directory.exists():
@@ -115,3 +166,4 @@ def build_entry(directory: Path) -> Iterator[Path]:
             pass  # published by another process meanwhile
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(owner)

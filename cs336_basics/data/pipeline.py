@@ -14,14 +14,19 @@ depends on, make a second call start instantly and a changed input rebuild:
    the split entry's file checksums and the tokenizer's checksum.
 
 Token arrays are verified (sizes and SHA-256; ``verify_checksums=False`` checks sizes only, for multi-GB arrays)
-before reuse, and the split files' checksums are re-checked before they are encoded; a damaged entry is rebuilt.
+before reuse, and the split files' checksums are re-checked before a tokenizer is trained on them or they are
+encoded; a damaged entry is rebuilt (with a notice), so a corrupted text never trains a tokenizer cached under the
+clean text's key. Leftovers of builds killed half-way (``*.building-*``) are removed at the next start.
 Input files are hashed once and memoised by size and modification time (``cache_dir/fingerprints.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +37,17 @@ from tqdm import tqdm
 
 from cs336_basics.checksums import sha256_text
 from cs336_basics.data import corpora
-from cs336_basics.data.cache import build_entry, cache_key, describe_files, fingerprint, verify_entry, write_meta
+from cs336_basics.data.cache import (
+    build_entry,
+    cache_key,
+    describe_files,
+    fingerprint,
+    remove_stale_builds,
+    verify_entry,
+    write_meta,
+)
 from cs336_basics.data.text_generators.stories import EOT, generate_stories, iter_story_bytes
-from cs336_basics.tokenizer.bpe_train import train_bpe
+from cs336_basics.tokenizer.bpe_train import VocabShortfallWarning, shortfall_message, train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
 from cs336_basics.tokenizer.kinds import ByteTokenizer, GPT2Tokenizer, encode_text_file, tokenizer_sha256
 from cs336_basics.tokenizer.tokenizer import Tokenizer
@@ -65,6 +78,19 @@ def in_validation(doc: str, seed: int, val_fraction: float) -> bool:
 def _story_documents(num_bytes: int, seed: int) -> Iterator[str]:
     for block in iter_story_bytes(num_bytes, seed):
         yield from block.decode("utf-8").split(EOT)[:-1]
+
+
+@contextlib.contextmanager
+def _utf8_required(source: str, path, data_dir) -> Iterator[None]:
+    """Turn a decoding error deep in a document reader into one line naming the input and the fix."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        where = path if path is not None else f"the {source} files under {data_dir}"
+        raise ValueError(
+            f"{where} is not UTF-8 text ({error.reason}, byte 0x{error.object[error.start]:02x}); convert it, "
+            "e.g. iconv -f latin1 -t utf-8 IN > OUT"
+        ) from None
 
 
 def _input_files(source: str, path, data_dir, splits: list[str]) -> list[Path]:
@@ -121,22 +147,27 @@ def _prepare_split(
         splits = ["train"] if val_fraction is not None else ["train", "valid"]
         files = _input_files(source, path, data_dir, splits)
         identity = {"files": {str(p): fingerprint(p, cache_dir) for p in files}, "text_field": text_field}
-        train_docs = corpora.iter_documents(source, "train", path, data_dir, text_field)
-        val_docs = (
-            corpora.iter_documents(source, "valid", path, data_dir, text_field) if val_fraction is None else iter(())
-        )
+        with _utf8_required(source, path, data_dir):  # the text source peeks at its first megabyte here
+            train_docs = corpora.iter_documents(source, "train", path, data_dir, text_field)
+            val_docs = (
+                corpora.iter_documents(source, "valid", path, data_dir, text_field)
+                if val_fraction is None
+                else iter(())
+            )
     key = cache_key({"stage": "split", "source": source, "seed": seed, "val_fraction": val_fraction, **identity})
     directory = Path(cache_dir) / f"split-{source}-{key}"
-    meta, _ = verify_entry(directory, checksums=checksums)
+    meta, reason = verify_entry(directory, checksums=checksums)
     if meta is None:
-        with build_entry(directory) as tmp:
+        if directory.exists():
+            print(f"note: cache entry {directory.name} is damaged ({reason}); rebuilding it", file=sys.stderr)
+        with _utf8_required(source, path, data_dir), build_entry(directory) as tmp:
             _build_split(tmp, train_docs, val_docs, seed, val_fraction, progress)
         meta, _ = verify_entry(directory, checksums=False)
     return directory, meta
 
 
 def _make_tokenizer(
-    kind: str, split_dir: Path, split_meta: dict, vocab_size, bpe_train_bytes, cache_dir, workers, progress
+    kind: str, verified_split, split_meta: dict, vocab_size, bpe_train_bytes, cache_dir, workers, progress
 ):
     if kind == "bytes":
         return ByteTokenizer([EOT])
@@ -147,6 +178,9 @@ def _make_tokenizer(
                      "bpe_train_bytes": bpe_train_bytes, "special_tokens": [EOT]})  # fmt: skip
     directory = Path(cache_dir) / f"bpe-{vocab_size}-{key}"
     if verify_entry(directory)[0] is None:
+        split_dir, checked = verified_split()  # never train on a split whose text no longer matches its checksum
+        if checked["files"]["train.txt"]["sha256"] != split_meta["files"]["train.txt"]["sha256"]:
+            raise ValueError(f"the rebuilt split {split_dir} differs from its recorded checksum; delete {cache_dir}")
         with build_entry(directory) as tmp:
             sample = split_dir / "train.txt"
             if bpe_train_bytes is not None and sample.stat().st_size > bpe_train_bytes:
@@ -154,7 +188,11 @@ def _make_tokenizer(
                 with open(split_dir / "train.txt", encoding="utf-8", errors="ignore") as src:
                     text = src.read(bpe_train_bytes)
                 sample.write_text(text[: text.rfind(EOT) + len(EOT)] if EOT in text else text, encoding="utf-8")
-            vocab, merges = train_bpe(sample, vocab_size, [EOT], num_workers=workers, progress=progress)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", VocabShortfallWarning)  # said below, as one plain line
+                vocab, merges = train_bpe(sample, vocab_size, [EOT], num_workers=workers, progress=progress)
+            if len(vocab) < vocab_size:
+                print(f"note: {shortfall_message(len(vocab), vocab_size)}", file=sys.stderr)
             (tmp / "bpe_train.txt").unlink(missing_ok=True)
             save_tokenizer_files(vocab, merges, tmp)
             write_meta(tmp, {"files": describe_files(tmp, ["vocab.json", "merges.txt"])})
@@ -198,9 +236,17 @@ def prepare_corpus(
     if source == "stories" and val_fraction is None:
         raise ValueError("generated stories have no separate validation file; pass a val_fraction such as 0.1")
     split_args = (source, path, data_dir, num_bytes, seed, val_fraction, text_field, hf_revision, cache_dir, progress)
-    split_dir, split_meta = _prepare_split(*split_args, checksums=False)  # contents re-checked only if re-encoding
+    remove_stale_builds(cache_dir)
+    split_dir, split_meta = _prepare_split(*split_args, checksums=False)  # contents re-checked before any use
     tok = _make_tokenizer(
-        tokenizer, split_dir, split_meta, vocab_size, bpe_train_bytes, cache_dir, num_workers, progress
+        tokenizer,
+        lambda: _prepare_split(*split_args, checksums=True),
+        split_meta,
+        vocab_size,
+        bpe_train_bytes,
+        cache_dir,
+        num_workers,
+        progress,
     )
     tok_sha = tokenizer_sha256(tok)
     split_sums = {name: info["sha256"] for name, info in split_meta["files"].items()}

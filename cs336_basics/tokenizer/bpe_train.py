@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import multiprocessing as mp
 import os
+import warnings
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -33,6 +34,17 @@ from cs336_basics.tokenizer.pretokenize import (
 )
 
 DEFAULT_CHUNK_BYTES = 4 << 20  # small enough to keep each worker's working set to a few tens of MB
+
+
+class VocabShortfallWarning(UserWarning):
+    """BPE ran out of pairs to merge before reaching the requested vocabulary size."""
+
+
+def shortfall_message(reached: int, requested: int) -> str:
+    return (
+        f"BPE training reached a vocabulary of {reached} tokens, not the requested {requested}: the corpus has no "
+        "pair left to merge; use more (or more varied) text, or a vocab size of at most " + str(reached)
+    )
 
 
 def _count_chunk(args: tuple[str, int, int, list[str]]) -> Counter[str]:
@@ -184,4 +196,6 @@ def train_bpe(
         vocab[len(vocab)] = s.encode("utf-8")
     pretoken_counts = {tok.encode("utf-8"): c for tok, c in counts.items()}
     merges = merge_pretokens(pretoken_counts, vocab, vocab_size - len(vocab), progress)
+    if len(vocab) < vocab_size:
+        warnings.warn(shortfall_message(len(vocab), vocab_size), VocabShortfallWarning, stacklevel=2)
     return vocab, merges

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336_basics.checksums import sha256_file, sha256_text
+from cs336_basics.fs_checks import check_writable_dir, os_error_line
 from cs336_basics.tokenizer.io import escape_token
 from cs336_basics.tokenizer.pretokenize import find_chunk_boundaries, read_chunk_text
 from cs336_basics.tokenizer.tokenizer import Tokenizer
@@ -66,6 +67,7 @@ def encode_file(
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes={chunk_bytes} must be positive")
     out = Path(out_dir)
+    check_writable_dir(out, "output directory")  # fail before the encoding, not after it
     out.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
     bounds = find_chunk_boundaries(path, chunk_bytes, tokenizer.special_tokens)
@@ -147,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = Tokenizer.from_files(args.vocab, args.merges, args.special_token)
         meta = encode_file(args.input, tokenizer, args.out, args.num_workers, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:  # includes non-UTF-8 input and an unwritable --out
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    except OSError as e:
+        code, line = os_error_line(e)
+        print(line, file=sys.stderr)
+        return code
     rate = meta["input_bytes"] / max(meta["encode_seconds"], 1e-9) / 1e6
     seconds = meta["encode_seconds"]
     print(f"wrote {meta['num_tokens']} tokens ({meta['dtype']}) to {args.out} in {seconds} s ({rate:.1f} MB/s)")

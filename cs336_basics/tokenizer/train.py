@@ -10,8 +10,10 @@ import argparse
 import resource
 import sys
 import time
+import warnings
 
-from cs336_basics.tokenizer.bpe_train import DEFAULT_CHUNK_BYTES, train_bpe
+from cs336_basics.fs_checks import check_writable_dir, os_error_line
+from cs336_basics.tokenizer.bpe_train import DEFAULT_CHUNK_BYTES, VocabShortfallWarning, shortfall_message, train_bpe
 from cs336_basics.tokenizer.io import save_tokenizer_files
 
 
@@ -35,19 +37,28 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        vocab, merges = train_bpe(
-            args.input,
-            args.vocab_size,
-            args.special_token,
-            num_workers=args.num_workers,
-            progress=not args.no_progress,
-            chunk_bytes=args.chunk_bytes,
-        )
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        check_writable_dir(args.out, "--out")  # before the training, not after it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VocabShortfallWarning)  # reported below, as one plain line
+            vocab, merges = train_bpe(
+                args.input,
+                args.vocab_size,
+                args.special_token,
+                num_workers=args.num_workers,
+                progress=not args.no_progress,
+                chunk_bytes=args.chunk_bytes,
+            )
+        elapsed = time.perf_counter() - start
+        vocab_path, merges_path = save_tokenizer_files(vocab, merges, args.out)
+    except (FileNotFoundError, ValueError) as e:  # includes UnicodeDecodeError (a ValueError) and --out problems
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    elapsed = time.perf_counter() - start
-    vocab_path, merges_path = save_tokenizer_files(vocab, merges, args.out)
+    except OSError as e:
+        code, line = os_error_line(e)
+        print(line, file=sys.stderr)
+        return code
+    if len(vocab) < args.vocab_size:
+        print(f"note: {shortfall_message(len(vocab), args.vocab_size)}")
     own, child = peak_memory_mib()
     longest = max((a + b for a, b in merges), key=len, default=b"")
     print(f"wrote {vocab_path} ({len(vocab)} tokens) and {merges_path} ({len(merges)} merges)")

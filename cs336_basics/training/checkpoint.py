@@ -127,6 +127,8 @@ def read_checkpoint(src: Source) -> dict[str, Any]:
         payload = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError/UnpicklingError/EOFError/... depending on the damage
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error):  # torch's text would advise weights_only=False, i.e. running the file's code
+            reason = f"{type(error).__name__}: it holds something other than tensors and plain values"
         raise ValueError(f"checkpoint {name} is truncated or not a checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         found = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__

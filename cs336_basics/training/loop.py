@@ -11,6 +11,9 @@ Design choices:
   sync is skipped on all but the last micro-batch, logged losses are averaged over processes, and evaluation runs on
   the plain model with whole (unsharded) batches so every process takes the same early-stopping decision.
 - The loop never reads files or flags: it reports through ``log(record)`` and the caller decides where records go.
+- **Stoppable at a step boundary.** ``stop_requested()`` (set by the caller, e.g. from
+  :class:`~cs336_basics.training.interrupt.StopSignals`) is polled after every step; when it returns a signal number
+  the loop writes a checkpoint and raises :class:`~cs336_basics.training.interrupt.TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ from cs336_basics.optim.schedules import apply_learning_rate
 from cs336_basics.training.batches import BatchSource
 from cs336_basics.training.checkpoint_files import prune_checkpoints
 from cs336_basics.training.evaluation import batch_loss, evaluate
+from cs336_basics.training.interrupt import TrainingInterrupted
 
 VAL_SEED_OFFSET = 7919
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or the gradient norm became NaN/inf; raised before the optimizer step."""
+    """The loss or the gradient norm became NaN/inf at ``step``; raised before the optimizer step."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -129,6 +137,7 @@ class Trainer:
         self.autocast_dtype = dtype
         self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.stop_requested: Callable[[], int | None] = lambda: None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -156,15 +165,21 @@ class Trainer:
         prune_checkpoints(self.checkpoint_dir, self.settings.keep_checkpoints)
         return path
 
-    def resume(self, path: Path, check_extra: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def resume(
+        self,
+        path: Path,
+        check_extra: Callable[[dict[str, Any]], None] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Restore model, optimizer and loop state from the checkpoint at ``path``; returns its ``extra`` dict.
 
-        The file is read once; ``check_extra(extra)`` runs before anything is restored, so a caller can refuse a
-        checkpoint (e.g. one trained with another config) before shapes are compared.
+        The file is read once (not at all when the caller already read it into ``payload``); ``check_extra(extra)``
+        runs before anything is restored, so a caller can refuse a checkpoint (e.g. one trained with another config)
+        before shapes are compared.
         """
         from cs336_basics.training.checkpoint import read_checkpoint, restore_checkpoint
 
-        payload = read_checkpoint(path)
+        payload = payload if payload is not None else read_checkpoint(path)
         extra = payload["extra"]
         if check_extra is not None:
             check_extra(extra)
@@ -215,7 +230,8 @@ class Trainer:
             raise NonFiniteError(
                 f"non-finite {what} at step {step + 1} (loss={loss_value}, grad_norm={grad_norm}); the optimizer "
                 "step was skipped and the last good checkpoint kept. Try a lower optim.lr, optim.grad_clip=1.0, "
-                "or a longer optim.warmup_steps"
+                "or a longer optim.warmup_steps",
+                step + 1,
             )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -304,6 +320,9 @@ class Trainer:
                 self._eval_and_track()
                 st.elapsed_s += time.perf_counter() - started
             done = final or st.stopped_early
+            saved = None
             if (s.checkpoint_every and st.step % s.checkpoint_every == 0) or done:
-                self.save()
+                saved = self.save()
+            if (signum := self.stop_requested()) is not None:
+                raise TrainingInterrupted(signum, st.step, saved or self.save())
         return st

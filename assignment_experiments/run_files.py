@@ -1,0 +1,82 @@
+"""Small, careful writers for the files of a run directory.
+
+- :func:`atomic_write_text`: write to a temporary file in the same folder, fsync, then rename over the target, so a
+  reader (``report``) or a crash never sees half a ``summary.json``.
+- :func:`rewind_metrics`: on ``--resume``, cut ``metrics.jsonl`` back to the checkpoint's step. A line that is not
+  valid JSON (a torn last line after ``kill -9``, or damage) is not silently dropped: it is appended to
+  ``metrics.damaged.jsonl`` beside it, with its line number, and a one-line notice says so.
+- :func:`remove_temporary_checkpoints`: delete ``.step_*.tmp`` files left by a process killed mid-write (only call
+  it while holding the run lock, so no live writer owns them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+DAMAGED_SUFFIX = ".damaged.jsonl"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename (the old content stays until the new one is complete)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def rewind_metrics(path: Path, step: int, notice: Callable[[str], None] = _stderr) -> int:
+    """Keep the records up to ``step`` (no ``final`` record); set damaged lines aside. Returns how many were."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, damaged = [], []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                damaged.append({"line": lineno, "text": line.rstrip("\n")})
+                continue
+            if record.get("step", 0) <= step and record.get("kind") != "final":
+                kept.append(record)
+    if damaged:
+        aside = path.with_name(path.stem + DAMAGED_SUFFIX)
+        with aside.open("a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(d) + "\n" for d in damaged)
+            handle.flush()
+            os.fsync(handle.fileno())
+        lines = ", ".join(str(d["line"]) for d in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
+        notice(f"note: {path} had {len(damaged)} damaged line(s) (line {lines}); kept aside in {aside}")
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(damaged)
+
+
+def remove_temporary_checkpoints(directory: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that never finished; returns what was removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.glob(".step_*.tmp") if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
