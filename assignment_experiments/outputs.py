@@ -1,8 +1,14 @@
-"""The end of a run: full validation pass, optional checkpoint averaging, samples, curves and ``summary.json``."""
+"""The end of a run: full validation pass, optional checkpoint averaging, samples, curves and ``summary.json``.
+
+:func:`finish_run` is the one place that assembles ``summary.json`` (the runner only writes the dict it returns).
+:func:`training_flops_per_token` gives the model FLOPs per trained token behind the "model FLOP/s" and MFU figures of
+the training log.
+"""
 
 from __future__ import annotations
 
 import copy
+import resource
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,31 @@ def write_samples(config: ExperimentConfig, model: torch.nn.Module, data: Prepar
     out.write_text("\n".join(blocks))
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the peak of allocated tensor memory. CPU: the process-wide peak RSS, data preparation included."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def training_flops_per_token(config: ExperimentConfig, counts: dict[str, int]) -> tuple[float, str]:
+    """Model FLOPs to train on one token (forward + backward) and how they were counted.
+
+    Transformers use the per-term count of :mod:`cs336_basics.models.flops` at the training context length (the
+    attention scores included); other architectures use Kaplan et al.'s ``6 x`` active non-embedding parameters plus
+    the output head, which leaves out the scan/attention-score terms.
+    """
+    m = config.model
+    vocab = m.vocab_size or 0
+    if m.architecture == "transformer" and not m.options and m.num_layers and vocab:
+        from cs336_basics.models.flops import transformer_flops_per_token
+
+        terms = transformer_flops_per_token(m.d_model, m.num_layers, m.context_length, vocab, m.d_ff, m.ffn or "swiglu")
+        return float(terms["training"]), "models.flops (transformer terms)"
+    active_non_embedding = counts["non_embedding"] - (counts["total"] - counts["active"])
+    return 6.0 * (active_non_embedding + m.d_model * vocab), "6 x active non-embedding params + head"
+
+
 def finish_run(
     config: ExperimentConfig,
     name: str,
@@ -44,8 +75,15 @@ def finish_run(
     data: PreparedData,
     counts: dict[str, int],
     tracker: Tracker,
+    session: dict[str, Any] | None = None,
+    tokenizer_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Final evaluations and artefacts; returns the summary dict (written by the caller)."""
+    """Final evaluations and artefacts; returns the whole ``summary.json`` dict (written by the caller).
+
+    ``session`` carries what only the runner saw: ``device``, the training-phase ``rss`` sampler and this process's
+    ``wall_clock_s``; ``tokenizer_info`` is what :func:`~assignment_experiments.run_loading.save_run_tokenizer`
+    stored in the run folder (kind, checksums).
+    """
     state = trainer.state
     final = trainer.full_evaluation(config.data.final_eval_max_tokens)
     record: dict[str, Any] = {
@@ -101,6 +139,14 @@ def finish_run(
         "tokens_seen": state.tokens_seen,
         "stopped_early": state.stopped_early,
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "vocab_size": config.model.vocab_size,
+        "tokenizer": tokenizer_info,
         **{k: v for k, v in last_eval.items() if k.startswith("diag/")},
     }
+    if session is not None:
+        device, rss = session["device"], session["rss"]
+        summary["peak_memory_mb"] = peak_memory_mb(device)
+        summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
+        summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
+        summary["wall_clock_this_session_s"] = session["wall_clock_s"]
     return summary

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import random
-import resource
 import time
 from functools import partial
 from pathlib import Path
@@ -23,7 +22,9 @@ import torch.distributed as dist
 
 from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
 from assignment_experiments.data_sources import PreparedData, prepare_data
-from assignment_experiments.outputs import finish_run
+from assignment_experiments.outputs import finish_run, training_flops_per_token
+from assignment_experiments.resolved_config import resolve_config, resolve_dict
+from assignment_experiments.run_loading import save_run_tokenizer
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
 from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
 from cs336_basics.models.factory import build_model
@@ -127,16 +128,13 @@ def _checkpoint_layers(model: torch.nn.Module) -> None:
         layer.forward = partial(checkpoint, layer.forward, use_reentrant=False)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: the peak of allocated tensor memory. CPU: the process-wide peak RSS, data preparation included."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def _check_same_config(config: ExperimentConfig, run_dir: Path, extra: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint trained with other settings (only length and logging may change)."""
-    changed = resume_conflicts(json.loads(extra["config"]), config) if "config" in extra else []
+    """Refuse to resume a checkpoint trained with other settings (only length and logging may change).
+
+    ``config`` is resolved; the saved one is resolved the same way, so filled-in defaults never count as changes.
+    """
+    saved = resolve_dict(json.loads(extra["config"]), config.model.vocab_size) if "config" in extra else None
+    changed = resume_conflicts(saved, config) if saved is not None else []
     if changed:
         raise ConfigError(
             f"config error: {run_dir} was trained with a different config ({'; '.join(changed)}); only "
@@ -180,6 +178,7 @@ def run_experiment(
             f"{config.model.context_length}; raise context_length"
         )
     model = make_model(config, data.vocab_size).to(device)
+    resolved = resolve_config(config, config.model.vocab_size or data.vocab_size)  # what config.json records
     run_dir, checkpoint = prepare_run_dir(runs_dir, name, resume)
     counts = count_parameters(model)
     counts["active"] = moe_parameter_counts(model)["active"]  # per token: only top_k of each MoE layer's experts
@@ -209,6 +208,7 @@ def run_experiment(
         log_every=config.logging.log_every,
         seed=t.seed,
         precision=t.precision,
+        eval_at_start=True,  # the loss at initialisation (about ln V) is the first point of every curve
     )
     writer = rank == 0
     if writer:
@@ -222,14 +222,16 @@ def run_experiment(
         device,
         checkpoint_dir=run_dir / "checkpoints",
         train_module=train_module,
-        extra_state={"config": json.dumps(config.to_dict()), "name": name},
+        extra_state={"config": json.dumps(resolved.to_dict()), "name": name},
         is_writer=writer,
     )
     if checkpoint is not None:
-        trainer.resume(checkpoint, check_extra=partial(_check_same_config, config, run_dir))
+        trainer.resume(checkpoint, check_extra=partial(_check_same_config, resolved, run_dir))
+    tokenizer_info = None
     if writer:
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (run_dir / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
         (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=2) + "\n")
+        tokenizer_info = save_run_tokenizer(data.tokenizer, run_dir) if data.tokenizer is not None else None
         truncate_metrics(run_dir / "metrics.jsonl", trainer.state.step)
     tracker = Tracker(
         run_dir,
@@ -241,6 +243,8 @@ def run_experiment(
         config.logging.progress_bar,
         start_step=trainer.state.step,
         enabled=writer,
+        flops_per_token=training_flops_per_token(resolved, counts),
+        device=device,
     )
     tracker.write(
         f"run {name}: {config.model.architecture}, {counts['total']:,} parameters "
@@ -257,11 +261,8 @@ def run_experiment(
         raise
     summary = None
     if writer:
-        summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
-        summary["peak_memory_mb"] = peak_memory_mb(device)
-        summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
-        summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
-        summary["wall_clock_this_session_s"] = time.perf_counter() - started
+        session = {"device": device, "rss": rss, "wall_clock_s": time.perf_counter() - started}
+        summary = finish_run(resolved, name, run_dir, trainer, data, counts, tracker, session, tokenizer_info)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     tracker.close(summary)
     if dist.is_initialized():

@@ -57,6 +57,7 @@ class LoopSettings:
     log_every: int = 10
     seed: int = 0
     precision: str = "fp32"
+    eval_at_start: bool = False  # evaluate once before the first step (the loss at initialisation)
 
 
 @dataclass
@@ -281,6 +282,8 @@ class Trainer:
     def fit(self) -> LoopState:
         """Train until ``max_steps`` or early stopping; evaluate and checkpoint on the way and at the end."""
         s, st = self.settings, self.state
+        if s.eval_at_start and st.step == 0:
+            self._eval_and_track()
         last_log_time, last_log_tokens, last_log_step = time.perf_counter(), st.tokens_seen, st.step
         while st.step < s.max_steps and not st.stopped_early:
             started = time.perf_counter()

@@ -1,0 +1,68 @@
+"""The fully resolved config: every default written out, so a run's ``config.json`` says what the run used.
+
+``run_experiment --print-config`` prints it, and the runner writes it into ``runs/<name>/config.json`` and its
+checkpoints. Resolution is generic:
+
+1. every section is its dataclass, so a key absent from the file takes the dataclass default (all sections);
+2. a ``model`` key left ``null`` ("the model's own default") takes the default of the architecture constructor's
+   argument of the same name, when the constructor has one (``norm``, ``rope_theta``, ``d_state``, ...);
+3. values the pipeline derives: ``model.vocab_size`` from the data (once it is prepared; ``null`` before),
+   ``data.tokenizer_vocab_size`` for a BPE tokenizer (1024 when ``null``), ``data.data_dir`` (``data``) and a
+   fractional ``data.stride`` turned into tokens.
+
+Resolving twice changes nothing, and a resolved config loads and validates like any config file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from typing import Any
+
+from assignment_experiments.config import ExperimentConfig, _build
+
+DEFAULT_BPE_VOCAB = 1024  # cs336_basics.data.pipeline trains this size when data.tokenizer_vocab_size is null
+DEFAULT_DATA_DIR = "data"  # cs336_basics.data.corpora.DEFAULT_DATA_DIR
+CORPUS_SOURCES = ("stories", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia", "jsonl", "text")
+
+
+def _constructor_defaults(architecture: str) -> dict[str, Any]:
+    """Named arguments of the architecture's constructor that have a (non-None) default."""
+    try:
+        from cs336_basics.models.factory import model_class
+
+        parameters = inspect.signature(model_class(architecture).__init__).parameters
+    except Exception:  # an architecture the factory cannot import: leave its nulls as they are
+        return {}
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if p.default is not inspect.Parameter.empty and p.default is not None
+        and isinstance(p.default, int | float | str | bool)
+    }  # fmt: skip
+
+
+def resolve_config(config: ExperimentConfig, vocab_size: int | None = None) -> ExperimentConfig:
+    """A copy of ``config`` with every default filled in (see the module docstring); ``config`` is unchanged."""
+    resolved = copy.deepcopy(config)
+    m, d = resolved.model, resolved.data
+    defaults = _constructor_defaults(m.architecture)
+    for f in dataclasses.fields(m):
+        if getattr(m, f.name) is None and f.name in defaults:
+            setattr(m, f.name, defaults[f.name])
+    if m.vocab_size is None and vocab_size is not None:
+        m.vocab_size = int(vocab_size)
+    if d.source in CORPUS_SOURCES:
+        if d.tokenizer == "bpe" and d.tokenizer_vocab_size is None:
+            d.tokenizer_vocab_size = DEFAULT_BPE_VOCAB
+        if d.data_dir is None:
+            d.data_dir = DEFAULT_DATA_DIR
+    if isinstance(d.stride, float):
+        d.stride = max(1, round(d.stride * m.context_length))
+    return resolved
+
+
+def resolve_dict(raw: dict[str, Any], vocab_size: int | None = None) -> dict[str, Any]:
+    """:func:`resolve_config` for a raw config dict (e.g. the one stored in a checkpoint; type-checked only)."""
+    return resolve_config(_build(ExperimentConfig, copy.deepcopy(raw), ""), vocab_size).to_dict()
