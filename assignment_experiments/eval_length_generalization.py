@@ -24,26 +24,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
-from assignment_experiments.runner import make_model
-from cs336_basics.training.checkpoint import read_checkpoint
-from cs336_basics.training.checkpoint_files import list_checkpoints
+from assignment_experiments.run_loading import (
+    build_run_model,
+    load_run_tokenizer,
+    read_run_checkpoint,
+    read_run_config,
+    run_vocab_size,
+)
 
 
 def load_extended(run_dir: Path, factor: int) -> tuple[torch.nn.Module, Any, int, int]:
     """The run's trained model rebuilt at ``factor`` x its context, its prepared data, train length and step."""
-    raw = json.loads((run_dir / "config.json").read_text())
-    train_len = raw["model"]["context_length"]
-    raw["model"]["context_length"] = train_len * factor
-    config = config_from_dict(raw)
+    train_len = read_run_config(run_dir).model.context_length
+    config = read_run_config(run_dir, {"model": {"context_length": train_len * factor}})
     torch.manual_seed(config.train.seed)
     data = prepare_data(config.data, train_len * factor, torch.device("cpu"), seed=config.train.seed)
-    model = make_model(config, data.vocab_size)
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints; the run must keep at least its final one")
-    payload = read_checkpoint(checkpoints[-1])
+    model = build_run_model(config, run_vocab_size(config, load_run_tokenizer(run_dir), data.vocab_size))
+    _, payload = read_run_checkpoint(run_dir, "latest")
     saved, target = payload["model"], model.state_dict()
     missing = sorted(set(target) - set(saved))
     unexpected = sorted(set(saved) - set(target))
@@ -86,14 +84,16 @@ def buckets(losses: np.ndarray, size: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.eval_length_generalization")
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.eval_length_generalization", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (Transformer runs)")
     parser.add_argument("--factor", type=int, default=2, help="evaluate at this multiple of the training length")
-    parser.add_argument("--bucket", type=int, default=32, help="positions per reported bucket")
+    parser.add_argument("--bucket", type=int, default=32, help="positions per reported bucket (default 32)")
     parser.add_argument("--max-tokens", type=int, default=20480, help="validation tokens scored at every length")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the .json/.md/.png results go")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)

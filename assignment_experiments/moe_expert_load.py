@@ -22,25 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
-from assignment_experiments.runner import make_model
+from assignment_experiments.run_loading import load_run, read_run_config
 from cs336_basics.models.moe import MoEFeedForward, moe_parameter_counts
-from cs336_basics.training.checkpoint import read_checkpoint
-from cs336_basics.training.checkpoint_files import list_checkpoints
 
 
 @torch.no_grad()
 def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = read_run_config(run_dir)
     data = prepare_data(config.data, config.model.context_length, torch.device("cpu"), seed=config.train.seed)
-    model = make_model(config, data.vocab_size)
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
-    payload = read_checkpoint(checkpoints[-1])
-    model.load_state_dict(payload["model"])
-    model.eval()
+    run = load_run(run_dir, "latest", data_vocab_size=data.vocab_size)
+    model = run.model
     layers = {name: m for name, m in model.named_modules() if isinstance(m, MoEFeedForward)}
     if not layers:
         raise ValueError(f"{run_dir} is not an MoE run (no MoEFeedForward modules)")
@@ -63,7 +55,7 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
     counts = moe_parameter_counts(model)
     first_layer = next(iter(layers.values()))
     return {
-        "checkpoint_step": payload["iteration"],
+        "checkpoint_step": run.step,
         "num_experts": first_layer.num_experts,
         "top_k": first_layer.top_k,
         "params_total": counts["total"],
@@ -81,12 +73,14 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assignment_experiments.moe_expert_load")
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--max-tokens", type=int, default=20480)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.moe_expert_load", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="finished MoE run directories (with checkpoints)")
+    parser.add_argument("--max-tokens", type=int, default=20480, help="validation tokens to route (default 20480)")
+    parser.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where expert_load.json/.md go")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -53,23 +53,24 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 # ----- the run's tokenizer ------------------------------------------------------------------------------------------
-def save_run_tokenizer(tokenizer: Any, run_dir: Path) -> dict[str, Any]:
-    """Write ``tokenizer`` into ``run_dir/tokenizer/`` and return what ``summary.json`` records about it."""
+def save_run_tokenizer(tokenizer: Any, run_dir: Path) -> dict[str, Any] | None:
+    """Write ``tokenizer`` into ``run_dir/tokenizer/`` and return what ``summary.json`` records about it.
+
+    Only the pipeline's three tokenizers (BPE, bytes, GPT-2) can be stored; for any other object nothing is written
+    and None is returned (the run then cannot be sampled from a copy).
+    """
     from cs336_basics.data.tokenizers import ByteTokenizer, GPT2Tokenizer, tokenizer_sha256
     from cs336_basics.tokenizer.io import save_tokenizer_files
     from cs336_basics.tokenizer.tokenizer import Tokenizer
 
+    kinds = {Tokenizer: "bpe", ByteTokenizer: "bytes", GPT2Tokenizer: "gpt2"}
+    kind = next((name for cls, name in kinds.items() if isinstance(tokenizer, cls)), None)
+    if kind is None:
+        return None
     out = Path(run_dir) / TOKENIZER_DIR
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(tokenizer, Tokenizer):
-        kind = "bpe"
+    if kind == "bpe":
         save_tokenizer_files(tokenizer.vocab, tokenizer.merges, out)
-    elif isinstance(tokenizer, ByteTokenizer):
-        kind = "bytes"
-    elif isinstance(tokenizer, GPT2Tokenizer):
-        kind = "gpt2"
-    else:
-        raise TypeError(f"cannot store a tokenizer of type {type(tokenizer).__name__} in a run folder")
     files = {name: _sha256(out / name) for name in ("vocab.json", "merges.txt") if kind == "bpe"}
     info = {
         "kind": kind,
@@ -119,15 +120,18 @@ def eos_id(tokenizer: Any) -> int | None:
 
 
 # ----- config and checkpoints ---------------------------------------------------------------------------------------
-def read_run_config(run_dir: Path) -> ExperimentConfig:
-    """The run's ``config.json``, type-checked and validated like a config file."""
+def read_run_config(run_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
+    """The run's ``config.json`` (with ``{section: {key: value}}`` overrides), type-checked and validated."""
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
         raise RunFolderError(f"run folder {run_dir} does not exist; pass a folder such as runs/quickstart")
     if not path.is_file():
         raise RunFolderError(f"{run_dir} has no config.json, so it is not a run folder; pass a folder under runs/")
     try:
-        return config_from_dict(json.loads(path.read_text()))
+        raw = json.loads(path.read_text())
+        for section, values in (overrides or {}).items():
+            raw.setdefault(section, {}).update(values)
+        return config_from_dict(raw)
     except (json.JSONDecodeError, ConfigError) as error:
         raise RunFolderError(f"{path} cannot be read ({str(error).splitlines()[0]})") from None
 
@@ -157,12 +161,14 @@ def find_checkpoint(run_dir: Path, which: str = "latest") -> Path:
     )
 
 
-def run_vocab_size(config: ExperimentConfig, tokenizer: Any | None) -> int:
-    """The vocabulary size the run's model was built with."""
+def run_vocab_size(config: ExperimentConfig, tokenizer: Any | None, data_vocab_size: int | None = None) -> int:
+    """The vocabulary size the run's model was built with (older runs: the prepared data's, when given)."""
     if config.model.vocab_size is not None:
         return config.model.vocab_size
     if tokenizer is not None:
         return int(tokenizer.vocab_size)
+    if data_vocab_size is not None:
+        return data_vocab_size
     raise RunFolderError("config.json has no model.vocab_size and the run stores no tokenizer; set model.vocab_size")
 
 
@@ -190,17 +196,27 @@ class LoadedRun:
         return eos_id(self.tokenizer)
 
 
-def load_run(run_dir: Path, checkpoint: str = "latest", device: str | torch.device = "cpu") -> LoadedRun:
-    """Open ``run_dir``: validated config, the model with the chosen checkpoint's weights, the stored tokenizer."""
+def read_run_checkpoint(run_dir: Path, which: str = "latest") -> tuple[Path, dict[str, Any]]:
+    """The chosen checkpoint's path and its payload (``model``, ``iteration``, ``extra``), read with weights_only."""
+    path = find_checkpoint(run_dir, which)
+    try:
+        return path, read_checkpoint(path)
+    except ValueError as error:
+        raise RunFolderError(str(error)) from None
+
+
+def load_run(
+    run_dir: Path, checkpoint: str = "latest", device: str | torch.device = "cpu", data_vocab_size: int | None = None
+) -> LoadedRun:
+    """Open ``run_dir``: validated config, the model with the chosen checkpoint's weights, the stored tokenizer.
+
+    ``data_vocab_size`` is only needed for runs written before ``config.json`` recorded ``model.vocab_size``.
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     tokenizer = load_run_tokenizer(run_dir)
-    path = find_checkpoint(run_dir, checkpoint)
-    try:
-        payload = read_checkpoint(path)
-    except ValueError as error:
-        raise RunFolderError(str(error)) from None
-    model = build_run_model(config, run_vocab_size(config, tokenizer))
+    path, payload = read_run_checkpoint(run_dir, checkpoint)
+    model = build_run_model(config, run_vocab_size(config, tokenizer, data_vocab_size))
     try:
         step = restore_checkpoint(payload, model, None, name=str(path))
     except ValueError as error:

@@ -51,9 +51,10 @@ def sample_run(
     temperature: float,
     top_p: float,
     seed: int,
-    out=sys.stdout,
+    out=None,
 ) -> list[str]:
-    """Stream one continuation per prompt to ``out``; returns the continuations (without their prompts)."""
+    """Stream one continuation per prompt to ``out`` (default stdout); returns the continuations (no prompts)."""
+    out = sys.stdout if out is None else out
     if run.tokenizer is None:
         raise RunFolderError(f"{run.run_dir} stores no tokenizer (token-file or synthetic run); there is no text")
     texts = []
