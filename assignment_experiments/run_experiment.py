@@ -1,6 +1,7 @@
 """Command line: train one configured experiment into ``runs/<name>/``.
 
     uv run python -m assignment_experiments.run_experiment --config assignment_experiments/configs/quickstart.json
+    uv run python -m assignment_experiments.run_experiment --config ... --print-config   # resolved config, no run
     torchrun --nproc_per_node=2 -m assignment_experiments.run_experiment --config ...   # DDP
 
 Exit codes: 0 done, 2 config / usage error (one line, nothing written), 3 training diverged (non-finite loss or
@@ -39,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run NAME from its latest complete checkpoint"
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (every default filled in) as JSON and exit without training; "
+        "model.vocab_size stays null until the data is prepared",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
+        if args.print_config:
+            import json
+
+            from assignment_experiments.resolved_config import resolve_config
+
+            print(json.dumps(resolve_config(config).to_dict(), indent=2))
+            return 0
         from assignment_experiments.runner import RunError, run_experiment
         from cs336_basics.training.loop import NonFiniteError
 

@@ -1,0 +1,114 @@
+"""W&B settings follow the wandb environment variables; run ids are unique per run and stable across --resume;
+``--print-config`` prints the resolved config; the training log reports model FLOP/s."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from assignment_experiments import tracking
+from assignment_experiments.run_experiment import main
+from assignment_experiments.tracking import wandb_run_id, wandb_settings
+from tests.test_runner import tiny_config
+
+WANDB_VARS = ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_DISABLED")
+
+
+@pytest.fixture
+def clean_wandb_env(monkeypatch):
+    for name in WANDB_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_environment_variables_win_over_the_config(clean_wandb_env, tmp_path):
+    assert wandb_settings("offline", "proj", tmp_path) == {
+        "mode": "offline", "project": "proj", "entity": None, "dir": str(tmp_path)
+    }  # fmt: skip
+    clean_wandb_env.setenv("WANDB_MODE", "disabled")
+    clean_wandb_env.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    clean_wandb_env.setenv("WANDB_PROJECT", "their-project")
+    clean_wandb_env.setenv("WANDB_ENTITY", "their-team")
+    assert wandb_settings("offline", "proj", tmp_path) == {
+        "mode": "disabled", "project": "their-project", "entity": "their-team", "dir": str(tmp_path / "elsewhere")
+    }  # fmt: skip
+    clean_wandb_env.setenv("WANDB_MODE", "dryrun")  # wandb's older name for offline
+    assert wandb_settings("online")["mode"] == "offline"
+
+
+def test_run_ids_are_unique_per_run_and_stable_for_one_run(clean_wandb_env, tmp_path):
+    first, second = tmp_path / "a" / "quickstart", tmp_path / "b" / "quickstart"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    id_first = wandb_run_id(first, "quickstart")
+    assert id_first.startswith("quickstart-") and wandb_run_id(second, "quickstart") != id_first
+    assert wandb_run_id(first, "quickstart") == id_first  # what --resume sees
+    clean_wandb_env.setenv("WANDB_RUN_ID", "chosen")
+    assert wandb_run_id(first, "quickstart") == "chosen"
+
+
+def test_wandb_init_is_not_called_with_the_deprecated_reinit():
+    assert "reinit" not in inspect.getsource(tracking._start_wandb)
+
+
+def test_wandb_mode_disabled_in_the_environment_beats_an_offline_config(clean_wandb_env, tmp_path):
+    clean_wandb_env.setenv("WANDB_MODE", "disabled")
+
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("W&B was started although WANDB_MODE=disabled")
+
+    clean_wandb_env.setattr(tracking, "_start_wandb", must_not_start)
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    code = main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+                 "--set", "logging.wandb=offline"])  # fmt: skip
+    assert code == 0
+    assert not (tmp_path / "runs" / "r" / "wandb").exists()
+
+
+def test_wandb_dir_is_respected_and_resume_continues_the_same_wandb_run(clean_wandb_env, tmp_path):
+    pytest.importorskip("wandb")
+    clean_wandb_env.setenv("WANDB_DISABLE_CODE", "true")
+    clean_wandb_env.setenv("WANDB_DIR", str(tmp_path / "wandb_files"))
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+            "--set", "logging.wandb=offline"]  # fmt: skip
+    assert main(args) == 0
+    run_id = (tmp_path / "runs" / "r" / "wandb_run_id").read_text().strip()
+    assert not (tmp_path / "runs" / "r" / "wandb").exists()
+    assert any(run_id in p.name for p in (tmp_path / "wandb_files" / "wandb").glob("offline-run-*"))
+    assert main([*args, "--resume", "--set", "train.max_steps=4"]) == 0
+    assert (tmp_path / "runs" / "r" / "wandb_run_id").read_text().strip() == run_id
+    runs = [p for p in (tmp_path / "wandb_files" / "wandb").glob("offline-run-*") if run_id in p.name]
+    assert len(runs) == 2  # two sessions of one W&B run id
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["norm"] == "pre" and printed["model"]["positions"] == "rope"  # null in the file
+    assert printed["optim"]["betas"] == [0.9, 0.95] and printed["logging"]["wandb"] == "disabled"
+    assert printed["train"]["num_threads"] == 1 and printed["data"]["final_eval_max_tokens"] == 256
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resolving_is_idempotent_and_the_resolved_config_loads(tmp_path):
+    from assignment_experiments.config import config_from_dict, load_config
+    from assignment_experiments.resolved_config import resolve_config
+
+    once = resolve_config(load_config(tiny_config(tmp_path)), vocab_size=40)
+    twice = resolve_config(config_from_dict(once.to_dict()), vocab_size=99)
+    assert once.to_dict() == twice.to_dict() and once.model.vocab_size == 40
+
+
+def test_train_records_carry_model_flops_per_second(tmp_path):
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
+    assert main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r"]) == 0
+    records = [json.loads(line) for line in Path(tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    for record in train:
+        assert record["model_flops_per_s"] > 0 and "mfu" not in record  # CPU: no known peak, so no MFU
+    assert [r["step"] for r in records if r["kind"] == "eval"][0] == 0
