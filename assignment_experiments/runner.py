@@ -25,6 +25,7 @@ from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run, training_flops_per_token
 from assignment_experiments.resolved_config import resolve_config, resolve_dict
 from assignment_experiments.run_loading import save_run_tokenizer
+from assignment_experiments.threads import set_threads
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
 from cs336_basics.models.base import LanguageModel, count_parameters, parameter_groups
 from cs336_basics.models.factory import build_model
@@ -162,14 +163,15 @@ def run_experiment(
     t, o = config.train, config.optim
     if t.batch_size % world:
         raise ConfigError(f"config error: train.batch_size={t.batch_size} is not divisible by {world} processes")
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    set_threads(t.num_threads, announce=print if rank == 0 else lambda message: None)
     device = _device(t.device, rank)
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config error: train.precision='fp16' needs CUDA (GradScaler); use 'fp32' or 'bf16' on CPU")
     _seed_everything(t.seed)
     try:
-        data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
+        data: PreparedData = prepare_data(
+            config.data, config.model.context_length, device, rank, world, t.seed, progress=rank == 0
+        )
     except FileNotFoundError as error:  # a missing corpus or tokenizer file is a data-config problem
         raise ConfigError(f"config error: data: {error}") from None
     if data.batches.seq_len > config.model.context_length:

@@ -112,3 +112,31 @@ def test_train_records_carry_model_flops_per_second(tmp_path):
     for record in train:
         assert record["model_flops_per_s"] > 0 and "mfu" not in record  # CPU: no known peak, so no MFU
     assert [r["step"] for r in records if r["kind"] == "eval"][0] == 0
+
+
+def test_auto_threads_leave_busy_cores_alone():
+    from assignment_experiments.threads import auto_threads
+
+    assert auto_threads(default=2, cores=2, load=0.1) == 2  # idle: torch's default
+    assert auto_threads(default=2, cores=2, load=1.2) == 1  # one core busy
+    assert auto_threads(default=2, cores=2, load=10.0) == 1  # oversubscribed: never below one
+    assert auto_threads(default=16, cores=16, load=4.0) == 12
+    assert auto_threads(default=4, cores=4, load=None) == 4  # no load average on this platform
+
+
+def test_auto_threads_announce_an_oversubscribed_machine(monkeypatch):
+    import os
+
+    import torch
+
+    from assignment_experiments.threads import set_threads
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    lines = []
+    try:
+        assert set_threads(0, announce=lines.append) == 1
+        assert lines and "oversubscribed" in lines[0] and "train.num_threads" in lines[0]
+        assert set_threads(3, announce=lines.append) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
