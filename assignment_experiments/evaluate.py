@@ -30,6 +30,7 @@ import torch
 
 from assignment_experiments.config import ConfigError
 from assignment_experiments.run_loading import EOT, LoadedRun, RunFolderError, load_run
+from assignment_experiments.threads import set_threads
 from cs336_basics.training.evaluation import evaluate
 
 TEXT_SOURCES = ("text", "jsonl", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia")
@@ -117,12 +118,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-tokens", type=int, default=None, metavar="N", help="with --path: score at most N tokens (default: all)"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--num-threads", type=int, default=0, metavar="N",
+        help="CPU threads (default 0: auto, the free cores by the load average, like train.num_threads)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_threads(args.num_threads, announce=lambda message: print(message, file=sys.stderr), setting="--num-threads")
     device = torch.device(args.device)
     try:
         run = load_run(args.run_dir, args.checkpoint, device)

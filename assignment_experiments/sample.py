@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from assignment_experiments.run_loading import LoadedRun, RunFolderError, load_run
+from assignment_experiments.threads import set_threads
 from cs336_basics.training.generation import generate
 
 
@@ -106,11 +107,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which checkpoint: the newest, the one with the lowest validation loss, or a step (default: latest)",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device to decode on, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--num-threads", type=int, default=0, metavar="N",
+        help="CPU threads (default 0: auto, the free cores by the load average, like train.num_threads)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_threads(args.num_threads, announce=lambda message: print(message, file=sys.stderr), setting="--num-threads")
     try:
         run = load_run(args.run_dir, args.checkpoint, torch.device(args.device))
         t = run.config.train

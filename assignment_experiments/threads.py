@@ -24,8 +24,11 @@ def auto_threads(default: int, cores: int, load: float | None) -> int:
     return max(1, min(default, round(cores - load)))
 
 
-def set_threads(requested: int, announce=print) -> int:
-    """Apply ``requested`` threads (0 = auto, see the module docstring); returns the count in use."""
+def set_threads(requested: int, announce=print, setting: str = "train.num_threads") -> int:
+    """Apply ``requested`` threads (0 = auto, see the module docstring); returns the count in use.
+
+    ``setting`` names the option that overrides auto in the notice (``--num-threads`` for the CLIs).
+    """
     if requested:
         torch.set_num_threads(requested)
         return requested
@@ -37,9 +40,9 @@ def set_threads(requested: int, announce=print) -> int:
     threads = auto_threads(default, cores, load)
     torch.set_num_threads(threads)
     if load is not None and (threads < default or load > cores):
-        message = f"threads: {threads} of {default} (train.num_threads=0 is auto: load average {load:.1f} on "
+        message = f"threads: {threads} of {default} ({setting} 0 is auto: load average {load:.1f} on "
         message += f"{cores} cores"
         if load > cores:
             message += "; the machine is oversubscribed, so runs will be slower than on an idle machine"
-        announce(message + "; set train.num_threads to override)")
+        announce(message + f"; set {setting} to override)")
     return threads
