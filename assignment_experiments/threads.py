@@ -2,7 +2,7 @@
 
 PyTorch's default is one intra-op thread per core. Its threads wait for each other at the end of every parallel op,
 so when other processes hold the cores, each op waits for its slowest, descheduled thread and training collapses:
-the quickstart model trained at 183 tokens/s with the default 2 threads and at 1,567 tokens/s with 1 thread on a
+the quickstart model trained at 329 tokens/s with the default 2 threads and at 3,421 tokens/s with 1 thread on a
 2-core machine with a load average of ~10 (``benchmarks/results/threads.md``). "auto" therefore takes the free
 cores, ``cores - 1-minute load average`` rounded, at least 1 and at most torch's default, and says so in one line;
 when the load average exceeds the cores it also warns that the machine is oversubscribed. Set ``train.num_threads``
