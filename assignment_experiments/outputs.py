@@ -139,6 +139,8 @@ def finish_run(
         "tokens_seen": state.tokens_seen,
         "stopped_early": state.stopped_early,
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "model_flops_per_token": tracker.flops_per_token,
+        "model_flops_per_s": state.tokens_seen / elapsed * tracker.flops_per_token if tracker.flops_per_token else None,
         "vocab_size": config.model.vocab_size,
         "tokenizer": tokenizer_info,
         **{k: v for k, v in last_eval.items() if k.startswith("diag/")},

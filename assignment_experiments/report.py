@@ -330,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         "--log", type=Path, default=None, metavar="PATH",
         help="experiment log to update, merging by run name (e.g. EXPERIMENT_LOG.md); default: no log is touched",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-log", action="store_true", help="no log is touched (the default without --log; kept for older commands)"
+    )
     args = parser.parse_args(argv)
+    if args.no_log and args.log is not None:
+        parser.error("--no-log and --log contradict each other; pass one")
     try:
         table = build_report(args.runs or find_runs(args.runs_dir), args.out_dir or args.runs_dir / "report", args.log)
     except FileNotFoundError as error:
