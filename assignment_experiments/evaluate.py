@@ -31,7 +31,7 @@ import torch
 from assignment_experiments.config import ConfigError
 from assignment_experiments.run_loading import EOT, LoadedRun, RunFolderError, load_run
 from assignment_experiments.threads import set_threads
-from cs336_basics.training.evaluation import evaluate
+from cs336_basics.training.evaluation import full_validation
 
 TEXT_SOURCES = ("text", "jsonl", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia")
 
@@ -61,8 +61,9 @@ def evaluate_run_data(run: LoadedRun, device: torch.device) -> dict[str, float]:
                 "the data prepared here is tokenized differently from the run's stored tokenizer; evaluate on the "
                 "machine that holds the run's data cache, or pass --path FILE to score text with the run's tokenizer"
             )
-    windows = data.batches.val_windows(c.train.batch_size, c.data.final_eval_max_tokens)
-    return evaluate(run.model, windows, _autocast(run, device))
+    return full_validation(
+        run.model, data.batches, c.train.batch_size, c.data.final_eval_max_tokens, _autocast(run, device)
+    )
 
 
 def evaluate_file(
@@ -90,8 +91,7 @@ def evaluate_file(
     if len(tokens) <= length:
         raise RunFolderError(f"{path} holds {len(tokens)} tokens, fewer than one window of {length + 1}; use more text")
     batches = TokenBatches(tokens, tokens, length, device)
-    windows = batches.val_windows(run.config.train.batch_size, max_tokens)
-    return evaluate(run.model, windows, _autocast(run, device))
+    return full_validation(run.model, batches, run.config.train.batch_size, max_tokens, _autocast(run, device))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

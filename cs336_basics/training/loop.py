@@ -32,7 +32,7 @@ import torch.distributed as dist
 from cs336_basics.optim.clipping import clip_gradients, global_grad_norm
 from cs336_basics.training.batches import BatchSource
 from cs336_basics.training.checkpoint_files import list_checkpoints, prune_checkpoints
-from cs336_basics.training.evaluation import batch_loss, evaluate
+from cs336_basics.training.evaluation import batch_loss, evaluate, full_validation
 
 VAL_SEED_OFFSET = 7919
 
@@ -249,7 +249,7 @@ class Trainer:
 
     def full_evaluation(self, max_tokens: int | None) -> dict[str, float]:
         """Loss over the whole validation split in non-overlapping windows (capped at ``max_tokens`` unless None)."""
-        return evaluate(self.model, self.batches.val_windows(self.settings.batch_size, max_tokens), self.autocast)
+        return full_validation(self.model, self.batches, self.settings.batch_size, max_tokens, self.autocast)
 
     def _eval_and_track(self) -> None:
         result = self.evaluate()
