@@ -133,3 +133,25 @@ def test_environment_records_the_git_commit_and_dirty_flag(trained_run):
     assert "git_commit" in env and "git_dirty" in env
     if env["git_commit"] is not None:
         assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty"], bool)
+
+
+@pytest.mark.slow  # one more tiny training run (~5-20 s on the shared machine)
+def test_evaluate_a_synthetic_task_run_gives_the_summarys_loss_and_accuracy(tmp_path, capsys, one_thread):
+    from tests.test_runner import tiny_config
+
+    config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2, sample_prompts=[])
+    task = '{"vocab_size": 32, "num_pairs": 4, "seq_len": 16}'
+    code = run_main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "mqar",
+                     "--set", "data.source=synthetic", "--set", "data.task=mqar", "--set", f"data.task_options={task}",
+                     "--set", "data.path=null", "--set", "data.final_eval_max_tokens=2048"])  # fmt: skip
+    assert code == 0
+    run = tmp_path / "runs" / "mqar"
+    summary = json.loads((run / "summary.json").read_text())
+    assert not (run / "tokenizer").exists()  # no text, no tokenizer; evaluate still works
+    capsys.readouterr()
+    assert evaluate.main([str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert abs(result["loss"] - summary["final_val_loss"]) <= 1e-6
+    assert result["accuracy"] == summary["final_val_accuracy"]
+    assert sample.main([str(run)]) == 2  # nothing to decode: one line, exit 2
+    assert "no tokenizer" in capsys.readouterr().err
