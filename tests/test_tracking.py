@@ -140,3 +140,32 @@ def test_auto_threads_announce_an_oversubscribed_machine(monkeypatch):
         assert set_threads(3, announce=lines.append) == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"architecture": "transformer"},
+        {"architecture": "mamba", "num_heads": None},
+        {"architecture": "hybrid", "pattern": "AMAM", "num_layers": None},
+        {"architecture": "hymba"},
+        {"architecture": "transformer", "options": {"moe": {"num_experts": 4, "top_k": 1}}},
+        {"architecture": "hybrid", "pattern": "AM", "num_layers": None, "options": {"residual": "mhc"}},
+    ],
+)
+def test_the_resolved_config_builds_the_identical_model(model):
+    import torch
+
+    from assignment_experiments.config import config_from_dict
+    from assignment_experiments.resolved_config import resolve_config
+    from assignment_experiments.runner import make_model
+
+    config = config_from_dict({"model": {"d_model": 32, "num_heads": 2, **model}})
+    resolved = config_from_dict(resolve_config(config, vocab_size=300).to_dict())
+    assert resolved.model.vocab_size == 300
+    torch.manual_seed(0)
+    original = make_model(config, 300).state_dict()
+    torch.manual_seed(0)
+    rebuilt = make_model(resolved, 300).state_dict()
+    assert original.keys() == rebuilt.keys()
+    assert all(torch.equal(original[key], rebuilt[key]) for key in original)
