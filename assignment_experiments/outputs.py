@@ -49,22 +49,33 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def training_flops_per_token(config: ExperimentConfig, counts: dict[str, int]) -> tuple[float, str]:
-    """Model FLOPs to train on one token (forward + backward) and how they were counted.
+EMBEDDING_TABLES = ("token_embeddings.weight", "position_embeddings.weight")  # lookups, not matmuls
 
-    Transformers use the per-term count of :mod:`cs336_basics.models.flops` at the training context length (the
-    attention scores included); other architectures use Kaplan et al.'s ``6 x`` active non-embedding parameters plus
-    the output head, which leaves out the scan/attention-score terms.
+
+def training_flops_per_token(model: torch.nn.Module, context_length: int, counts: dict[str, int]) -> tuple[float, str]:
+    """Model FLOPs to train on one token (forward + backward), counted from the built model, and how.
+
+    The convention of :mod:`cs336_basics.models.flops`: a weight matrix costs 2 FLOPs per entry per token forward and
+    twice that backward (6 in all), every attention layer adds ``12 x context x width`` for the ``Q K^T`` and
+    ``softmax(.) V`` products over the full score matrix, element-wise work is ignored, and embedding lookups are free.
+    For a dense Transformer this is exactly ``transformer_flops_per_token(...)["training"]`` (a test checks it); it
+    extends the count to every architecture by counting the model's own matrices (Mamba projections, convolution
+    and state matrices included), with only the ``top_k`` active experts of each MoE layer (``counts``).
     """
-    m = config.model
-    vocab = m.vocab_size or 0
-    if m.architecture == "transformer" and not m.options and m.num_layers and vocab:
-        from cs336_basics.models.flops import transformer_flops_per_token
+    from cs336_basics.nn.attention import CausalMultiHeadSelfAttention
 
-        terms = transformer_flops_per_token(m.d_model, m.num_layers, m.context_length, vocab, m.d_ff, m.ffn or "swiglu")
-        return float(terms["training"]), "models.flops (transformer terms)"
-    active_non_embedding = counts["non_embedding"] - (counts["total"] - counts["active"])
-    return 6.0 * (active_non_embedding + m.d_model * vocab), "6 x active non-embedding params + head"
+    matrices = sum(
+        p.numel() for name, p in model.named_parameters() if p.ndim >= 2 and not name.endswith(EMBEDDING_TABLES)
+    )
+    head = getattr(model, "lm_head", None)
+    if head is not None and "lm_head.weight" not in dict(model.named_parameters()):
+        matrices += head.weight.numel()  # tied to the embedding, so listed once, under the embedding's name
+    inactive = counts["total"] - counts["active"]  # experts a token does not visit
+    attention = [m for m in model.modules() if isinstance(m, CausalMultiHeadSelfAttention)]
+    scores = sum(12 * context_length * m.num_heads * m.head_dim for m in attention)
+    return float(
+        6 * (matrices - inactive) + scores
+    ), "6 x active weight-matrix entries + 12 x context x width per attention layer"
 
 
 def finish_run(

@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import json
 from typing import Any
 
-from assignment_experiments.config import ExperimentConfig, _build
+from assignment_experiments.config import ExperimentConfig, config_from_dict
 
 DEFAULT_BPE_VOCAB = 1024  # cs336_basics.data.pipeline trains this size when data.tokenizer_vocab_size is null
 DEFAULT_DATA_DIR = "data"  # cs336_basics.data.corpora.DEFAULT_DATA_DIR
@@ -63,6 +64,10 @@ def resolve_config(config: ExperimentConfig, vocab_size: int | None = None) -> E
     return resolved
 
 
-def resolve_dict(raw: dict[str, Any], vocab_size: int | None = None) -> dict[str, Any]:
-    """:func:`resolve_config` for a raw config dict (e.g. the one stored in a checkpoint; type-checked only)."""
-    return resolve_config(_build(ExperimentConfig, copy.deepcopy(raw), ""), vocab_size).to_dict()
+def resolve_saved_config(saved_json: str, vocab_size: int | None = None) -> dict[str, Any]:
+    """A checkpoint's stored config (JSON), loaded like a config file and resolved, as a dict.
+
+    Checkpoints written before configs were resolved hold nulls for defaults; resolving them the same way as the
+    current config means a filled-in default never counts as a change on ``--resume``.
+    """
+    return resolve_config(config_from_dict(json.loads(saved_json)), vocab_size).to_dict()

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run, training_flops_per_token
-from assignment_experiments.resolved_config import resolve_config, resolve_dict
+from assignment_experiments.resolved_config import resolve_config, resolve_saved_config
 from assignment_experiments.run_loading import save_run_tokenizer
 from assignment_experiments.threads import set_threads
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info, truncate_metrics
@@ -134,7 +134,7 @@ def _check_same_config(config: ExperimentConfig, run_dir: Path, extra: dict[str,
 
     ``config`` is resolved; the saved one is resolved the same way, so filled-in defaults never count as changes.
     """
-    saved = resolve_dict(json.loads(extra["config"]), config.model.vocab_size) if "config" in extra else None
+    saved = resolve_saved_config(extra["config"], config.model.vocab_size) if "config" in extra else None
     changed = resume_conflicts(saved, config) if saved is not None else []
     if changed:
         raise ConfigError(
@@ -245,7 +245,7 @@ def run_experiment(
         config.logging.progress_bar,
         start_step=trainer.state.step,
         enabled=writer,
-        flops_per_token=training_flops_per_token(resolved, counts),
+        flops_per_token=training_flops_per_token(model, config.model.context_length, counts),
         device=device,
     )
     tracker.write(

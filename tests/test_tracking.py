@@ -89,7 +89,8 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, ca
     config = tiny_config(tmp_path)
     assert main(["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"]["norm"] == "pre" and printed["model"]["positions"] == "rope"  # null in the file
+    assert printed["model"]["norm"] == "pre" and printed["model"]["vocab_size"] is None  # known once data is ready
+    assert printed["data"]["data_dir"] is None  # a token-file run reads data.path, no corpus folder
     assert printed["optim"]["betas"] == [0.9, 0.95] and printed["logging"]["wandb"] == "disabled"
     assert printed["train"]["num_threads"] == 1 and printed["data"]["final_eval_max_tokens"] == 256
     assert not (tmp_path / "runs").exists()
@@ -169,3 +170,36 @@ def test_the_resolved_config_builds_the_identical_model(model):
     rebuilt = make_model(resolved, 300).state_dict()
     assert original.keys() == rebuilt.keys()
     assert all(torch.equal(original[key], rebuilt[key]) for key in original)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("ffn", ["swiglu", "silu"])
+def test_training_flops_per_token_equals_models_flops_for_a_transformer(tie, ffn):
+    from assignment_experiments.outputs import training_flops_per_token
+    from cs336_basics.models.base import count_parameters
+    from cs336_basics.models.factory import build_model
+    from cs336_basics.models.flops import transformer_flops_per_token
+
+    model = build_model("transformer", vocab_size=97, context_length=24, d_model=32, num_layers=3, num_heads=4,
+                        d_ff=80, ffn=ffn, tie_embeddings=tie)  # fmt: skip
+    counts = {**count_parameters(model), "active": count_parameters(model)["total"]}
+    expected = transformer_flops_per_token(32, 3, 24, 97, d_ff=80, ffn=ffn)["training"]
+    assert training_flops_per_token(model, 24, counts)[0] == expected
+
+
+def test_training_flops_count_only_the_active_experts(tmp_path):
+    from assignment_experiments.outputs import training_flops_per_token
+    from cs336_basics.models.base import count_parameters
+    from cs336_basics.models.factory import build_model
+    from cs336_basics.models.moe import moe_parameter_counts
+
+    kwargs = {"vocab_size": 50, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4}
+    dense = build_model("transformer", **kwargs)
+    moe = build_model("transformer", **kwargs, moe={"num_experts": 4, "top_k": 1})
+    counts = lambda m: {**count_parameters(m), "active": moe_parameter_counts(m)["active"]}  # noqa: E731
+    dense_flops, moe_flops = (
+        training_flops_per_token(dense, 16, counts(dense))[0],
+        training_flops_per_token(moe, 16, counts(moe))[0],
+    )
+    router = 2 * 32 * 4 * 6  # two routers (d_model x experts), 6 FLOPs per entry
+    assert moe_flops - router == pytest.approx(dense_flops, rel=0.05)  # one active expert ~ one dense FFN

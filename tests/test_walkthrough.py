@@ -97,7 +97,8 @@ def test_a_damaged_tokenizer_file_is_refused_by_name(trained_run, tmp_path, caps
 def test_config_json_is_resolved_and_loads_back(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["vocab_size"] == 300
-    assert config["model"]["norm"] == "pre" and config["model"]["rope_theta"] == 10000.0  # null before resolution
+    assert config["model"]["norm"] == "pre"  # the model's default, written out
+    assert config["data"]["tokenizer_vocab_size"] == 300 and config["optim"]["betas"] == [0.9, 0.95]
     assert config["data"]["data_dir"] == "data"
 
 
