@@ -2,7 +2,7 @@
 
 :func:`finish_run` is the one place that assembles ``summary.json`` (the runner only writes the dict it returns).
 :func:`training_flops_per_token` gives the model FLOPs per trained token behind the "model FLOP/s" and MFU figures of
-the training log.
+the training log (the convention of :mod:`cs336_basics.models.flops`, counted from the built model).
 """
 
 from __future__ import annotations
