@@ -144,9 +144,9 @@ class DataConfig:
     the first non-overlapping ones.
     """
 
-    source: Literal["stories", "tinystories", "owt", "wikitext103", "pg19", "jsonl", "text", "tokens", "synthetic"] = (
-        "stories"
-    )
+    source: Literal[
+        "stories", "tinystories", "owt", "wikitext103", "pg19", "cosmopedia", "jsonl", "text", "tokens", "synthetic"
+    ] = "stories"
     tokenizer: Literal["bytes", "bpe", "gpt2"] = "bpe"
     tokenizer_vocab_size: int | None = 512
     num_bytes: int = 2_000_000

@@ -184,6 +184,11 @@ def _validate_data(config: ExperimentConfig) -> None:
     )
     if d.source in ("text", "jsonl", "tokens"):
         _require(d.path is not None, f"data.path is required when data.source={d.source!r}; point it at your file")
+    _require(
+        d.source != "cosmopedia" or d.path is not None or d.hf_revision is not None,
+        "data.source='cosmopedia' reads a local .jsonl shard: set data.path=... (or data.hf_revision=<commit> to "
+        "stream it with the `datasets` package)",
+    )
     _require(d.val_path is None or d.source == "tokens", "data.val_path is only used with data.source='tokens'")
     for key, path in [("data.path", d.path), ("data.val_path", d.val_path)]:
         _require(

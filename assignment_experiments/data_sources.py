@@ -134,9 +134,20 @@ def _token_source(data: DataConfig, context_length: int, device: Any, rank: int,
 
 
 def _corpus_source(
-    data: DataConfig, context_length: int, device: Any, rank: int, world: int, seed: int
+    data: DataConfig, context_length: int, device: Any, rank: int, world: int, seed: int, progress: bool = False
 ) -> PreparedData:
+    import time
+
     from cs336_basics.data.pipeline import prepare_corpus
+
+    if progress:
+        vocab = f" (vocab {data.tokenizer_vocab_size or 1024})" if data.tokenizer == "bpe" else ""
+        print(
+            f"data: {data.source}, {data.tokenizer} tokenizer{vocab}, cache {data.cache_dir}/ (a first use splits, "
+            "trains the tokenizer and encodes, with progress bars; later runs reuse the cache)",
+            flush=True,
+        )
+    started = time.perf_counter()
 
     kwargs: dict[str, Any] = {
         "source": data.source,
@@ -150,18 +161,35 @@ def _corpus_source(
         "text_field": data.text_field,
         "hf_revision": data.hf_revision,
         "bpe_train_bytes": data.bpe_train_bytes,
+        "progress": progress,
     }
     if data.data_dir is not None:
         kwargs["data_dir"] = data.data_dir
     corpus = prepare_corpus(**kwargs)
+    if progress:
+        print(
+            f"data ready in {time.perf_counter() - started:.1f} s: {len(corpus.train):,} train / {len(corpus.val):,} "
+            f"validation tokens, vocabulary {corpus.vocab_size:,}",
+            flush=True,
+        )
     batches = token_batches(data, corpus.train, corpus.val, context_length, device, rank, world, seed)
     return PreparedData(batches, corpus.vocab_size, corpus.tokenizer, corpus.eos_id, dict(corpus.meta))
 
 
 def prepare_data(
-    data: DataConfig, context_length: int, device: Any, rank: int = 0, world_size: int = 1, seed: int = 0
+    data: DataConfig,
+    context_length: int,
+    device: Any,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    progress: bool = False,
 ) -> PreparedData:
-    """Build the data for a run; bad settings raise ConfigError naming the key."""
+    """Build the data for a run; bad settings raise ConfigError naming the key.
+
+    ``progress`` prints what is being prepared and shows progress bars for the slow first-use stages (splitting,
+    BPE training, encoding), which otherwise run silently for minutes on a large corpus.
+    """
     if data.source == "tokens":
         return _token_source(data, context_length, device, rank, world_size, seed)
     if data.source == "synthetic":
@@ -173,4 +201,4 @@ def prepare_data(
             raise ConfigError(f"config error: data.task_options for task {data.task!r}: {error}") from None
         batches = TaskBatches(task, device, rank, world_size, seed=seed)
         return PreparedData(batches, task.vocab_size, meta={"task": data.task, **data.task_options})
-    return _corpus_source(data, context_length, device, rank, world_size, seed)
+    return _corpus_source(data, context_length, device, rank, world_size, seed, progress)

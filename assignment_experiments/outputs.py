@@ -1,8 +1,14 @@
-"""The end of a run: full validation pass, optional checkpoint averaging, samples, curves and ``summary.json``."""
+"""The end of a run: full validation pass, optional checkpoint averaging, samples, curves and ``summary.json``.
+
+:func:`finish_run` is the one place that assembles ``summary.json`` (the runner only writes the dict it returns).
+:func:`training_flops_per_token` gives the model FLOPs per trained token behind the "model FLOP/s" and MFU figures of
+the training log (the convention of :mod:`cs336_basics.models.flops`, counted from the built model).
+"""
 
 from __future__ import annotations
 
 import copy
+import resource
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,42 @@ def write_samples(config: ExperimentConfig, model: torch.nn.Module, data: Prepar
     out.write_text("\n".join(blocks))
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the peak of allocated tensor memory. CPU: the process-wide peak RSS, data preparation included."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+EMBEDDING_TABLES = ("token_embeddings.weight", "position_embeddings.weight")  # lookups, not matmuls
+
+
+def training_flops_per_token(model: torch.nn.Module, context_length: int, counts: dict[str, int]) -> tuple[float, str]:
+    """Model FLOPs to train on one token (forward + backward), counted from the built model, and how.
+
+    The convention of :mod:`cs336_basics.models.flops`: a weight matrix costs 2 FLOPs per entry per token forward and
+    twice that backward (6 in all), every attention layer adds ``12 x context x width`` for the ``Q K^T`` and
+    ``softmax(.) V`` products over the full score matrix, element-wise work is ignored, and embedding lookups are free.
+    For a dense Transformer this is exactly ``transformer_flops_per_token(...)["training"]`` (a test checks it); it
+    extends the count to every architecture by counting the model's own matrices (Mamba projections, convolution
+    and state matrices included), with only the ``top_k`` active experts of each MoE layer (``counts``).
+    """
+    from cs336_basics.nn.attention import CausalMultiHeadSelfAttention
+
+    matrices = sum(
+        p.numel() for name, p in model.named_parameters() if p.ndim >= 2 and not name.endswith(EMBEDDING_TABLES)
+    )
+    head = getattr(model, "lm_head", None)
+    if head is not None and "lm_head.weight" not in dict(model.named_parameters()):
+        matrices += head.weight.numel()  # tied to the embedding, so listed once, under the embedding's name
+    inactive = counts["total"] - counts["active"]  # experts a token does not visit
+    attention = [m for m in model.modules() if isinstance(m, CausalMultiHeadSelfAttention)]
+    scores = sum(12 * context_length * m.num_heads * m.head_dim for m in attention)
+    return float(
+        6 * (matrices - inactive) + scores
+    ), "6 x active weight-matrix entries + 12 x context x width per attention layer"
+
+
 def finish_run(
     config: ExperimentConfig,
     name: str,
@@ -44,8 +86,15 @@ def finish_run(
     data: PreparedData,
     counts: dict[str, int],
     tracker: Tracker,
+    session: dict[str, Any] | None = None,
+    tokenizer_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Final evaluations and artefacts; returns the summary dict (written by the caller)."""
+    """Final evaluations and artefacts; returns the whole ``summary.json`` dict (written by the caller).
+
+    ``session`` carries what only the runner saw: ``device``, the training-phase ``rss`` sampler and this process's
+    ``wall_clock_s``; ``tokenizer_info`` is what :func:`~assignment_experiments.run_loading.save_run_tokenizer`
+    stored in the run folder (kind, checksums).
+    """
     state = trainer.state
     final = trainer.full_evaluation(config.data.final_eval_max_tokens)
     record: dict[str, Any] = {
@@ -101,6 +150,18 @@ def finish_run(
         "tokens_seen": state.tokens_seen,
         "stopped_early": state.stopped_early,
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "model_flops_per_token": tracker.flops_per_token,
+        "model_flops_per_s": state.tokens_seen / elapsed * tracker.flops_per_token if tracker.flops_per_token else None,
+        "vocab_size": config.model.vocab_size,
+        "tokenizer": tokenizer_info,
         **{k: v for k, v in last_eval.items() if k.startswith("diag/")},
     }
+    if session is not None:
+        device, rss = session["device"], session["rss"]
+        # Linux updates ru_maxrss lazily (at unmaps), so a sampled RSS can exceed it: the peak is the larger one
+        sampled = (rss.peak_mb or 0.0) if device.type == "cpu" else 0.0
+        summary["peak_memory_mb"] = max(peak_memory_mb(device), sampled)
+        summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
+        summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
+        summary["wall_clock_this_session_s"] = session["wall_clock_s"]
     return summary

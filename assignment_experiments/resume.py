@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
+from assignment_experiments.resolved_config import resolve_saved_config
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -117,7 +118,8 @@ def check_resume(
     allowed: list[str],
 ) -> list[dict[str, Any]]:
     """Raise ConfigError if the checkpoint's config or data differ; returns the allowed changes that apply."""
-    changed = resume_conflicts(json.loads(extra["config"]), config) if "config" in extra else []
+    saved = resolve_saved_config(extra["config"], config.model.vocab_size) if "config" in extra else None
+    changed = resume_conflicts(saved, config) if saved is not None else []
     blocked = [c for c in changed if c.split(":")[0] not in allowed]
     if blocked:
         optim = [c.split(":")[0] for c in blocked if c.startswith(ALLOWED_CHANGE_PREFIX)]

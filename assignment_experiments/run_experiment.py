@@ -1,6 +1,7 @@
 """Command line: train one configured experiment into ``runs/<name>/``.
 
     uv run python -m assignment_experiments.run_experiment --config assignment_experiments/configs/quickstart.json
+    uv run python -m assignment_experiments.run_experiment --config ... --print-config   # resolved config, no run
     torchrun --nproc_per_node=2 -m assignment_experiments.run_experiment --config ...   # DDP
 
 Exit codes (see ``assignment_experiments.exit_codes``): 0 done; 1 internal error or full disk; 2 config / usage /
@@ -50,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --resume: set an optimizer value that differs from the checkpoint's config (e.g. a lower "
         "optim.lr after divergence); recorded in the run's config_changes.json (repeatable)",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (every default filled in) as JSON and exit without training; "
+        "model.vocab_size stays null until the data is prepared",
+    )
     return parser.parse_args(argv)
 
 
@@ -60,6 +67,13 @@ def _run(args: argparse.Namespace) -> None:
         raise ConfigError("config error: --allow-change only applies with --resume; use --set for a new run")
     overrides, allowed = split_allowed_changes(args.allow_changes)
     config = load_config(args.config, args.overrides + overrides)
+    if args.print_config:
+        import json
+
+        from assignment_experiments.resolved_config import resolve_config
+
+        print(json.dumps(resolve_config(config).to_dict(), indent=2))
+        return
     from assignment_experiments.runner import run_experiment
     from cs336_basics.training.loop import NonFiniteError
 

@@ -41,7 +41,8 @@ def _stderr(line: str) -> None:
 
 
 def rewind_metrics(path: Path, step: int, notice: Callable[[str], None] = _stderr) -> int:
-    """Keep the records up to ``step`` (no ``final`` record); set damaged lines aside. Returns how many were."""
+    """Keep the records up to ``step`` (none when starting from step 0, whose evaluation the run logs again; no
+    ``final`` record); set damaged lines aside. Returns how many were."""
     path = Path(path)
     if not path.is_file():
         return 0
@@ -57,7 +58,7 @@ def rewind_metrics(path: Path, step: int, notice: Callable[[str], None] = _stder
             except ValueError:
                 damaged.append({"line": lineno, "text": line.rstrip("\n")})
                 continue
-            if record.get("step", 0) <= step and record.get("kind") != "final":
+            if 0 < step and record.get("step", 0) <= step and record.get("kind") != "final":  # step 0: fresh start
                 kept.append(record)
     if damaged:
         aside = path.with_name(path.stem + DAMAGED_SUFFIX)

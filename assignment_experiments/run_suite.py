@@ -75,7 +75,7 @@ def run_suite(path: Path, runs_dir: Path, extra_overrides: list[str]) -> dict[st
             status[name] = "diverged"
     finished = [runs_dir / n for n in status if (runs_dir / n / "summary.json").is_file()]
     if finished:
-        print(build_report(finished, runs_dir / "_report" / path.stem, log_path=None))
+        print(build_report(finished, runs_dir / "report" / path.stem, log_path=None))
     return status
 
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import random
-import resource
 import time
 from functools import partial
 from pathlib import Path
@@ -24,9 +23,12 @@ import torch.distributed as dist
 from assignment_experiments import resume as resume_checks
 from assignment_experiments.config import ConfigError, ExperimentConfig
 from assignment_experiments.data_sources import PreparedData, prepare_data
-from assignment_experiments.outputs import finish_run
+from assignment_experiments.outputs import finish_run, training_flops_per_token
+from assignment_experiments.resolved_config import resolve_config
 from assignment_experiments.run_files import atomic_write_text, remove_temporary_checkpoints, rewind_metrics
+from assignment_experiments.run_loading import save_run_tokenizer
 from assignment_experiments.run_lock import RunLock
+from assignment_experiments.threads import set_threads
 from assignment_experiments.tracking import RssSampler, Tracker, environment_info
 from cs336_basics.fs_checks import check_writable_dir
 from cs336_basics.models.base import count_parameters, parameter_groups
@@ -113,13 +115,6 @@ def _checkpoint_layers(model: torch.nn.Module) -> None:
         layer.forward = partial(checkpoint, layer.forward, use_reentrant=False)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: the peak of allocated tensor memory. CPU: the process-wide peak RSS, data preparation included."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def prepare_run_dir(runs_dir: Path, name: str, resume: bool) -> Path:
     """The run directory; refuses to overwrite a run, and to ``--resume`` one that does not exist."""
     run_dir = runs_dir / name
@@ -176,8 +171,7 @@ def _run(
     t, o = config.train, config.optim
     if t.batch_size % world:
         raise ConfigError(f"config error: train.batch_size={t.batch_size} is not divisible by {world} processes")
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    set_threads(t.num_threads, announce=print if rank == 0 else lambda message: None)
     device = _device(t.device, rank)
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config error: train.precision='fp16' needs CUDA (GradScaler); use 'fp32' or 'bf16' on CPU")
@@ -187,7 +181,9 @@ def _run(
             check_writable_dir(config.data.cache_dir, "data.cache_dir")
     _seed_everything(t.seed)
     try:
-        data: PreparedData = prepare_data(config.data, config.model.context_length, device, rank, world, t.seed)
+        data: PreparedData = prepare_data(
+            config.data, config.model.context_length, device, rank, world, t.seed, progress=rank == 0
+        )
     except ConfigError:
         raise
     except (FileNotFoundError, ValueError) as error:  # missing, empty or non-UTF-8 data: a data-config problem
@@ -198,6 +194,7 @@ def _run(
             f"{config.model.context_length}; raise context_length"
         )
     model = make_model(config, data.vocab_size).to(device)
+    resolved = resolve_config(config, config.model.vocab_size or data.vocab_size)  # what config.json records
     run_dir = runs_dir / name
     writer = rank == 0
     if resume:
@@ -238,6 +235,7 @@ def _run(
         log_every=config.logging.log_every,
         seed=t.seed,
         precision=t.precision,
+        eval_at_start=True,  # the loss at initialisation (about ln V) is the first point of every curve
     )
     trainer = Trainer(
         model,
@@ -248,7 +246,7 @@ def _run(
         device,
         checkpoint_dir=run_dir / "checkpoints",
         train_module=train_module,
-        extra_state={"config": json.dumps(config.to_dict()), "name": name, "data_identity": identity},
+        extra_state={"config": json.dumps(resolved.to_dict()), "name": name, "data_identity": identity},
         is_writer=writer,
     )
     trainer.stop_requested = lambda: agreed_stop(signals.requested(), world, device)
@@ -257,14 +255,16 @@ def _run(
 
         def check(extra: dict[str, Any]) -> None:
             changes.extend(extra.get("config_changes", []))
-            applied = resume_checks.check_resume(config, run_dir, extra, identity, allow_changes)
+            applied = resume_checks.check_resume(resolved, run_dir, extra, identity, allow_changes)
             changes.extend({"step": payload["iteration"], **c} for c in applied)
 
         trainer.resume(checkpoint, check_extra=check, payload=payload)
         trainer.extra_state["config_changes"] = changes
+    tokenizer_info = None
     if writer:
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / "config.json", json.dumps(resolved.to_dict(), indent=2) + "\n")
         atomic_write_text(run_dir / "environment.json", json.dumps(environment_info(), indent=2) + "\n")
+        tokenizer_info = save_run_tokenizer(data.tokenizer, run_dir) if data.tokenizer is not None else None
         rewind_metrics(run_dir / "metrics.jsonl", trainer.state.step)
         if changes:
             resume_checks.record_changes(run_dir, changes)
@@ -278,6 +278,8 @@ def _run(
         config.logging.progress_bar,
         start_step=trainer.state.step,
         enabled=writer,
+        flops_per_token=training_flops_per_token(model, config.model.context_length, counts),
+        device=device,
     )
     tracker.write(
         f"run {name}: {config.model.architecture}, {counts['total']:,} parameters "
@@ -294,13 +296,8 @@ def _run(
         raise
     summary = None
     if writer:
-        summary = finish_run(config, name, run_dir, trainer, data, counts, tracker)
-        # Linux updates ru_maxrss lazily (at unmaps), so a sampled RSS can exceed it: the peak is the larger one
-        sampled = (rss.peak_mb or 0.0) if device.type == "cpu" else 0.0
-        summary["peak_memory_mb"] = max(peak_memory_mb(device), sampled)
-        summary["peak_memory_kind"] = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
-        summary["train_peak_rss_mb"], summary["rss_before_train_mb"] = rss.peak_mb, rss.start_mb
-        summary["wall_clock_this_session_s"] = time.perf_counter() - started
+        session = {"device": device, "rss": rss, "wall_clock_s": time.perf_counter() - started}
+        summary = finish_run(resolved, name, run_dir, trainer, data, counts, tracker, session, tokenizer_info)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     tracker.close(summary)
     if dist.is_initialized():

@@ -3,8 +3,15 @@
 - ``metrics.jsonl`` holds one JSON object per record (``kind`` = ``train`` | ``eval`` | ``final``). On resume it is
   cut back to the checkpoint's step, so the file describes exactly one trajectory.
 - W&B: ``online`` logs to the server, ``offline`` writes under ``<run>/wandb`` with no network, ``disabled`` never
-  imports wandb at all (no account needed, no import cost).
-- ``environment.json``: hardware, OS, Python, torch / CUDA / Triton versions.
+  imports wandb at all (no account needed, no import cost). The wandb environment variables win over the config, as
+  the wandb docs describe them: ``WANDB_MODE`` (``online``/``offline``/``disabled``), ``WANDB_DIR`` (where files go;
+  default the run folder), ``WANDB_PROJECT`` and ``WANDB_ENTITY``. The W&B run id is ``<name>-<8 random hex>``,
+  created at the first start and kept in ``<run>/wandb_run_id``, so two runs with the same name never merge and
+  ``--resume`` continues the same W&B run (``WANDB_RUN_ID`` overrides it).
+- Train records carry ``model_flops_per_s`` (model FLOPs per token x tokens/s) and, on a GPU whose peak is known,
+  ``mfu`` (that over the peak dense bf16/fp16 FLOP/s of the device).
+- ``environment.json``: hardware, OS, Python, torch / CUDA / Triton versions, the git commit and whether the working
+  tree had uncommitted changes.
 - ``loss_curves.png``: train and validation loss against steps and against wall-clock time.
 - :class:`RssSampler`: the peak resident memory of the training phase alone (a background thread reads
   ``/proc/self/statm``), since the process-wide ``ru_maxrss`` also counts data preparation such as BPE training.
@@ -16,8 +23,10 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +86,6 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records after ``step`` (used when resuming from the checkpoint at ``step``)."""
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step and r.get("kind") != "final"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -103,8 +106,12 @@ class Tracker:
         progress_bar: bool = True,
         start_step: int = 0,
         enabled: bool = True,
+        flops_per_token: tuple[float, str] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.enabled, self.run_dir, self.max_steps = enabled, run_dir, max_steps
+        self.flops_per_token = flops_per_token[0] if flops_per_token else None
+        self.peak_flops = peak_flops_per_s(device) if device is not None else None
         self.metrics_path = run_dir / "metrics.jsonl"
         self.bar = None
         self.wandb_run = None
@@ -114,13 +121,17 @@ class Tracker:
             from tqdm import tqdm
 
             self.bar = tqdm(total=max_steps, initial=start_step, desc=name, unit="step", dynamic_ncols=True)
-        if wandb_mode != "disabled":
+        if wandb_settings(wandb_mode)["mode"] != "disabled":
             self.wandb_run = _start_wandb(run_dir, name, config, wandb_mode, wandb_project)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {k: _clean(v) for k, v in record.items()}
+        if record.get("kind") == "train" and self.flops_per_token and record.get("tokens_per_s") is not None:
+            record["model_flops_per_s"] = record["tokens_per_s"] * self.flops_per_token
+            if self.peak_flops:
+                record["mfu"] = record["model_flops_per_s"] / self.peak_flops
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
@@ -137,7 +148,10 @@ class Tracker:
             eta = (self.max_steps - step) / max(record["steps_per_s"], 1e-9)
             line = (
                 f"step {step:>6}/{self.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad {record['grad_norm']:.3f} | {record['tokens_per_s']:,.0f} tok/s | eta {eta / 60:.1f} min"
+                f"grad {record['grad_norm']:.3f} | {record['tokens_per_s']:,.0f} tok/s"
+                + (f" | {record['model_flops_per_s'] / 1e9:,.2f} GFLOP/s" if "model_flops_per_s" in record else "")
+                + (f" | MFU {record['mfu']:.1%}" if "mfu" in record else "")
+                + f" | eta {eta / 60:.1f} min"
             )
             if self.bar is not None:
                 self.bar.update(step - self.bar.n)
@@ -171,16 +185,74 @@ class Tracker:
             self.wandb_run.finish()
 
 
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_settings(mode: str, project: str = "cs336-basics", run_dir: Path | None = None) -> dict[str, Any]:
+    """The W&B mode, project, entity and directory after the environment variables (which win over the config)."""
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    env_mode = "offline" if env_mode == "dryrun" else env_mode
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        env_mode = "disabled"
+    return {
+        "mode": env_mode if env_mode in WANDB_MODES else mode,
+        "project": os.environ.get("WANDB_PROJECT") or project,
+        "entity": os.environ.get("WANDB_ENTITY") or None,
+        "dir": os.environ.get("WANDB_DIR") or (str(run_dir) if run_dir is not None else None),
+    }
+
+
+def wandb_run_id(run_dir: Path, name: str) -> str:
+    """This run's W&B id: ``WANDB_RUN_ID``, else the one stored in the run folder, else a new unique one (stored)."""
+    if os.environ.get("WANDB_RUN_ID"):
+        return os.environ["WANDB_RUN_ID"]
+    path = run_dir / "wandb_run_id"
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:48]
+    run_id = f"{safe}-{uuid.uuid4().hex[:8]}"
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def _start_wandb(run_dir: Path, name: str, config: dict[str, Any], mode: str, project: str) -> Any:
     os.environ.setdefault("WANDB_SILENT", "true")
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"
-    os.environ["WANDB_DIR"] = str(run_dir)
+    settings = wandb_settings(mode, project, run_dir)
+    Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
     import wandb
 
     return wandb.init(
-        project=project, name=name, config=config, dir=str(run_dir), mode=mode, reinit=True, resume="allow", id=name
-    )
+        project=settings["project"], entity=settings["entity"], name=name, config=config, dir=settings["dir"],
+        mode=settings["mode"], resume="allow", id=wandb_run_id(run_dir, name),
+    )  # fmt: skip
+
+
+# Peak dense bf16/fp16 tensor FLOP/s by GPU name (vendor data sheets); MFU is only reported for these.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+
+
+def peak_flops_per_s(device: torch.device) -> float | None:
+    """The device's peak dense bf16 FLOP/s when it is a known GPU, else None (CPUs: no MFU, only FLOP/s)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def git_state() -> dict[str, Any]:
+    """The project's git commit and whether its working tree differs from it (None outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(status.strip())}
 
 
 def environment_info() -> dict[str, Any]:
@@ -195,6 +267,7 @@ def environment_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
+        **git_state(),
     }
     try:
         import psutil

@@ -17,8 +17,8 @@ Method
     uv run python benchmarks/bench_mamba_vs_transformer.py --lengths 256 512 --steps 2
     uv run python benchmarks/bench_mamba_vs_transformer.py --decode          # per-token decoding latency only
 
-Writes ``benchmarks/results/mamba.md`` (table) and ``benchmarks/results/mamba_vs_transformer.png`` (plot); with
-``--decode`` it writes ``benchmarks/results/mamba_decode.md``: the time to generate one token after a prefix of L
+With ``--write`` it writes ``benchmarks/results/mamba.md`` (table) and ``benchmarks/results/mamba_vs_transformer.png``
+(plot); with ``--decode`` ``benchmarks/results/mamba_decode.md``: the time to generate one token after a prefix of L
 tokens (Mamba: recurrent state, O(1) per token; Transformer: KV cache, attention over L keys per token).
 """
 
@@ -168,6 +168,10 @@ def write_results(rows: list[dict], args: argparse.Namespace, command: str) -> N
         a, b = by.get((name, first)), by.get((name, last))
         if a and b:
             lines.append(f"- {name}: {b['us_per_token'] / a['us_per_token']:.2f}x")
+    print("\n".join(lines))
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/mamba.md and mamba_vs_transformer.png)")
+        return
     (RESULTS / "mamba.md").write_text("\n".join(lines) + "\n")
     plot(rows, lengths)
 
@@ -194,6 +198,10 @@ def write_decode_results(rows: list[dict], args: argparse.Namespace, command: st
         lines.append(
             f"| {length} | " + " | ".join(f"{c['ms_per_token']:.2f}" if c else "-" for c in cells) + f" | {ratio} |"
         )
+    print("\n".join(lines))
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/mamba_decode.md)")
+        return
     (RESULTS / "mamba_decode.md").write_text("\n".join(lines) + "\n")
 
 
@@ -222,14 +230,19 @@ def plot(rows: list[dict], lengths: list[int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--batch", type=int, default=1)
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/bench_mamba_vs_transformer.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096], help="sequence lengths to time"
+    )
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models to time (all)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per step (default 1)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a cell is given up")
     parser.add_argument("--decode", action="store_true", help="time single-token decoding instead of training")
+    parser.add_argument("--write", action="store_true", help="write the tables/plot to benchmarks/results/")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "L"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

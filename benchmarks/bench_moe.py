@@ -3,7 +3,7 @@
 The peer is what a simple MoE does: run all E experts on all N tokens and combine with a gate matrix that is zero
 outside each token's top-k. It computes E/k times the FLOPs; the grouped dispatch only runs each expert on its own
 tokens. Both give the same output (checked here before timing). Figures are medians of forward+backward calls,
-the two timed in interleaved rounds. Run: ``uv run python benchmarks/bench_moe.py`` (writes
+the two timed in interleaved rounds. Run: ``uv run python benchmarks/bench_moe.py --write`` (writes
 ``benchmarks/results/moe.md``).
 """
 
@@ -46,11 +46,12 @@ def median_seconds(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_moe.py", description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=2048, help="tokens per call (batch x sequence)")
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--d-ff", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--d-model", type=int, default=128, help="model width (default 128)")
+    parser.add_argument("--d-ff", type=int, default=256, help="expert hidden width (default 256)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant, median reported (default 5)")
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/moe.md")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -81,6 +82,10 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {e} | {k} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {a / b:.2f}x |" for e, k, a, b in rows]
+    print("\n".join(lines))
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/moe.md)")
+        return
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "moe.md").write_text("\n".join(lines) + "\n")
 

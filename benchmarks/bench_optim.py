@@ -9,8 +9,8 @@
 Each figure is the median over ``--repeats`` timed calls after warm-up, the variants timed in interleaved rounds
 (so a load swing on a shared machine hits all of them alike); on CPU the clock is thread CPU time with torch on one
 thread, on CUDA wall time. Run:
-``uv run python benchmarks/bench_optim.py [--device cuda] [--layers 4 --d-model 256]``
-(writes ``benchmarks/results/optim.md``, or ``optim_<device type>.md`` for other devices).
+``uv run python benchmarks/bench_optim.py [--device cuda] [--layers 4 --d-model 256] [--write]``
+(``--write`` updates ``benchmarks/results/optim.md``, or ``optim_<device type>.md`` for other devices).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def bench_get_batch(batch: int, context: int, repeats: int, device: torch.device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_optim.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/")
     parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda, ...)")
     parser.add_argument("--layers", type=int, default=4, help="Transformer layers whose parameter shapes are used")
     parser.add_argument("--d-model", type=int, default=256, help="model width of the parameter set")
@@ -161,7 +162,9 @@ def main() -> None:
         machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs"
         name = "optim.md" if device.type == "cpu" else f"optim_{device.type}.md"
     command = "uv run python benchmarks/bench_optim.py " + " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items() if value is not None
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in vars(args).items()
+        if value is not None and key != "write"
     )
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -180,6 +183,9 @@ def main() -> None:
         lines.append(f"| {label} | {ms(ours_s)} | {ms(peer_s)} | {ours_s / peer_s:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
+    if not args.write:
+        print(f"(not written: pass --write to update benchmarks/results/{name})")
+        return
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / name).write_text(text)
 

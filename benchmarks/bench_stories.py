@@ -3,7 +3,7 @@ the time ``prepare_corpus`` takes for the runner's quickstart (cold, then cached
 
     uv run python benchmarks/bench_stories.py [--mb 20]
 
-Writes the figures to ``benchmarks/results/data.md``.
+``--write`` writes the figures to ``benchmarks/results/data.md`` (otherwise they are only printed).
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def throughput(fn, num_bytes: int, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_stories.py", description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=20.0, help="MB generated per timing of the vectorised generator")
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/data.md")
     args = parser.parse_args()
     generate_stories(10_000)  # compile the grammar outside the timing
     ours = throughput(generate_stories, int(args.mb * 1e6))
@@ -78,6 +79,9 @@ def main() -> None:
         print(f"{name:<62} {value}")
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/data.md)")
+        return
     Path(__file__).parent.joinpath("results").mkdir(exist_ok=True)
     Path(__file__).parent.joinpath("results", "data.md").write_text(
         f"# Data pipeline benchmark\n\nCommand: `uv run python benchmarks/bench_stories.py --mb {args.mb:g}`  \n"

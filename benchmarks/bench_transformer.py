@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    uv run python benchmarks/bench_transformer.py            # full run, writes benchmarks/results/transformer.md
-    uv run python benchmarks/bench_transformer.py --quick    # fewer steps, shorter sweep (smoke test)
-    uv run python benchmarks/bench_transformer.py --device cuda --compile   # GPU tokens/s and MFU (appends)
+    uv run python benchmarks/bench_transformer.py --write    # full run, writes benchmarks/results/transformer.md
+    uv run python benchmarks/bench_transformer.py --quick    # fewer steps, shorter sweep (smoke test, printed only)
+    uv run python benchmarks/bench_transformer.py --device cuda --compile --write   # GPU tokens/s and MFU (appends)
 
 1. Throughput. One training step = forward, cross-entropy, backward and an AdamW step. "ours" is
    ``transformer_lm`` (from-scratch layers, our cross-entropy, our ``AdamW``) with the naive or the ``torch_sdpa``
@@ -329,7 +329,9 @@ def sweep(lengths: list[int], steps: int) -> list[dict]:
     return rows
 
 
-def write_results(command: str, throughput_rows: list[dict], sweep_rows: list[dict], decode_rows: list[dict]) -> None:
+def write_results(
+    command: str, throughput_rows: list[dict], sweep_rows: list[dict], decode_rows: list[dict], write: bool = False
+) -> None:
     lines = [
         "# Transformer benchmarks",
         "",
@@ -365,13 +367,18 @@ def write_results(command: str, throughput_rows: list[dict], sweep_rows: list[di
         "| --- | ---: | ---: |",
     ]
     lines += [f"| {r['mode']} | {r['ms_per_token']:.1f} | {r['speedup']:.2f}x |" for r in decode_rows]
+    print("\n".join(lines))
+    if not write:
+        print(f"(not written: pass --write to update {RESULTS.name})")
+        return
     old = RESULTS.read_text() if RESULTS.exists() else ""
     gpu = old[old.index("\n## GPU") :] if "\n## GPU" in old else ""  # device-mode sections survive a CPU rerun
     RESULTS.write_text("\n".join(lines) + "\n" + gpu)
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_transformer.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="write (CPU) or append (CUDA) the results file")
     parser.add_argument("--quick", action="store_true", help="fewer steps and a shorter sweep (smoke test)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 10/20, quick 3)")
     parser.add_argument(
@@ -428,7 +435,9 @@ def run_device(args: argparse.Namespace, command: str) -> None:
     for name in args.configs:
         rows += device_throughput(name, args.batch or DEVICE_BATCH[name], device, args)
         print("\n".join(device_table(rows[-len(VARIANTS) :])), flush=True)
-    if device.type == "cuda":
+    if device.type == "cuda" and not args.write:
+        print(f"(not appended: pass --write to add this table to {RESULTS.name})")
+    elif device.type == "cuda":
         append_device_results(command, rows, args)
         print(f"appended to {RESULTS}")
     else:
@@ -448,8 +457,9 @@ def run_cpu_suite(args: argparse.Namespace, command: str) -> None:
     lengths = [256, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
     sweep_rows = sweep(lengths, steps=2 if args.quick else 3)
     decode_rows = decoding(16 if args.quick else DECODE_TOKENS)
-    write_results(command, rows, sweep_rows, decode_rows)
-    print(f"wrote {RESULTS}")
+    write_results(command, rows, sweep_rows, decode_rows, args.write)
+    if args.write:
+        print(f"wrote {RESULTS}")
 
 
 def main() -> None:

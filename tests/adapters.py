@@ -2,7 +2,7 @@
 
 Glue only: each adapter builds a module from the library, loads the given weights and calls it. It imports only
 from ``cs336_basics`` / ``kernels`` (and the standard library, numpy, torch, jaxtyping), never from other files
-under ``tests/``, so it can be dropped into another ``tests/`` folder. The contract is ``shared/docs/ADAPTERS.md``.
+under ``tests/``, so it can be dropped into another ``tests/`` folder. The contract is ``docs/ADAPTERS.md``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Run from the repository root::
 
-    uv run python -m tests.make_fixtures
+    uv run python -m tests.make_fixtures           # regenerate into a temporary folder and compare, write nothing
+    uv run python -m tests.make_fixtures --write   # overwrite the tracked fixtures
 
 ``transformer/``: a tiny fixed-seed ``transformer_lm`` (vocab 64, context 16, d_model 32, 2 layers, 4 heads, d_ff 64)
-with its weights in the ``shared/docs/ADAPTERS.md`` key layout as a tensor-only ``weights.pt`` (loadable with
+with its weights in the ``docs/ADAPTERS.md`` key layout as a tensor-only ``weights.pt`` (loadable with
 ``torch.load(..., weights_only=True)``), plus fixed-seed inputs and every nn/Transformer adapter's output on them in
 ``outputs.npz``.
 
@@ -289,10 +290,40 @@ def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: t.detach().numpy() for k, t in tensors.items()}
 
 
-def main() -> None:
-    write_transformer_fixtures(FIXTURE_DIR)
-    write_adapter_fixtures(ADAPTER_DIR)
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.make_fixtures",
+        description="Regenerate the snapshot fixtures of tests/fixtures/transformer and tests/fixtures/adapters. "
+        "Without --write they are built in a temporary folder and compared byte for byte with the tracked files.",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="overwrite the tracked fixtures (only when a numerics change is intended)"
+    )
+    args = parser.parse_args(argv)
+    if args.write:
+        write_transformer_fixtures(FIXTURE_DIR)
+        write_adapter_fixtures(ADAPTER_DIR)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = [(FIXTURE_DIR, Path(tmp) / "transformer"), (ADAPTER_DIR, Path(tmp) / "adapters")]
+        write_transformer_fixtures(pairs[0][1])
+        write_adapter_fixtures(pairs[1][1])
+        changed = [
+            str(tracked / path.name)
+            for tracked, fresh in pairs
+            for path in sorted(fresh.iterdir())
+            if not (tracked / path.name).is_file() or (tracked / path.name).read_bytes() != path.read_bytes()
+        ]
+    if changed:  # float noise across torch versions / CPUs also shows here; the tests compare with tolerances
+        print(f"these files would differ byte-wise from the tracked ones: {', '.join(changed)}")
+    else:
+        print("tracked fixtures are up to date (byte-identical)")
+    print("nothing written; pass --write to overwrite the tracked fixtures")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

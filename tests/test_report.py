@@ -104,7 +104,7 @@ def test_config_diff_lists_only_changed_keys_and_ignores_the_description():
 
 
 def test_report_without_finished_runs_exits_2(tmp_path, capsys):
-    assert report.main(["--runs-dir", str(tmp_path), "--no-log"]) == 2
+    assert report.main(["--runs-dir", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
 
 
@@ -129,3 +129,72 @@ def test_suite_skips_finished_runs_and_rejects_a_bad_run_before_starting(tmp_pat
     with pytest.raises(run_suite.ConfigError, match="model.d_model=15 is not divisible.*suite run 'bad'"):
         run_suite.run_suite(suite, runs, [])
     assert started == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _table_names(log_text: str) -> list[str]:
+    body = log_text.split("<!-- generated:summary -->", 1)[1].split("<!-- /generated:summary -->", 1)[0]
+    return [line.split("|")[1].strip() for line in body.splitlines() if line.startswith("| ")][1:]
+
+
+def test_the_readme_report_command_on_a_clone_leaves_the_committed_log_intact(tmp_path, monkeypatch, capsys):
+    committed = (ROOT / "EXPERIMENT_LOG.md").read_text()
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "EXPERIMENT_LOG.md").write_text(committed)
+    fake_run(clone / "runs", "my_new_run", 3.0)
+    monkeypatch.chdir(clone)
+    assert report.main([]) == 0  # `uv run python -m assignment_experiments.report`, as the README writes it
+    assert (clone / "EXPERIMENT_LOG.md").read_text() == committed
+    assert (clone / "runs" / "report" / "results.md").is_file()
+    assert (clone / "runs" / "report" / "comparison.png").is_file()
+
+
+def test_log_update_merges_by_run_name_and_keeps_rows_of_runs_it_did_not_scan(tmp_path, monkeypatch):
+    committed = (ROOT / "EXPERIMENT_LOG.md").read_text()
+    before = _table_names(committed)
+    assert len(before) > 100  # the committed study table
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "EXPERIMENT_LOG.md").write_text(committed)
+    fake_run(clone / "runs", "my_new_run", 3.0)
+    fake_run(clone / "runs", before[0], 1.5)  # a rerun of a logged run replaces that row only
+    monkeypatch.chdir(clone)
+    assert report.main(["--log", "EXPERIMENT_LOG.md"]) == 0
+    text = (clone / "EXPERIMENT_LOG.md").read_text()
+    after = _table_names(text)
+    assert sorted(after) == sorted([*before, "my_new_run"])
+    rerun_row = next(line for line in text.splitlines() if line.startswith(f"| {before[0]} |"))
+    assert "| 1.5 |" in rerun_row
+    head = committed.split("<!-- generated:summary -->", 1)[0]
+    assert text.startswith(head)  # hand-written text before the generated table is untouched
+    assert text.count("### my_new_run") == 1
+
+
+def test_a_torn_summary_is_named_and_skipped(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    fake_run(runs, "good", 5.0)
+    torn = fake_run(runs, "torn", 6.0)
+    (torn / "summary.json").write_text((torn / "summary.json").read_text()[:40])
+    assert report.main(["--runs-dir", str(runs)]) == 0
+    captured = capsys.readouterr()
+    assert "torn" in captured.err and "summary.json" in captured.err and "skipping" in captured.err
+    assert "| good |" in captured.out and "| torn |" not in captured.out
+
+
+def test_an_interrupted_log_write_leaves_the_old_log_whole(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    log = tmp_path / "LOG.md"
+    log.write_text("# my log\n\nprecious notes\n")
+    fake_run(runs, "a", 5.0)
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", fail)
+    with pytest.raises(OSError):
+        build_report([runs / "a"], tmp_path / "out", log)
+    assert log.read_text() == "# my log\n\nprecious notes\n"
+    assert not [p for p in tmp_path.rglob("*.tmp")]

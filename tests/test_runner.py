@@ -73,7 +73,7 @@ class ByteTokenizer:
 def test_run_directory_holds_config_metrics_checkpoints_curves_samples_environment_summary(tmp_path, monkeypatch):
     text = np.frombuffer(b"the cat sat on the mat. " * 80, dtype=np.uint8).astype(np.uint16)
 
-    def byte_data(data, context_length, device, rank=0, world_size=1, seed=0):
+    def byte_data(data, context_length, device, rank=0, world_size=1, seed=0, progress=False):
         batches = TokenBatches(text[:1600], text[1600:], context_length, device, rank, world_size)
         return PreparedData(batches, 256, ByteTokenizer(), eos_id=None)
 

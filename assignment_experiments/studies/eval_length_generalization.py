@@ -23,28 +23,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
-from assignment_experiments.runner import make_model
+from assignment_experiments.run_loading import (
+    build_run_model,
+    load_run_tokenizer,
+    read_run_checkpoint,
+    read_run_config,
+    run_vocab_size,
+)
 from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
 from cs336_basics.data.windows import iter_eval_batches
-from cs336_basics.training.checkpoint import read_checkpoint
-from cs336_basics.training.checkpoint_files import list_checkpoints
 
 
 def load_extended(run_dir: Path, factor: int) -> tuple[torch.nn.Module, Any, int, int]:
     """The run's trained model rebuilt at ``factor`` x its context, its prepared data, train length and step."""
-    raw = json.loads((run_dir / "config.json").read_text())
-    train_len = raw["model"]["context_length"]
-    raw["model"]["context_length"] = train_len * factor
-    config = config_from_dict(raw)
+    train_len = read_run_config(run_dir).model.context_length
+    config = read_run_config(run_dir, {"model": {"context_length": train_len * factor}})
     torch.manual_seed(config.train.seed)
     data = prepare_data(config.data, train_len * factor, torch.device("cpu"), seed=config.train.seed)
-    model = make_model(config, data.vocab_size)
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints; the run must keep at least its final one")
-    payload = read_checkpoint(checkpoints[-1])
+    model = build_run_model(config, run_vocab_size(config, load_run_tokenizer(run_dir), data.vocab_size))
+    _, payload = read_run_checkpoint(run_dir, "latest")
     saved, target = payload["model"], model.state_dict()
     missing = sorted(set(target) - set(saved))
     unexpected = sorted(set(saved) - set(target))
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {
             "train_length": train_len,
             "checkpoint_step": step,
-            "positions": json.loads((run_dir / "config.json").read_text())["model"].get("positions") or "rope",
+            "positions": read_run_config(run_dir).model.attention.positions,
         }
         for mult in (1, args.factor):
             length = train_len * mult

@@ -17,12 +17,7 @@ from pathlib import Path
 
 import torch
 
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints/step_*.pt")
-    return checkpoints[-1]
+from assignment_experiments.run_loading import RunFolderError, read_run_checkpoint
 
 
 def layer_shares(state: dict[str, torch.Tensor]) -> list[tuple[float, float]]:
@@ -52,12 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for run_dir in args.runs:
         try:
-            path = latest_checkpoint(run_dir)
-        except FileNotFoundError as error:
-            print(error, file=sys.stderr)
+            path, payload = read_run_checkpoint(run_dir, "latest")
+        except RunFolderError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never run code
-        state = checkpoint.get("model", checkpoint)
+        state = payload["model"]
         for layer, (logged, effective) in enumerate(layer_shares(state)):
             print(f"| {run_dir.name} | {path.name} | {layer} | {logged:.3f} | {effective:.3f} | {1 - effective:.3f} |")
     return 0

@@ -20,27 +20,19 @@ from typing import Any
 
 import torch
 
-from assignment_experiments.config import config_from_dict
 from assignment_experiments.data_sources import prepare_data
-from assignment_experiments.runner import make_model
+from assignment_experiments.run_loading import load_run, read_run_config
 from assignment_experiments.studies.rescoring import parse_rescoring_args, rescoring_parser
 from cs336_basics.data.windows import iter_eval_batches
 from cs336_basics.models.moe import MoEFeedForward, moe_parameter_counts
-from cs336_basics.training.checkpoint import read_checkpoint
-from cs336_basics.training.checkpoint_files import list_checkpoints
 
 
 @torch.no_grad()
 def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = read_run_config(run_dir)
     data = prepare_data(config.data, config.model.context_length, torch.device("cpu"), seed=config.train.seed)
-    model = make_model(config, data.vocab_size)
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
-    payload = read_checkpoint(checkpoints[-1])
-    model.load_state_dict(payload["model"])
-    model.eval()
+    run = load_run(run_dir, "latest", data_vocab_size=data.vocab_size)
+    model = run.model
     layers = {name: m for name, m in model.named_modules() if isinstance(m, MoEFeedForward)}
     if not layers:
         raise ValueError(f"{run_dir} is not an MoE run (no MoEFeedForward modules)")
@@ -60,7 +52,7 @@ def expert_load(run_dir: Path, max_tokens: int, batch: int) -> dict[str, Any]:
     counts = moe_parameter_counts(model)
     first_layer = next(iter(layers.values()))
     return {
-        "checkpoint_step": payload["iteration"],
+        "checkpoint_step": run.step,
         "num_experts": first_layer.num_experts,
         "top_k": first_layer.top_k,
         "params_total": counts["total"],

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of synthetic-task runs")
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
-    parser.add_argument("--title", default="Synthetic-task accuracy vs width")
+    parser.add_argument("--title", default="Synthetic-task accuracy vs width", help="plot title (default: %(default)s)")
     args = parser.parse_args(argv)
     points = load_points(args.runs)
     if not points:

@@ -23,7 +23,10 @@ from cs336_basics.optim.schedules import apply_learning_rate, cosine_with_warmup
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a small ViT on CIFAR-10 (standard vs mHC residuals).")
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.studies.train_vit_cifar",
+        description="Train a small ViT on CIFAR-10 (standard vs mHC residuals).",
+    )
     parser.add_argument("--data-dir", required=True, help="folder with data_batch_{1..5}.bin and test_batch.bin")
     parser.add_argument("--residual", choices=("standard", "mhc"), default="standard", help="residual connection type")
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps")

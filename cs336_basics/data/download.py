@@ -97,7 +97,10 @@ def download(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Download a text corpus into the local layout the loaders read.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cs336_basics.data.download",
+        description="Download a text corpus into the local layout the loaders read.",
+    )
     parser.add_argument("name", choices=sorted(n for n, s in CORPORA.items() if s.urls), help="corpus to fetch")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="root folder (default: data)")
     parser.add_argument("--split", action="append", help="split to fetch (repeatable; default: all)")

@@ -4,7 +4,7 @@
   of leading dimensions (``True`` = may attend).
 - ``RotaryPositionalEmbedding`` rotates adjacent pairs of dimensions ``(0, 1), (2, 3), ...``; pair ``k`` at position
   ``i`` turns by ``i / theta^(2k/d_k)``. The cos/sin tables are non-persistent buffers, so they never appear in a
-  state dict (the key layout of ``shared/docs/ADAPTERS.md`` stays exact) and are rebuilt on construction.
+  state dict (the key layout of ``docs/ADAPTERS.md`` stays exact) and are rebuilt on construction.
 - ``CausalMultiHeadSelfAttention`` projects Q, K and V with one fused matmul (the three weight matrices are
   concatenated on the fly, so the state dict keeps the separate ``q_proj``/``k_proj``/``v_proj`` keys), applies RoPE
   per head, and attends causally, optionally within a sliding window. ``backend="naive"`` is the from-scratch path;

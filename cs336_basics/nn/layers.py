@@ -1,6 +1,6 @@
 """The basic parametrised layers: Linear, Embedding, RMSNorm and the two feed-forward networks.
 
-Conventions shared by all of them (they fix the state-dict layout of ``shared/docs/ADAPTERS.md``):
+Conventions shared by all of them (they fix the state-dict layout of ``docs/ADAPTERS.md``):
 
 - ``Linear`` stores ``weight`` as ``(d_out, d_in)`` and computes ``y = x @ W.T``, with no bias. It is initialised
   from a normal with ``std = sqrt(2 / (d_in + d_out))`` truncated at +-3 std.

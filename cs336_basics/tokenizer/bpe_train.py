@@ -1,6 +1,6 @@
 """Byte-level BPE training that scales to multi-GB corpora.
 
-Semantics (``shared/docs/ADAPTERS.md``): the vocabulary starts with the 256 single bytes (ids 0..255), then the
+Semantics (``docs/ADAPTERS.md``): the vocabulary starts with the 256 single bytes (ids 0..255), then the
 special tokens (ids 256..), then one token per merge; ``vocab_size`` counts all of them. Special tokens are hard
 boundaries and never take part in merges. Each step merges the most frequent adjacent pair within pre-tokens; ties
 go to the lexicographically greatest ``(left_bytes, right_bytes)``.

@@ -137,7 +137,10 @@ def write_token_meta(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Encode a UTF-8 text file into tokens.bin + meta.json.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cs336_basics.tokenizer.encode_file",
+        description="Encode a UTF-8 text file into tokens.bin + meta.json.",
+    )
     parser.add_argument("--vocab", required=True, help="vocab.json written by cs336_basics.tokenizer.train")
     parser.add_argument("--merges", required=True, help="merges.txt written by cs336_basics.tokenizer.train")
     parser.add_argument("--input", required=True, help="text file to encode (UTF-8)")

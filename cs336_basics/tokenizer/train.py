@@ -25,7 +25,10 @@ def peak_memory_mib() -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train a byte-level BPE tokenizer on a UTF-8 text file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cs336_basics.tokenizer.train",
+        description="Train a byte-level BPE tokenizer on a UTF-8 text file.",
+    )
     parser.add_argument("--input", required=True, help="training corpus (UTF-8 text)")
     parser.add_argument("--vocab-size", type=int, required=True, help="final vocab size incl. 256 bytes + specials")
     parser.add_argument("--special-token", action="append", default=[], help="special token (repeatable)")

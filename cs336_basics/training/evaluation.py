@@ -59,3 +59,16 @@ def evaluate(
     if answers:
         result["accuracy"] = correct / answers
     return result
+
+
+def full_validation(
+    model: torch.nn.Module,
+    batches: Any,
+    batch_size: int,
+    max_tokens: int | None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> dict[str, float]:
+    """The final evaluation: the whole validation split of ``batches`` (a ``BatchSource``) in non-overlapping windows
+    of ``batch_size`` rows, capped at ``max_tokens`` (None: no cap). The trainer's end-of-run figure and the
+    ``evaluate`` command both come from here."""
+    return evaluate(model, batches.val_windows(batch_size, max_tokens), autocast)

@@ -5,7 +5,8 @@
 - temperature 0 is greedy decoding; otherwise logits are divided by the temperature and, with ``top_p < 1``,
   sampling is restricted to the smallest set of tokens whose probability mass reaches ``top_p`` (nucleus sampling);
 - a row stops at ``eos_id`` (the end-of-text token is kept as its last token) or after ``max_new_tokens``;
-- ``seed`` makes sampling deterministic (a private ``torch.Generator``; the global RNG is untouched).
+- ``seed`` makes sampling deterministic (a private ``torch.Generator``; the global RNG is untouched);
+- ``on_token(row, token)``, when given, is called for every new token as soon as it is sampled (streaming output).
 
 Batched prompts of different lengths need no padding: all rows advance one position per step in lockstep, a row
 still inside its prompt is fed its next prompt token (teacher forcing), and a row past it is fed its last sample.
@@ -19,7 +20,7 @@ the last ``context_length`` tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ def generate(
     top_p: float = 1.0,
     eos_id: int | None = None,
     seed: int | None = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[list[int]] | list[int]:
     """Continue each prompt; returns the new tokens per prompt (a flat list for a single flat prompt)."""
     single = isinstance(prompt_ids, Tensor) and prompt_ids.ndim == 1
@@ -120,6 +122,8 @@ def generate(
                 continue
             token = int(sampled[b])
             new_tokens[b].append(token)
+            if on_token is not None:
+                on_token(b, token)
             done[b] = len(new_tokens[b]) >= max_new_tokens or token == eos_id
     model.train(was_training)
     return new_tokens[0] if single else new_tokens

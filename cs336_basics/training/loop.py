@@ -36,7 +36,7 @@ from cs336_basics.optim.clipping import clip_gradients, global_grad_norm
 from cs336_basics.optim.schedules import apply_learning_rate
 from cs336_basics.training.batches import BatchSource
 from cs336_basics.training.checkpoint_files import prune_checkpoints
-from cs336_basics.training.evaluation import batch_loss, evaluate
+from cs336_basics.training.evaluation import batch_loss, evaluate, full_validation
 from cs336_basics.training.interrupt import TrainingInterrupted
 
 VAL_SEED_OFFSET = 7919
@@ -66,6 +66,7 @@ class LoopSettings:
     log_every: int = 10
     seed: int = 0
     precision: str = "fp32"
+    eval_at_start: bool = False  # evaluate once before the first step (the loss at initialisation)
 
 
 @dataclass
@@ -260,7 +261,7 @@ class Trainer:
 
     def full_evaluation(self, max_tokens: int | None) -> dict[str, float]:
         """Loss over the whole validation split in non-overlapping windows (capped at ``max_tokens`` unless None)."""
-        return evaluate(self.model, self.batches.val_windows(self.settings.batch_size, max_tokens), self.autocast)
+        return full_validation(self.model, self.batches, self.settings.batch_size, max_tokens, self.autocast)
 
     def _eval_and_track(self) -> None:
         result = self.evaluate()
@@ -293,6 +294,8 @@ class Trainer:
     def fit(self) -> LoopState:
         """Train until ``max_steps`` or early stopping; evaluate and checkpoint on the way and at the end."""
         s, st = self.settings, self.state
+        if s.eval_at_start and st.step == 0:
+            self._eval_and_track()
         last_log_time, last_log_tokens, last_log_step = time.perf_counter(), st.tokens_seen, st.step
         while st.step < s.max_steps and not st.stopped_early:
             started = time.perf_counter()
