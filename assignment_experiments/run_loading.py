@@ -173,7 +173,7 @@ def run_vocab_size(config: ExperimentConfig, tokenizer: Any | None, data_vocab_s
 
 
 def build_run_model(config: ExperimentConfig, vocab_size: int) -> torch.nn.Module:
-    """The run's architecture, freshly initialised (the runner's own ``make_model``: ``LanguageModel(config.model.spec(vocab))``)."""
+    """The run's architecture, freshly initialised, built the way the runner builds it (``make_model``)."""
     from assignment_experiments.runner import make_model
 
     return make_model(config, vocab_size)
