@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from assignment_experiments import eval_length_generalization, hymba_branch_shares, moe_expert_load
 from assignment_experiments.run_experiment import main as run_main
+from assignment_experiments.studies import eval_length_generalization, hymba_branch_shares, moe_expert_load
 from tests.test_runner import tiny_config
 
 

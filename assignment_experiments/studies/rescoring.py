@@ -14,8 +14,8 @@ def rescoring_parser(name: str, runs_help: str = "finished run directories") -> 
     parser.add_argument("runs", nargs="+", type=Path, help=runs_help)
     parser.add_argument("--max-tokens", type=int, default=20480, help="validation tokens scored (per window length)")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the .json/.md results (and plots) go")
     return parser
 
 
