@@ -182,7 +182,13 @@ def _run(
     _seed_everything(t.seed)
     try:
         data: PreparedData = prepare_data(
-            config.data, config.model.context_length, device, rank, world, t.seed, progress=rank == 0
+            config.data,
+            config.model.context_length,
+            device,
+            rank,
+            world,
+            t.seed,
+            progress=rank == 0 and config.logging.progress_bar,
         )
     except ConfigError:
         raise
