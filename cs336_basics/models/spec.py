@@ -58,13 +58,19 @@ class SSMSpec:
 
 @dataclass
 class MoESpec:
-    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`)."""
+    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`).
+
+    ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch / Mixtral / Hugging Face
+    ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"`` (``1/k`` of that; the convention
+    of the published runs before it was named).
+    """
 
     num_experts: int = 8
     top_k: int = 2
     d_ff: int | None = None
     load_balance_weight: float = 0.01
     z_loss_weight: float = 1e-3
+    balance_convention: Literal["switch", "per_assignment"] = "switch"
 
 
 @dataclass
@@ -170,6 +176,7 @@ class ModelSpec:
                 raise ValueError(f"moe.top_k must be 1 or 2, got {moe.top_k}")
             if moe.num_experts < moe.top_k:
                 raise ValueError(f"moe.num_experts ({moe.num_experts}) must be at least moe.top_k ({moe.top_k})")
+            _check_choice("moe.balance_convention", moe.balance_convention, ("switch", "per_assignment"))
         if self.residual.kind == "mhc":
             if self.residual.hc_expansion < 1:
                 raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")
