@@ -50,8 +50,8 @@ GOLDEN: dict[str, float] = {
     "mamba": 3.3575611114501953,
     "mamba_tied": 3.1347410678863525,
     "mhc_hybrid": 2.707411766052246,
-    "moe_hybrid": 2.3027560710906982,
-    "moe_transformer": 2.693756103515625,
+    "moe_hybrid": 2.623363733291626,
+    "moe_transformer": 2.624911308288574,
     "transformer": 2.5530521869659424,
     "transformer_tied_learned": 3.193544626235962,
 }

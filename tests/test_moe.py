@@ -290,3 +290,54 @@ def test_balance_convention_reaches_every_layer_from_the_config_dict_and_bad_val
     spec.ffn.moe = MoESpec(balance_convention="mixtral")
     with pytest.raises(ValueError, match="balance_convention"):
         spec.validate()
+
+
+def test_switch_router_init_has_the_papers_standard_deviation_and_cut():
+    """Switch Transformer init: truncated normal, std sqrt(s / fan_in) with s = 0.1, cut at two (parent) stds."""
+    from cs336_basics.models.moe import switch_router_init_
+
+    torch.manual_seed(0)
+    w = switch_router_init_(torch.empty(512, 2048), scale=0.1)
+    target = math.sqrt(0.1 / 2048)
+    assert w.std().item() == pytest.approx(target, rel=0.01)
+    parent = target / 0.8796256610342398  # std of N(0, 1) cut at +-2, tabulated
+    assert w.abs().max().item() <= 2 * parent * (1 + 1e-6)
+    assert w.abs().max().item() > 1.95 * parent  # the cut sits at 2 parent stds, not 3
+
+
+def _mean_top_probability(router_init: str, experts: int = 8, d_model: int = 64, draws: int = 40) -> float:
+    """Mean over routers and tokens of the largest router probability, for RMS-normalised inputs (what a block's
+    pre-FFN RMSNorm feeds the router at init)."""
+    torch.manual_seed(0)
+    total = 0.0
+    for _ in range(draws):
+        moe = MoEFeedForward(d_model, num_experts=experts, top_k=2, d_ff=4, router_init=router_init)
+        x = torch.randn(256, d_model)
+        x = x / x.square().mean(-1, keepdim=True).sqrt()
+        total += torch.softmax(x @ moe.router.weight.T, dim=-1).max(-1).values.mean().item()
+    return total / draws
+
+
+def test_router_starts_near_uniform_with_switch_init():
+    """With 8 experts each logit is N(0, 0.1) at init, so the mean top probability is E[max softmax] of 8 such
+    logits (a Monte Carlo oracle, ~0.19) and near the uniform 0.125; the CS336 Linear init gives ~0.44."""
+    torch.manual_seed(1)
+    oracle = torch.softmax(torch.randn(400_000, 8) * math.sqrt(0.1), dim=-1).max(-1).values.mean().item()
+    switch = _mean_top_probability("switch")
+    assert switch == pytest.approx(oracle, abs=0.01)
+    assert abs(switch - 1 / 8) < 0.07
+    assert _mean_top_probability("cs336") > 0.38
+
+
+def test_router_init_option_reaches_the_model_and_cs336_keeps_the_linear_init():
+    from cs336_basics.models.factory import transformer_lm
+
+    torch.manual_seed(3)
+    old = transformer_lm(20, 16, 64, 1, 2, moe={"num_experts": 8, "router_init": "cs336"})
+    router = next(m for m in old.modules() if isinstance(m, MoEFeedForward)).router.weight
+    assert router.std().item() == pytest.approx(math.sqrt(2 / (64 + 8)) * 0.986, rel=0.15)  # trunc at 3 std: 0.986
+    new = transformer_lm(20, 16, 64, 1, 2, moe={"num_experts": 8, "router_init_scale": 0.4})
+    router = next(m for m in new.modules() if isinstance(m, MoEFeedForward)).router.weight
+    assert router.std().item() == pytest.approx(math.sqrt(0.4 / 64), rel=0.15)
+    with pytest.raises(ValueError, match="router_init"):
+        MoEFeedForward(8, num_experts=4, router_init="zeros")

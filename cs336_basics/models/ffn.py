@@ -37,6 +37,8 @@ def build_moe_ffn(d_model: int, spec: FFNSpec) -> MoEFeedForward | None:
         load_balance_weight=moe.load_balance_weight,
         z_loss_weight=moe.z_loss_weight,
         balance_convention=moe.balance_convention,
+        router_init=moe.router_init,
+        router_init_scale=moe.router_init_scale,
     )
 
 

@@ -4,6 +4,13 @@
   to its top-k experts (k = 1 or 2) and their outputs are summed, weighted by the router probabilities (renormalised
   over the chosen k when k > 1; for k = 1 the raw probability is kept, as in Switch, so the router still gets a
   gradient from the main loss).
+- Router initialisation (``router_init``): ``"switch"`` (default) draws the router weights from a truncated normal
+  (cut at two standard deviations) whose standard deviation is ``sqrt(s / d_model)`` with ``s = router_init_scale
+  = 0.1``: the fan-in scaling of Switch Transformer (Fedus et al., 2021, section 2.4) with its recommended 10x
+  smaller scale, so that the router starts near uniform. With RMS-normalised inputs each logit then has variance
+  ``s``, and with 8 experts the mean top probability at init is about 0.19 (uniform: 0.125); the ``"cs336"`` init
+  (truncated normal, std ``sqrt(2 / (d_model + E))``, the project's ``Linear`` default and the only one before)
+  gives about 0.44, i.e. a router that starts out confident about random preferences.
 - Dropless: tokens are sorted by expert and each expert processes exactly the tokens routed to it; there is no
   capacity factor, so no token is ever dropped and the result does not depend on the other tokens in the batch
   (which keeps a causal model causal).
@@ -35,6 +42,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -43,6 +52,23 @@ from cs336_basics.nn.functional import softmax
 from cs336_basics.nn.layers import Linear, SwiGLU
 
 BALANCE_CONVENTIONS = ("switch", "per_assignment")
+ROUTER_INITS = ("switch", "cs336")
+
+
+def _std_of_unit_normal_truncated_at(c: float) -> float:
+    """Standard deviation of N(0, 1) restricted to [-c, c] (0.8796 for c = 2)."""
+    density = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(c / math.sqrt(2))
+    return math.sqrt(1 - 2 * c * density / mass)
+
+
+@torch.no_grad()
+def switch_router_init_(weight: Tensor, scale: float = 0.1) -> Tensor:
+    """Switch Transformer's init in place: truncated normal (at +-2 std) with standard deviation ``sqrt(scale /
+    fan_in)``. As in TensorFlow's and JAX's ``variance_scaling(..., "truncated_normal")``, the parent normal is
+    widened by ``1 / 0.8796`` so that the truncated distribution itself has that standard deviation."""
+    std = math.sqrt(scale / weight.shape[-1]) / _std_of_unit_normal_truncated_at(2.0)
+    return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
 
 
 class MoEFeedForward(nn.Module):
@@ -57,6 +83,8 @@ class MoEFeedForward(nn.Module):
         load_balance_weight: float = 0.01,
         z_loss_weight: float = 1e-3,
         balance_convention: str = "switch",
+        router_init: str = "switch",
+        router_init_scale: float = 0.1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -69,12 +97,18 @@ class MoEFeedForward(nn.Module):
             raise ValueError(
                 f"MoEFeedForward: balance_convention must be one of {BALANCE_CONVENTIONS}, got {balance_convention!r}"
             )
+        if router_init not in ROUTER_INITS:
+            raise ValueError(f"MoEFeedForward: router_init must be one of {ROUTER_INITS}, got {router_init!r}")
+        if router_init_scale <= 0:
+            raise ValueError(f"MoEFeedForward: router_init_scale must be > 0, got {router_init_scale}")
         self.num_experts = num_experts
         self.top_k = top_k
         self.balance_convention = balance_convention
         self.load_balance_weight = load_balance_weight
         self.z_loss_weight = z_loss_weight
         self.router = Linear(d_model, num_experts, device=device, dtype=dtype)
+        if router_init == "switch":
+            switch_router_init_(self.router.weight, router_init_scale)
         self.experts = nn.ModuleList(SwiGLU(d_model, d_ff, device=device, dtype=dtype) for _ in range(num_experts))
         self.last_load_balance_loss: Tensor | None = None
         self.last_z_loss: Tensor | None = None

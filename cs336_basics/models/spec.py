@@ -62,7 +62,8 @@ class MoESpec:
 
     ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch / Mixtral / Hugging Face
     ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"`` (``1/k`` of that; the convention
-    of the published runs before it was named).
+    of the published runs before it was named). ``router_init="switch"`` starts the router near uniform (Switch's
+    truncated normal with std ``sqrt(router_init_scale / d_model)``); ``"cs336"`` is the project's ``Linear`` init.
     """
 
     num_experts: int = 8
@@ -71,6 +72,8 @@ class MoESpec:
     load_balance_weight: float = 0.01
     z_loss_weight: float = 1e-3
     balance_convention: Literal["switch", "per_assignment"] = "switch"
+    router_init: Literal["switch", "cs336"] = "switch"
+    router_init_scale: float = 0.1
 
 
 @dataclass
@@ -177,6 +180,9 @@ class ModelSpec:
             if moe.num_experts < moe.top_k:
                 raise ValueError(f"moe.num_experts ({moe.num_experts}) must be at least moe.top_k ({moe.top_k})")
             _check_choice("moe.balance_convention", moe.balance_convention, ("switch", "per_assignment"))
+            _check_choice("moe.router_init", moe.router_init, ("switch", "cs336"))
+            if moe.router_init_scale <= 0:
+                raise ValueError(f"moe.router_init_scale must be > 0, got {moe.router_init_scale}")
         if self.residual.kind == "mhc":
             if self.residual.hc_expansion < 1:
                 raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")
