@@ -237,3 +237,37 @@ def test_checkpoint_scan_gives_same_gradients_and_saves_less():
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=f"gradient of {name}")
     assert _saved_bytes(lambda: ckpt(x)) < 0.5 * _saved_bytes(lambda: plain(x))
+
+
+def test_A_log_and_D_stay_float32_when_built_in_bfloat16_as_in_mamba_simple():
+    block = MambaBlock(D_MODEL, D_STATE, D_CONV, EXPAND, dtype=torch.bfloat16)
+    assert block.in_proj.weight.dtype == torch.bfloat16 and block.dt_bias.dtype == torch.bfloat16
+    assert block.A_log.dtype == torch.float32 and block.D.dtype == torch.float32
+    expected = torch.arange(1, D_STATE + 1, dtype=torch.float32).log().expand(block.d_inner, -1)
+    assert torch.equal(block.A_log.detach(), expected)  # exact: never rounded through bfloat16
+    y = block(torch.randn(2, 6, D_MODEL, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and y.isfinite().all()
+
+
+def test_casting_to_bfloat16_keeps_A_log_D_and_their_grads_float32_and_forward_works():
+    block = _block()
+    block(torch.randn(1, 5, D_MODEL)).sum().backward()  # gradients exist and travel with the cast
+    A_log = block.A_log.detach().clone()
+    block.to(torch.bfloat16)
+    assert block.x_proj.weight.dtype == torch.bfloat16 and block.conv1d.weight.dtype == torch.bfloat16
+    assert block.A_log.dtype == block.D.dtype == torch.float32
+    assert block.A_log.grad.dtype == block.D.grad.dtype == torch.float32
+    assert torch.equal(block.A_log.detach(), A_log)
+    block.half()
+    assert block.A_log.dtype == block.D.dtype == torch.float32 and block.in_proj.weight.dtype == torch.float16
+    block.double()  # upcasts are not blocked
+    assert block.A_log.dtype == block.D.dtype == block.in_proj.weight.dtype == torch.float64
+    block.to(torch.bfloat16)
+    state = block.make_state(2)
+    assert state.conv.dtype == torch.bfloat16 and state.ssm.dtype == torch.float32
+    x = torch.randn(2, 6, D_MODEL, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = block(x)
+        stepped = torch.cat([block(x[:, :3], state=state), block(x[:, 3:], state=state)], dim=1)
+    assert y.dtype == torch.bfloat16 and y.isfinite().all()
+    torch.testing.assert_close(stepped, y, rtol=0.05, atol=0.05)  # bf16 rounding of the two paths

@@ -183,3 +183,15 @@ def test_stability_switches_reach_every_block():
         assert mixer.dt_limit == (1e-4, 1.0) and mixer.conv_norm is not None
         assert mixer.a_min_magnitude == 0.1 and mixer.decay_limit == (0.01, 0.9999)
     assert model(torch.randint(0, VOCAB, (1, 5))).isfinite().all()
+
+
+def test_language_model_cast_to_bfloat16_keeps_ssm_parameters_float32_and_trains():
+    model = _lm(ffn="swiglu").to(torch.bfloat16)
+    for layer in model.layers:
+        assert layer.mixer.A_log.dtype == layer.mixer.D.dtype == torch.float32
+        assert layer.mixer.in_proj.weight.dtype == torch.bfloat16
+    ids = torch.randint(0, VOCAB, (2, 8))
+    logits = model(ids)
+    assert logits.dtype == torch.bfloat16 and logits.isfinite().all()
+    cross_entropy(logits[:, :-1].float(), ids[:, 1:]).backward()
+    assert all(layer.mixer.A_log.grad.dtype == torch.float32 for layer in model.layers)

@@ -20,6 +20,10 @@ Initialisation (as in the paper / ``mamba_simple.py``):
 - ``dt_proj.weight`` is uniform in ``+-dt_rank**-0.5`` (keeps ``dt_proj(dt_low)`` O(1) around the bias).
 - ``A_log[c] = log(1, 2, ..., d_state)`` for every channel (S4D-real); ``D = 1``. Both are marked
   :func:`~cs336_basics.models.base.no_weight_decay`: decaying them would pull ``A`` towards ``-1`` and the skip to 0.
+- ``A_log`` and ``D`` are float32 whatever ``dtype`` the block is built in, as in ``mamba_simple`` (``log(n)`` in
+  bfloat16 is off by up to 0.4%, and the scan reads ``A = -exp(A_log)`` in float32 anyway). Beyond the reference,
+  which only creates them in float32, later module casts (``.to(torch.bfloat16)``, ``.half()``) also leave them (and
+  their gradients) in float32; casts to float64 and device moves apply as usual.
 - ``out_proj.weight`` is multiplied by ``out_proj_scale`` (the caller passes ``1/sqrt(residual branches)`` so that the
   residual stream's variance does not grow with depth; see :class:`~cs336_basics.models.mamba.MambaLayer`).
 
@@ -129,8 +133,9 @@ class MambaBlock(nn.Module):
         self.x_proj = Linear(self.d_inner, self.dt_rank + 2 * d_state, **factory)
         self.dt_proj = Linear(self.dt_rank, self.d_inner, **factory)
         self.dt_bias = nn.Parameter(torch.empty(self.d_inner, **factory))
-        self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **factory)))
-        self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **factory)))
+        fp32 = {"device": device, "dtype": torch.float32}  # kept in float32 whatever ``dtype`` is; see _apply
+        self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **fp32)))
+        self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **fp32)))
         self.out_proj = Linear(self.d_inner, d_model, **factory)
         self._init_ssm_parameters(dt_min, dt_max, dt_init_floor, out_proj_scale)
 
@@ -146,9 +151,22 @@ class MambaBlock(nn.Module):
         self.D.fill_(1.0)
         self.out_proj.weight.mul_(out_proj_scale)
 
+    def _apply(self, fn, recurse=True):
+        """Module casts (``.to(torch.bfloat16)``, ``.half()``) leave ``A_log`` and ``D`` (and their gradients) in
+        float32, as ``mamba_simple`` creates them; device moves and casts to float64 apply as usual."""
+        keep = {id(t) for p in (self.A_log, self.D) for t in (p, p.grad) if t is not None}
+
+        def guarded(t: Tensor) -> Tensor:
+            out = fn(t)
+            if id(t) in keep and out.is_floating_point() and torch.finfo(out.dtype).bits < 32:
+                return t.to(device=out.device, dtype=torch.float32)
+            return out
+
+        return super()._apply(guarded, recurse)
+
     def make_state(self, batch_size: int) -> MambaState:
         """An empty recurrent state on the parameters' device (conv in their dtype, the SSM state in float32)."""
-        conv = self.A_log.new_zeros(batch_size, self.d_inner, self.d_conv - 1)
+        conv = self.in_proj.weight.new_zeros(batch_size, self.d_inner, self.d_conv - 1)
         ssm = self.A_log.new_zeros(batch_size, self.d_inner, self.d_state, dtype=torch.float32)
         return MambaState(conv=conv, ssm=ssm)
 
