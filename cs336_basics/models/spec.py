@@ -42,7 +42,11 @@ class AttentionSpec:
 
 @dataclass
 class SSMSpec:
-    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch)."""
+    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch).
+
+    ``init="mamba_simple"`` initialises the projections as the reference implementation does (uniform in
+    ``+-1/sqrt(fan_in)``); ``"cs336"`` uses the project's ``Linear`` init for them (the runs logged before the option).
+    """
 
     d_state: int = 16
     d_conv: int = 4
@@ -54,6 +58,7 @@ class SSMSpec:
     conv_norm: bool = False
     decay_limit: tuple[float, float] | None = None
     checkpoint_scan: bool = False
+    init: Literal["mamba_simple", "cs336"] = "mamba_simple"
 
 
 @dataclass
@@ -171,6 +176,7 @@ class ModelSpec:
         s = self.ssm
         if min(s.d_state, s.d_conv, s.expand) < 1:
             raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
+        _check_choice("ssm.init", s.init, ("mamba_simple", "cs336"))
         if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
             raise ValueError(f"d_ff must be >= 1, got {self.ffn.d_ff}")
         moe = self.ffn.moe
