@@ -341,3 +341,15 @@ def test_router_init_option_reaches_the_model_and_cs336_keeps_the_linear_init():
     assert router.std().item() == pytest.approx(math.sqrt(0.4 / 64), rel=0.15)
     with pytest.raises(ValueError, match="router_init"):
         MoEFeedForward(8, num_experts=4, router_init="zeros")
+
+
+def test_named_legacy_options_reproduce_the_golden_value_recorded_before_the_defaults_changed(tmp_path):
+    """The moe_hybrid golden case (an AM hybrid, top-2 MoE FFNs) with balance_convention='per_assignment',
+    router_init='cs336' and ssm.init='cs336' trains to the exact final loss recorded before those became options."""
+    from tests.test_golden_losses import CASES, final_val_loss
+
+    model = dict(CASES["moe_hybrid"])
+    legacy = {"balance_convention": "per_assignment", "router_init": "cs336"}
+    model["options"] = {"moe": {**model["options"]["moe"], **legacy}}
+    model["ssm"] = {"init": "cs336"}
+    assert final_val_loss(tmp_path, model) == 2.303396463394165
