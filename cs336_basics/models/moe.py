@@ -7,10 +7,11 @@
 - Router initialisation (``router_init``): ``"switch"`` (default) draws the router weights from a truncated normal
   (cut at two standard deviations) whose standard deviation is ``sqrt(s / d_model)`` with ``s = router_init_scale
   = 0.1``: the fan-in scaling of Switch Transformer (Fedus et al., 2021, section 2.4) with its recommended 10x
-  smaller scale, so that the router starts near uniform. With RMS-normalised inputs each logit then has variance
-  ``s``, and with 8 experts the mean top probability at init is about 0.19 (uniform: 0.125); the ``"cs336"`` init
-  (truncated normal, std ``sqrt(2 / (d_model + E))``, the project's ``Linear`` default and the only one before)
-  gives about 0.44, i.e. a router that starts out confident about random preferences.
+  smaller scale, so that the router starts near uniform. (Switch shrinks every weight that way; here only the
+  router, whose starting confidence is the concern; the experts keep the SwiGLU init.) With RMS-normalised inputs
+  each logit then has variance ``s``, and with 8 experts the mean top probability at init is about 0.19 (uniform:
+  0.125); the ``"cs336"`` init (truncated normal, std ``sqrt(2 / (d_model + E))``, the project's ``Linear`` default
+  and the only one before) gives about 0.44, i.e. a router that starts out confident about random preferences.
 - Dropless: tokens are sorted by expert and each expert processes exactly the tokens routed to it; there is no
   capacity factor, so no token is ever dropped and the result does not depend on the other tokens in the batch
   (which keeps a causal model causal).
@@ -22,16 +23,16 @@
 
     - ``"switch"`` (default): ``f_i`` = the fraction of the N tokens that send one of their k assignments to expert
       i, so ``sum_i f_i = k``. This is Switch's ``f_i`` (Fedus et al., 2021, eq. 4) for k = 1, and for k > 1 what
-      the Mixtral / Switch / Qwen-MoE ``load_balancing_loss_func`` of Hugging Face transformers computes. Its value
-      at perfectly uniform routing (``f_i = k/E``, ``P_i = 1/E``) is ``k``, and a coefficient tuned in that
-      convention (e.g. 0.01, or Mixtral's 0.02 at top-2) means the same here.
+      the ``load_balancing_loss_func`` of Hugging Face transformers' Mixtral and Qwen-MoE models computes. Its
+      value at perfectly uniform routing (``f_i = k/E``, ``P_i = 1/E``) is ``k``, and a coefficient tuned in that
+      convention (Switch's 0.01 is the default here) means the same here.
     - ``"per_assignment"``: ``f_i`` = expert i's share of the N*k assignments, ``sum_i f_i = 1`` (Megatron-Core's
       ``switch_load_balancing_loss_func`` divides by top-k the same way). The loss, and its gradient, is ``1/k``
       of the ``"switch"`` value, so the same coefficient pushes k times less; its value at uniform routing is 1.
       This was the only convention before, and the published top-2 runs used it.
 
     (GShard and Mesh-TensorFlow's top-2 count only each token's first choice in ``f_i``; neither convention here.)
-    The value does not by itself show balance: it is ``E`` times a correlation between load and mean probability,
+    The value does not by itself show balance: it is ``E`` times the inner product of load and mean probability,
     and an unbalanced routing can score at or below the uniform value (e.g. 3:1 load with ``E=2``, top-1, scores
     0.875 when the router is confident on the minority tokens and hesitant on the majority). The load itself is
     what shows balance: ``collect_moe_diagnostics`` reports each expert's share of the assignments and their

@@ -65,10 +65,11 @@ class SSMSpec:
 class MoESpec:
     """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`).
 
-    ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch / Mixtral / Hugging Face
-    ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"`` (``1/k`` of that; the convention
-    of the published runs before it was named). ``router_init="switch"`` starts the router near uniform (Switch's
-    truncated normal with std ``sqrt(router_init_scale / d_model)``); ``"cs336"`` is the project's ``Linear`` init.
+    ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch's loss, extended to
+    top-k as Hugging Face's Mixtral ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"``
+    (``1/k`` of that; the convention of the published runs before it was named). ``router_init="switch"`` starts the
+    router near uniform (Switch's truncated normal with std ``sqrt(router_init_scale / d_model)``); ``"cs336"`` is
+    the project's ``Linear`` init.
     """
 
     num_experts: int = 8
