@@ -42,7 +42,11 @@ class AttentionSpec:
 
 @dataclass
 class SSMSpec:
-    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch)."""
+    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch).
+
+    ``init="mamba_simple"`` initialises the projections as the reference implementation does (uniform in
+    ``+-1/sqrt(fan_in)``); ``"cs336"`` uses the project's ``Linear`` init for them (the runs logged before the option).
+    """
 
     d_state: int = 16
     d_conv: int = 4
@@ -54,17 +58,28 @@ class SSMSpec:
     conv_norm: bool = False
     decay_limit: tuple[float, float] | None = None
     checkpoint_scan: bool = False
+    init: Literal["mamba_simple", "cs336"] = "mamba_simple"
 
 
 @dataclass
 class MoESpec:
-    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`)."""
+    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`).
+
+    ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch's loss, extended to
+    top-k as Hugging Face's Mixtral ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"``
+    (``1/k`` of that; the convention of the published runs before it was named). ``router_init="switch"`` starts the
+    router near uniform (Switch's truncated normal with std ``sqrt(router_init_scale / d_model)``); ``"cs336"`` is
+    the project's ``Linear`` init.
+    """
 
     num_experts: int = 8
     top_k: int = 2
     d_ff: int | None = None
     load_balance_weight: float = 0.01
     z_loss_weight: float = 1e-3
+    balance_convention: Literal["switch", "per_assignment"] = "switch"
+    router_init: Literal["switch", "cs336"] = "switch"
+    router_init_scale: float = 0.1
 
 
 @dataclass
@@ -162,6 +177,7 @@ class ModelSpec:
         s = self.ssm
         if min(s.d_state, s.d_conv, s.expand) < 1:
             raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
+        _check_choice("ssm.init", s.init, ("mamba_simple", "cs336"))
         if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
             raise ValueError(f"d_ff must be >= 1, got {self.ffn.d_ff}")
         moe = self.ffn.moe
@@ -170,6 +186,10 @@ class ModelSpec:
                 raise ValueError(f"moe.top_k must be 1 or 2, got {moe.top_k}")
             if moe.num_experts < moe.top_k:
                 raise ValueError(f"moe.num_experts ({moe.num_experts}) must be at least moe.top_k ({moe.top_k})")
+            _check_choice("moe.balance_convention", moe.balance_convention, ("switch", "per_assignment"))
+            _check_choice("moe.router_init", moe.router_init, ("switch", "cs336"))
+            if moe.router_init_scale <= 0:
+                raise ValueError(f"moe.router_init_scale must be > 0, got {moe.router_init_scale}")
         if self.residual.kind == "mhc":
             if self.residual.hc_expansion < 1:
                 raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")
