@@ -7,8 +7,9 @@ do in one layer, for input ``x`` (``d_model`` wide) and the SSM's inner width ``
    (the attention heads have ``head_dim = I / num_heads``);
 2. the attention heads (RoPE; sliding window in most layers, the meta tokens always visible; no output projection)
    and the Mamba heads (conv, selective scan, gate; no output projection) run on the same input;
-3. each branch output is RMS-normalised with a learned per-channel gain (the paper's ``beta_1``, ``beta_2``; the
-   reference's ``pre_avg_layernorm1/2``), the two are averaged, and one output projection ``I -> d_model`` follows:
+3. each branch output is RMS-normalised with a learned per-channel scale (the paper's ``beta_1``, ``beta_2``; in the
+   reference code the gains of ``pre_avg_layernorm1/2``), the two are averaged (the reference divides the sum by 2;
+   with learned scales the factor only rescales beta), and one output projection ``I -> d_model`` follows:
    ``y = W_out ((beta_1 * norm(attn) + beta_2 * norm(ssm)) / 2)``.
 
 ``hymba.fusion="paper"`` (default) is exactly that structure: ``attn`` projects Q/K/V ``d_model -> I`` and has no
@@ -18,8 +19,11 @@ gain times a beta), then ``out_proj`` (``I -> d_model``). Remaining deviations f
 fusion: Q/K/V and the Mamba input are separate bias-free projections (the reference's single ``in_proj`` is their
 concatenation, with a bias); attention is full multi-head (Hymba-1.5B uses grouped-query attention, 5 K/V heads for
 25 query heads); the Mamba mixer is this project's Mamba-1 block (no dt/B/C RMSNorms as in Hymba-1.5B's
-``mamba_inner_layernorms``); Hymba-1.5B's sliding window is 1024 positions, here ``attention.window="auto"`` gives half
-the context (:func:`~cs336_basics.models.spec.hymba_default_window`), global layers are the first, middle and last.
+``mamba_inner_layernorms``); ``out_proj`` has this project's ``Linear`` init (truncated normal,
+``std = sqrt(2 / (fan_in + fan_out))``; the reference: normal, std 0.02); Hymba-1.5B slides 1024 positions and the
+minimal reference 2048 of 4096, here ``attention.window="auto"`` gives half the context
+(:func:`~cs336_basics.models.spec.hymba_default_window`) in all but the first, middle and last layer, and a window
+``w`` covers ``w`` positions including the query itself (the reference's mask ``q - k <= w`` covers ``w + 1``).
 
 ``hymba.fusion="projected"`` is the layout of this project's earlier Hymba runs: attention at ``d_model`` with its own
 output projection, the Mamba mixer with its ``out_proj``, RMSNorms with gains *and* ``beta`` (the scale counted
@@ -30,10 +34,13 @@ those runs exactly.
 consecutive non-global layers, pairs of layers share one set of keys and values (a run of odd length starts with a
 group of three; :meth:`~cs336_basics.models.spec.ModelSpec.kv_producer`). The first layer of a group (the producer)
 computes K/V and keeps the KV cache; the others project only Q and attend over the producer's post-RoPE keys, so
-they have no ``attn.k_proj``/``attn.v_proj`` and no KV cache. Measured (``uv run python -m
-benchmarks.hymba_kv_sharing``, the ``hymba_cpu`` shape: d_model 104, 4 layers, expand 2, 8 meta tokens, context
-128, paper fusion): with 4 layers only layer 1 is non-global, so nothing is shared; at 8 layers (global 0, 4, 7)
-two pairs share: see README's Benchmarks section for parameters and KV-cache bytes.
+they have no ``attn.k_proj``/``attn.v_proj`` and no KV cache. Measured (exact counts, ``uv run python
+benchmarks/bench_hymba_kv_sharing.py``; d_model 104, 4 heads, expand 2, d_ff 312, vocab 256, 8 meta tokens, context
+128, KV cache for batch 16 in float32): 4 layers (global 0, 2, 3): nothing to share; 8 layers (global 0, 4, 7;
+consumers 2, 3, 6): parameters 1,991,080 -> 1,861,288 (-6.5%), KV cache 27.62 -> 17.27 MiB (0.62x); 32 layers
+(15 consumers): 7,801,768 -> 7,152,808 (-8.3%), 110.50 -> 58.70 MiB (0.53x). The KV cache of a sliding-window layer
+still holds every position (Hymba-1.5B keeps only the window and the meta tokens), so sliding windows save compute
+here, not cache memory.
 
 Diagnostics (``diagnostics()``, logged as ``diag/hymba/layer{i}/...``): ``scale_share_attn`` / ``scale_share_ssm``
 are the shares of the per-channel scale each branch really gets after normalisation,
