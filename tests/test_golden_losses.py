@@ -31,6 +31,15 @@ CASES: dict[str, dict] = {
     "hybrid_AMAM": {"architecture": "hybrid", "pattern": "AMAM", "num_heads": 2, **SSM},
     "hymba": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "options": {"num_meta_tokens": 2}, **SSM},
     "hymba_tied": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "tie_embeddings": True, **SSM},
+    # Typed sections: today's defaults (paper fusion and schedule; the flat cases above load as earlier runs did).
+    "hymba_paper": {
+        "architecture": "hymba", "num_layers": 4, "num_meta_tokens": 2, "attention": {"num_heads": 2},
+        "ssm": {"d_state": 4},
+    },
+    "hymba_paper_kv_sharing": {
+        "architecture": "hymba", "num_layers": 4, "num_meta_tokens": 2,
+        "attention": {"num_heads": 2, "global_layers": [0]}, "ssm": {"d_state": 4}, "hymba": {"kv_sharing": True},
+    },
     "moe_transformer": {
         "architecture": "transformer", "num_layers": 2, "num_heads": 2, "options": {"moe": {"num_experts": 4}},
     },
@@ -46,6 +55,8 @@ CASES: dict[str, dict] = {
 GOLDEN: dict[str, float] = {
     "hybrid_AMAM": 2.4545772075653076,
     "hymba": 2.230339527130127,
+    "hymba_paper": 2.0456178188323975,
+    "hymba_paper_kv_sharing": 2.0755019187927246,
     "hymba_tied": 2.177838087081909,
     "mamba": 3.528024673461914,
     "mamba_tied": 3.4586944580078125,
