@@ -28,7 +28,7 @@ from typing import Any, Literal
 from assignment_experiments.config_validation import validate
 from assignment_experiments.errors import ConfigError  # re-exported: callers import it from here
 from cs336_basics.models.factory import ARGUMENT_PATHS, PLAN_LETTER, d_ff_for_budget
-from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec, ResidualSpec, SSMSpec
+from cs336_basics.models.spec import AttentionSpec, FFNSpec, HymbaSpec, ModelSpec, ResidualSpec, SSMSpec
 
 
 @dataclass
@@ -38,7 +38,8 @@ class ModelConfig:
     ``architecture`` picks the plan: ``transformer`` is ``"A" * num_layers``, ``mamba`` ``"M" * num_layers``,
     ``hymba`` ``"H" * num_layers``, ``hybrid`` the ``pattern`` (any registered block letters; ``num_layers`` is then
     its length). The sections are the library's own specs (:mod:`cs336_basics.models.spec`): ``attention``, ``ssm``,
-    ``ffn`` (with an optional ``moe``) and ``residual``; a section the plan does not use must stay at its defaults.
+    ``ffn`` (with an optional ``moe``), ``residual`` and ``hymba``; a section the plan does not use must stay at its
+    defaults.
     ``ffn`` left out means the architecture's default (SwiGLU; no FFN for ``mamba``), and the resolved value is what
     ``config.json`` records. ``vocab_size`` null takes the data's vocabulary. ``target_params`` (hybrids) picks
     ``ffn.d_ff`` to land closest to that many parameters.
@@ -58,6 +59,7 @@ class ModelConfig:
     ssm: SSMSpec = field(default_factory=SSMSpec)
     ffn: FFNSpec | None = None
     residual: ResidualSpec = field(default_factory=ResidualSpec)
+    hymba: HymbaSpec = field(default_factory=HymbaSpec)
 
     @property
     def plan(self) -> str:
@@ -81,6 +83,7 @@ class ModelConfig:
             ssm=dataclasses.replace(self.ssm),
             ffn=ffn,
             residual=self.residual,
+            hymba=self.hymba,
         ).validate()
         if self.target_params is not None:
             if ffn.d_ff is not None:
@@ -101,15 +104,19 @@ def upgrade_model_section(model: dict[str, Any]) -> dict[str, Any]:
 
     Configs written before the model config was split into sections, including ``config.json`` of earlier runs,
     keep loading: each flat key goes where :data:`~cs336_basics.models.factory.ARGUMENT_PATHS` says, and a ``null``
-    (which meant "the model's default") is dropped.
+    (which meant "the model's default") is dropped. A flat Hymba section keeps the model it described then: all-global
+    attention unless it set a window, and ``hymba.fusion="projected"`` (the paper's schedule and fusion became the
+    defaults later).
     """
     model = dict(model)
     options = model.pop("options", None) or {}
     had_ffn_section = isinstance(model.get("ffn"), dict)
+    flat = bool(options)
     for key, value in [*list(model.items()), *options.items()]:
         legacy_string = key in ("ffn", "residual") and not isinstance(value, dict)
         path = ARGUMENT_PATHS.get(key, key)
         if "." in path and (key not in ("ffn", "residual") or legacy_string):
+            flat = True
             model.pop(key, None)
             section, _, name = path.partition(".")
             ignored = section == "attention" and model.get("architecture") == "mamba"  # the old runner dropped them
@@ -124,6 +131,11 @@ def upgrade_model_section(model: dict[str, Any]) -> dict[str, Any]:
     ffn = model.get("ffn")
     if isinstance(ffn, dict) and not had_ffn_section and "kind" not in ffn:
         ffn["kind"] = default_ffn(model.get("architecture", "transformer")).kind  # e.g. a Mamba d_ff without an FFN
+    if flat and model.get("architecture") == "hymba":
+        attention, hymba = model.setdefault("attention", {}), model.setdefault("hymba", {})
+        if isinstance(attention, dict) and isinstance(hymba, dict):
+            attention.setdefault("window", None)
+            hymba.setdefault("fusion", "projected")
     return model
 
 

@@ -103,7 +103,7 @@ def validate(config: ExperimentConfig) -> None:
 
 
 # The model sections each block letter reads; a section the plan never reads must stay at its defaults.
-SECTIONS_READ = {"A": {"attention"}, "M": {"ssm"}, "H": {"attention", "ssm"}}
+SECTIONS_READ = {"A": {"attention"}, "M": {"ssm"}, "H": {"attention", "ssm", "hymba"}}
 
 
 def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
@@ -131,7 +131,7 @@ def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
     if set(m.plan) <= set(SECTIONS_READ):  # a suite may switch the architecture of a base config: warn, go on
         read = set().union(*(SECTIONS_READ[letter] for letter in m.plan))
         defaults = type(m)()
-        for section in ("attention", "ssm"):
+        for section in ("attention", "ssm", "hymba"):
             if section not in read and getattr(m, section) != getattr(defaults, section):
                 warnings.warn(
                     f"model.{section} is set, but a {m.architecture} with plan {m.plan!r} has no layer that reads it; "

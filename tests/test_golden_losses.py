@@ -31,6 +31,15 @@ CASES: dict[str, dict] = {
     "hybrid_AMAM": {"architecture": "hybrid", "pattern": "AMAM", "num_heads": 2, **SSM},
     "hymba": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "options": {"num_meta_tokens": 2}, **SSM},
     "hymba_tied": {"architecture": "hymba", "num_layers": 2, "num_heads": 2, "tie_embeddings": True, **SSM},
+    # Typed sections: today's defaults (paper fusion and schedule; the flat cases above load as earlier runs did).
+    "hymba_paper": {
+        "architecture": "hymba", "num_layers": 4, "num_meta_tokens": 2, "attention": {"num_heads": 2},
+        "ssm": {"d_state": 4},
+    },
+    "hymba_paper_kv_sharing": {
+        "architecture": "hymba", "num_layers": 4, "num_meta_tokens": 2,
+        "attention": {"num_heads": 2, "global_layers": [0]}, "ssm": {"d_state": 4}, "hymba": {"kv_sharing": True},
+    },
     "moe_transformer": {
         "architecture": "transformer", "num_layers": 2, "num_heads": 2, "options": {"moe": {"num_experts": 4}},
     },
@@ -44,14 +53,16 @@ CASES: dict[str, dict] = {
 }  # fmt: skip
 
 GOLDEN: dict[str, float] = {
-    "hybrid_AMAM": 2.541975975036621,
-    "hymba": 2.3126883506774902,
-    "hymba_tied": 2.156933069229126,
-    "mamba": 3.3575611114501953,
-    "mamba_tied": 3.1347410678863525,
-    "mhc_hybrid": 2.707411766052246,
-    "moe_hybrid": 2.303396463394165,
-    "moe_transformer": 2.6949119567871094,
+    "hybrid_AMAM": 2.4545772075653076,
+    "hymba": 2.230339527130127,
+    "hymba_paper": 2.1366710662841797,
+    "hymba_paper_kv_sharing": 2.2117323875427246,
+    "hymba_tied": 2.177838087081909,
+    "mamba": 3.528024673461914,
+    "mamba_tied": 3.4586944580078125,
+    "mhc_hybrid": 2.866729736328125,
+    "moe_hybrid": 2.5264766216278076,
+    "moe_transformer": 2.624911308288574,
     "transformer": 2.5530521869659424,
     "transformer_tied_learned": 2.867638111114502,
 }

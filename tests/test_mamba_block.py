@@ -237,3 +237,104 @@ def test_checkpoint_scan_gives_same_gradients_and_saves_less():
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=f"gradient of {name}")
     assert _saved_bytes(lambda: ckpt(x)) < 0.5 * _saved_bytes(lambda: plain(x))
+
+
+def test_A_log_and_D_stay_float32_when_built_in_bfloat16_as_in_mamba_simple():
+    block = MambaBlock(D_MODEL, D_STATE, D_CONV, EXPAND, dtype=torch.bfloat16)
+    assert block.in_proj.weight.dtype == torch.bfloat16 and block.dt_bias.dtype == torch.bfloat16
+    assert block.A_log.dtype == torch.float32 and block.D.dtype == torch.float32
+    expected = torch.arange(1, D_STATE + 1, dtype=torch.float32).log().expand(block.d_inner, -1)
+    assert torch.equal(block.A_log.detach(), expected)  # exact: never rounded through bfloat16
+    y = block(torch.randn(2, 6, D_MODEL, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and y.isfinite().all()
+
+
+def test_casting_to_bfloat16_keeps_A_log_D_and_their_grads_float32_and_forward_works():
+    block = _block()
+    block(torch.randn(1, 5, D_MODEL)).sum().backward()  # gradients exist and travel with the cast
+    A_log = block.A_log.detach().clone()
+    block.to(torch.bfloat16)
+    assert block.x_proj.weight.dtype == torch.bfloat16 and block.conv1d.weight.dtype == torch.bfloat16
+    assert block.A_log.dtype == block.D.dtype == torch.float32
+    assert block.A_log.grad.dtype == block.D.grad.dtype == torch.float32
+    assert torch.equal(block.A_log.detach(), A_log)
+    block.half()
+    assert block.A_log.dtype == block.D.dtype == torch.float32 and block.in_proj.weight.dtype == torch.float16
+    block.double()  # upcasts are not blocked
+    assert block.A_log.dtype == block.D.dtype == block.in_proj.weight.dtype == torch.float64
+    block.to(torch.bfloat16)
+    state = block.make_state(2)
+    assert state.conv.dtype == torch.bfloat16 and state.ssm.dtype == torch.float32
+    x = torch.randn(2, 6, D_MODEL, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = block(x)
+        stepped = torch.cat([block(x[:, :3], state=state), block(x[:, 3:], state=state)], dim=1)
+    assert y.dtype == torch.bfloat16 and y.isfinite().all()
+    torch.testing.assert_close(stepped, y, rtol=0.05, atol=0.05)  # bf16 rounding of the two paths
+
+
+def _uniform_check(weight: torch.Tensor, fan_in: int) -> None:
+    """U(-b, b) with b = 1/sqrt(fan_in) (nn.Linear's default): inside the bound, reaching it, std b/sqrt(3) and
+    mean |w| = b/2 (a normal of that std would give 0.46 b)."""
+    bound = 1 / math.sqrt(fan_in)
+    w = weight.detach().double()
+    assert w.abs().max().item() <= bound and w.abs().max().item() > 0.98 * bound
+    assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)
+    assert (w.abs().mean() / bound).item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_default_init_draws_projections_like_mamba_simple():
+    """mamba_simple keeps nn.Linear's default for in_proj/x_proj/out_proj; conv1d, dt_proj, dt, A, D as before."""
+    torch.manual_seed(0)
+    block = MambaBlock(64, d_state=16, expand=2)  # d_inner 128, dt_rank 4
+    assert block.init == "mamba_simple"
+    _uniform_check(block.in_proj.weight, 64)
+    _uniform_check(block.x_proj.weight, 128)
+    _uniform_check(block.out_proj.weight, 128)
+    conv_bound = 1 / math.sqrt(D_CONV)  # nn.Conv1d's default, weight and bias
+    assert block.conv1d.weight.abs().max() <= conv_bound and block.conv1d.bias.abs().max() <= conv_bound
+    assert block.dt_proj.weight.abs().max() <= 4**-0.5 and block.dt_proj.weight.abs().max() > 0.9 * 4**-0.5
+
+
+def test_cs336_init_option_is_wider_by_the_documented_factors():
+    torch.manual_seed(0)
+    old = MambaBlock(64, d_state=16, expand=2, init="cs336")
+    torch.manual_seed(0)
+    ref = MambaBlock(64, d_state=16, expand=2)
+    shapes = (("in_proj", 64, 256, 1.1), ("x_proj", 128, 36, 2.1), ("out_proj", 128, 64, 2.0))
+    for name, fan_in, fan_out, factor in shapes:
+        w = getattr(old, name).weight.detach()
+        std = math.sqrt(2 / (fan_in + fan_out))
+        assert w.std().item() == pytest.approx(0.986 * std, rel=0.05)  # N(0, std) cut at +-3 std: 0.986 std
+        assert w.abs().max().item() <= 3 * std
+        ratio = (w.std() / getattr(ref, name).weight.std()).item()
+        assert ratio == pytest.approx(factor, abs=0.1), name
+
+
+def test_cs336_init_reproduces_the_previous_default_bit_for_bit():
+    """Per-parameter sums of MambaBlock(16, 4) under manual_seed(0), recorded before the init option existed."""
+    torch.manual_seed(0)
+    block = MambaBlock(16, 4, init="cs336")
+    recorded = {
+        "dt_bias": -139.36266374588013, "A_log": 101.69772338867188, "D": 32.0, "in_proj.weight": 2.338308157210122,
+        "conv1d.weight": -1.2940217852592468, "conv1d.bias": -0.7251529693603516,
+        "x_proj.weight": -2.934340121515561, "dt_proj.weight": 7.106540083885193,
+        "out_proj.weight": -4.847691912960727,
+    }  # fmt: skip
+    assert {name: float(p.detach().double().sum()) for name, p in block.named_parameters()} == recorded
+
+
+def test_init_option_reaches_every_mixer_from_the_spec_and_bad_values_fail():
+    from dataclasses import replace
+
+    from cs336_basics.models.factory import model_spec
+    from cs336_basics.models.language_model import LanguageModel
+
+    spec = model_spec("hybrid", 32, 16, 16, 2, pattern="AMAM", d_state=4)
+    assert spec.ssm.init == "mamba_simple"
+    model = LanguageModel(replace(spec, ssm=replace(spec.ssm, init="cs336")))
+    assert [layer.mixer.init for layer in model.layers if hasattr(layer, "mixer")] == ["cs336", "cs336"]
+    with pytest.raises(ValueError, match="ssm.init"):
+        replace(spec, ssm=replace(spec.ssm, init="xavier")).validate()
+    with pytest.raises(ValueError, match="init"):
+        _block(init="xavier")

@@ -182,3 +182,66 @@ def test_sdpa_gradients_match_torch():
     expected = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).square().sum(), (q, k, v))
     for grad, reference in zip(ours, expected, strict=True):
         torch.testing.assert_close(grad, reference)
+
+
+# Hand-written: 10 positions, 2 meta (prefix) tokens, window 4. Row i = query i; every query sees keys 0 and 1 (the
+# meta tokens) and its window i-3..i; e.g. query 9 sees 0, 1, 6, 7, 8, 9 (with the plain window it saw none of 0, 1).
+PREFIX_WINDOW_MASK = torch.tensor(
+    [
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 0, 1, 1, 1, 1, 0],
+        [1, 1, 0, 0, 0, 0, 1, 1, 1, 1],
+    ],
+    dtype=torch.bool,
+)
+
+
+def test_sliding_window_keeps_the_prefix_tokens_visible_hand_computed():
+    assert torch.equal(causal_mask(10, 10, window=4, num_prefix=2), PREFIX_WINDOW_MASK)
+    for queries in (1, 3):  # the rows a cached decoding step builds: the last queries of the sequence
+        assert torch.equal(causal_mask(queries, 10, window=4, num_prefix=2), PREFIX_WINDOW_MASK[-queries:])
+    assert torch.equal(causal_mask(10, 10, num_prefix=2), torch.ones(10, 10, dtype=torch.bool).tril())  # no window
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
+def test_prefix_window_attention_matches_torch_with_the_hand_mask(backend):
+    weights, x = random_attention_weights(16), torch.randn(2, 10, 16)
+    attn = CausalMultiHeadSelfAttention(16, 2, positions="none", window=4, num_prefix=2, backend=backend)
+    attn.load_state_dict(weights)
+    split = lambda t: t.view(2, 10, 2, 8).transpose(1, 2)  # (B, H, T, hd)
+    q, k, v = (split(F.linear(x, weights[f"{n}_proj.weight"])) for n in "qkv")
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=PREFIX_WINDOW_MASK)
+    expected = F.linear(y.transpose(1, 2).reshape(2, 10, 16), weights["output_proj.weight"])
+    torch.testing.assert_close(attn(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
+def test_kv_cache_with_prefix_and_window_equals_the_full_pass(backend):
+    attn = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, backend=backend, window=4, num_prefix=2)
+    x = torch.randn(2, 12, 32)
+    cache = attn.make_cache(batch_size=2, max_seq_len=12)
+    chunks = [attn(x[:, :3], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(3, 12)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), attn(x), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_without_output_projection_and_with_shared_keys():
+    """Hymba's options: an inner width, no output projection, and a consumer that reuses a producer's keys."""
+    producer = CausalMultiHeadSelfAttention(8, 2, max_seq_len=16, inner_dim=12, output_proj=False, keep_kv=True)
+    consumer = CausalMultiHeadSelfAttention(8, 2, max_seq_len=16, inner_dim=12, output_proj=False, kv_proj=False)
+    assert set(producer.state_dict()) == {"q_proj.weight", "k_proj.weight", "v_proj.weight"}
+    assert set(consumer.state_dict()) == {"q_proj.weight"}
+    x, h = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    assert producer(x).shape == (2, 6, 12)
+    k, v = producer.last_kv  # post-RoPE keys and values, (B, H, T, hd)
+    q = consumer.rope(F.linear(h, consumer.q_proj.weight).view(2, 6, 2, 6).transpose(1, 2), torch.arange(6))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 6, 12)
+    torch.testing.assert_close(consumer(h, shared_kv=(k, v)), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="shared_kv"):
+        consumer(h)

@@ -2,11 +2,16 @@
 
     uv run python -m assignment_experiments.studies.hymba_branch_shares runs/arch_hymba runs/arch_hymba_s1
 
-Each Hymba layer mixes ``attn_norm(attn(h)) * beta_attn`` and ``ssm_norm(mamba(h)) * beta_ssm``. The model's own
-diagnostic (``diag/hymba/layer{i}/share_attn`` in summary/metrics) is ``mean|beta_attn| / (mean|beta_attn| +
-mean|beta_ssm|)``; but the branch norms' learned gains multiply the same channels, so the scale a branch actually
-gets is ``|gain * beta|``. This prints both, per layer, as a Markdown table: the logged (beta-only) share and the
-effective share ``mean|attn_norm.weight * beta_attn| / (that + mean|ssm_norm.weight * beta_ssm|)``.
+The shares are the model's own (:func:`cs336_basics.models.hymba.branch_shares`, the same computation as the
+``diag/hymba/layer{i}/...`` diagnostics), applied to each checkpoint's weights:
+
+- ``scale_share_attn``: the share of the per-channel scale the attention branch gets after normalisation,
+  ``mean|g_attn * beta_attn| / (that + mean|g_ssm * beta_ssm|)`` with ``g`` the branch norm's gain (runs with
+  ``hymba.fusion="projected"``, all runs logged before the paper fusion; paper-fusion layers have no gain);
+- ``beta_share_attn``: the same with ``beta`` alone, a proxy that ignores the gains (the only share logged by runs
+  before the gain-aware share existed, as ``share_attn``).
+
+Both compare magnitudes of scales, not the branches' contributions to the output.
 """
 
 from __future__ import annotations
@@ -18,18 +23,16 @@ from pathlib import Path
 import torch
 
 from assignment_experiments.run_loading import RunFolderError, read_run_checkpoint
+from cs336_basics.models.hymba import branch_shares
 
 
-def layer_shares(state: dict[str, torch.Tensor]) -> list[tuple[float, float]]:
-    """``[(beta_share_attn, effective_share_attn), ...]`` for every layer with ``beta_attn``."""
+def layer_shares(state: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+    """:func:`branch_shares` of every layer with ``beta_attn`` (norm gains included where the layer has them)."""
     shares, i = [], 0
     while f"layers.{i}.beta_attn" in state:
         p = f"layers.{i}."
-        beta_a, beta_s = state[p + "beta_attn"].float(), state[p + "beta_ssm"].float()
-        gain_a, gain_s = state[p + "attn_norm.weight"].float(), state[p + "ssm_norm.weight"].float()
-        a, s = beta_a.abs().mean(), beta_s.abs().mean()
-        ea, es = (beta_a * gain_a).abs().mean(), (beta_s * gain_s).abs().mean()
-        shares.append((float(a / (a + s)), float(ea / (ea + es))))
+        gains = (state.get(p + "attn_norm.weight"), state.get(p + "ssm_norm.weight"))
+        shares.append(branch_shares(state[p + "beta_attn"], state[p + "beta_ssm"], *gains))
         i += 1
     return shares
 
@@ -40,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="Hymba run directories (with checkpoints)")
     args = parser.parse_args(argv)
-    print(
-        "| run | checkpoint | layer | share_attn (logged, beta only) "
-        "| share_attn (effective, gain x beta) | share_ssm (effective) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- |")
+    rows = []
     for run_dir in args.runs:
         try:
             path, payload = read_run_checkpoint(run_dir, "latest")
@@ -52,8 +51,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         state = payload["model"]
-        for layer, (logged, effective) in enumerate(layer_shares(state)):
-            print(f"| {run_dir.name} | {path.name} | {layer} | {logged:.3f} | {effective:.3f} | {1 - effective:.3f} |")
+        shares = layer_shares(state)
+        if not shares:
+            print(f"error: {path} has no Hymba layers (no layers.0.beta_attn); pass Hymba runs", file=sys.stderr)
+            return 2
+        rows += [(run_dir.name, path.name, layer, s) for layer, s in enumerate(shares)]
+    print(
+        "| run | checkpoint | layer | scale_share_attn (gain x beta) | scale_share_ssm "
+        "| beta_share_attn (beta only, proxy) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, checkpoint_name, layer, s in rows:
+        print(
+            f"| {name} | {checkpoint_name} | {layer} | {s['scale_share_attn']:.3f} | {s['scale_share_ssm']:.3f} "
+            f"| {s['beta_share_attn']:.3f} |"
+        )
     return 0
 
 

@@ -135,6 +135,9 @@ class Block(nn.Module):
         """Block-specific scalars for the logs (keys relative to the layer); none by default."""
         return {}
 
+    def connect(self, layers: list[Block]) -> None:
+        """Called by the shell once all layers exist (e.g. Hymba's cross-layer KV sharing); nothing by default."""
+
     def new_state(self, batch_size: int, capacity: int) -> BlockState:
         fast = self.fast_weights.make_state(batch_size) if self.fast_weights is not None else None
         return BlockState(self.make_state(batch_size, capacity), fast)

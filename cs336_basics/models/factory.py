@@ -4,7 +4,9 @@
 - ``mamba``: ``"M" * num_layers``, no FFN unless asked for, no positions (``context_length`` is not needed).
 - ``hybrid``: the user's ``pattern`` of registered letters (``A``/``M``/...), SwiGLU FFN in every layer; optional
   mHC residual streams, fast weights and ``target_params`` (chooses ``d_ff`` to fit a parameter budget).
-- ``hymba``: ``"H" * num_layers`` with ``num_meta_tokens`` and sliding-window attention outside ``global_layers``.
+- ``hymba``: ``"H" * num_layers`` with ``num_meta_tokens``, sliding-window attention outside ``global_layers`` (the
+  paper's schedule by default; ``window=None`` for all global), ``hymba_fusion`` (``"paper"`` or ``"projected"``)
+  and ``kv_sharing``.
 
 :func:`build_model` takes the architecture name and flat, constructor-style arguments (``transformer_lm(vocab_size,
 context_length, d_model, num_layers, num_heads, d_ff)`` as in CS336, then keywords), checks them against that
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 
 from cs336_basics.models.language_model import LanguageModel
-from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec, MoESpec, ResidualSpec, SSMSpec
+from cs336_basics.models.spec import AttentionSpec, FFNSpec, HymbaSpec, ModelSpec, MoESpec, ResidualSpec, SSMSpec
 
 
 def moe_spec(moe: dict[str, Any] | MoESpec | None) -> MoESpec | None:
@@ -49,6 +51,7 @@ ARGUMENT_PATHS: dict[str, str] = {
     **{name: f"residual.{name}" for name in (
         "hc_expansion", "sinkhorn_iters", "hc_residual_logit", "fast_weights", "fast_weight_heads",
     )},
+    "hymba_fusion": "hymba.fusion", "kv_sharing": "hymba.kv_sharing",
 }  # fmt: skip
 
 # Per architecture: the positional arguments (the CS336-style constructor order; leading ones are required), then
@@ -71,7 +74,7 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "hymba": (
         ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "d_state", "d_conv", "expand",
          "rope_theta", "num_meta_tokens", "window", "global_layers"), 5,
-        ("moe", "tie_embeddings", "attn_backend", "scan_backend"),
+        ("moe", "tie_embeddings", "attn_backend", "scan_backend", "hymba_fusion", "kv_sharing"),
     ),
 }  # fmt: skip
 PLAN_LETTER = {"transformer": "A", "mamba": "M", "hymba": "H"}
@@ -124,6 +127,7 @@ def model_spec(architecture: str, *args: Any, **kwargs: Any) -> ModelSpec:
         ssm=SSMSpec(**sections.get("ssm", {})),
         ffn=FFNSpec(**sections.get("ffn", {})),
         residual=ResidualSpec(**sections.get("residual", {})),
+        hymba=HymbaSpec(**sections.get("hymba", {})),
     ).validate()
     if target_params is not None:
         if spec.ffn.d_ff is not None:

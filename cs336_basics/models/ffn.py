@@ -36,6 +36,9 @@ def build_moe_ffn(d_model: int, spec: FFNSpec) -> MoEFeedForward | None:
         d_ff=moe.d_ff if moe.d_ff is not None else spec.d_ff,
         load_balance_weight=moe.load_balance_weight,
         z_loss_weight=moe.z_loss_weight,
+        balance_convention=moe.balance_convention,
+        router_init=moe.router_init,
+        router_init_scale=moe.router_init_scale,
     )
 
 

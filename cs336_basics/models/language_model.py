@@ -82,6 +82,8 @@ class LanguageModel(nn.Module):
             meta = torch.randn(spec.num_meta_tokens, d) * d**-0.5
             self.meta_tokens = no_weight_decay(nn.Parameter(meta))  # learned inputs, not a weight matrix
         self.layers = nn.ModuleList(block_class(letter)(spec, i) for i, letter in enumerate(spec.plan))
+        for block in self.layers:
+            block.connect(list(self.layers))
         self.ln_final = RMSNorm(d) if spec.norm == "pre" else nn.Identity()
         self.lm_head = Linear(d, spec.vocab_size)
         if spec.tie_embeddings:  # one matrix for input and output: std d^-0.5 gives unit-scale initial logits

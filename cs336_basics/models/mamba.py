@@ -4,8 +4,12 @@ A pure Mamba language model is the plan ``"M" * num_layers`` with no FFN (``ffn.
 in hybrids the ``M`` layers carry the same SwiGLU (or MoE) FFN as the attention layers.
 
 - Residual scaling: the mixer's ``out_proj`` and a dense FFN's ``w2`` are scaled at init by
-  ``1/sqrt(branches_per_layer * num_layers)`` (GPT-2 / ``mamba_simple`` "rescale prenorm residual" style), so the
-  residual stream's variance at init does not grow with depth.
+  ``1/sqrt(branches_per_layer * num_layers)`` (GPT-2 / ``mixer_seq_simple`` "rescale prenorm residual" style), so the
+  residual stream's variance at init does not grow with depth. The mixer itself follows ``mamba_simple`` rule by rule
+  (``ssm.init="mamba_simple"``, see :mod:`~cs336_basics.models.mamba_block`); what stays the project's own: the
+  token embedding (CS336 init, std 1; the reference LM draws N(0, 0.02)), the norms (RMSNorm, as the reference with
+  ``rms_norm=True``) and a dense FFN (CS336 ``Linear`` init, where the reference re-draws an MLP's ``fc2`` like
+  ``out_proj``).
 - Decoding state: a :class:`~cs336_basics.models.mamba_block.MambaState` (conv state ``(b, d_inner, d_conv - 1)``,
   SSM state ``(b, d_inner, d_state)``), whose size does not depend on the sequence length.
 
@@ -54,6 +58,7 @@ def mamba_mixer(d_model: int, ssm: SSMSpec, out_proj_scale: float = 1.0) -> Mamb
         conv_norm=ssm.conv_norm,
         decay_limit=ssm.decay_limit,
         checkpoint_scan=ssm.checkpoint_scan,
+        init=ssm.init,
     )
 
 

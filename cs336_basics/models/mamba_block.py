@@ -13,19 +13,39 @@ Data flow for an input ``x (b, L, d_model)``, with ``d_inner = expand * d_model`
    ``y_t = C_t h_t + D u_t``, gated by ``silu(z)``; ``A = -exp(A_log)`` is strictly negative by construction.
 5. ``out_proj`` maps ``d_inner`` back to ``d_model``.
 
-Initialisation (as in the paper / ``mamba_simple.py``):
+Initialisation (``init="mamba_simple"``, the default), rule by rule against the reference ``Mamba`` of
+``mamba_ssm/modules/mamba_simple.py`` plus the ``_init_weights`` pass of ``mamba_ssm/models/mixer_seq_simple.py``:
 
-- ``dt_bias`` is the inverse softplus of ``dt`` drawn log-uniformly in ``[dt_min, dt_max] = [1e-3, 1e-1]`` and floored
-  at ``dt_init_floor = 1e-4``, so at init ``softplus(dt_bias)`` spans the range of timescales the paper uses.
-- ``dt_proj.weight`` is uniform in ``+-dt_rank**-0.5`` (keeps ``dt_proj(dt_low)`` O(1) around the bias).
+- ``in_proj``, ``x_proj``, ``out_proj``: uniform in ``+-1/sqrt(fan_in)`` (PyTorch's ``nn.Linear`` default,
+  ``kaiming_uniform_(a=sqrt(5))``, which the reference keeps; ``_init_weights`` only zeroes Linear biases, and
+  none of these has one). Same distribution, not the same random draws: the stream of draws differs.
+- ``out_proj`` is then multiplied by ``out_proj_scale``; :class:`~cs336_basics.models.mamba.MambaLayer` passes
+  ``1/sqrt(branches_per_layer * num_layers)``, which is ``_init_weights``' re-draw of ``out_proj.weight`` divided
+  by ``sqrt(n_residuals_per_layer * n_layer)`` (``n_residuals_per_layer`` = 2 with an MLP, else 1).
+- ``conv1d``: weight and bias uniform in ``+-1/sqrt(d_conv)`` (``nn.Conv1d``'s default for a depthwise conv, which
+  the reference keeps).
+- ``dt_proj.weight`` is uniform in ``+-dt_rank**-0.5`` (the reference's ``dt_init="random"``, ``dt_scale=1``).
+- ``dt_bias`` is the inverse softplus of ``dt`` drawn log-uniformly in ``[dt_min, dt_max] = [1e-3, 1e-1]`` and
+  floored at ``dt_init_floor = 1e-4``, so at init ``softplus(dt_bias)`` spans the paper's range of timescales. It
+  is the reference's ``dt_proj.bias`` (marked ``_no_reinit`` there so that ``_init_weights`` keeps it), held as a
+  separate parameter because :class:`~cs336_basics.nn.layers.Linear` has no bias.
 - ``A_log[c] = log(1, 2, ..., d_state)`` for every channel (S4D-real); ``D = 1``. Both are marked
-  :func:`~cs336_basics.models.base.no_weight_decay`: decaying them would pull ``A`` towards ``-1`` and the skip to 0.
-- ``out_proj.weight`` is multiplied by ``out_proj_scale`` (the caller passes ``1/sqrt(residual branches)`` so that the
-  residual stream's variance does not grow with depth; see :class:`~cs336_basics.models.mamba.MambaLayer`).
+  :func:`~cs336_basics.models.base.no_weight_decay` (the reference's ``_no_weight_decay``): decaying them would pull
+  ``A`` towards ``-1`` and the skip to 0.
+- ``A_log`` and ``D`` are float32 whatever ``dtype`` the block is built in, as in ``mamba_simple`` (``log(n)`` in
+  bfloat16 is off by up to 0.4%, and the scan reads ``A = -exp(A_log)`` in float32 anyway). Beyond the reference,
+  which only creates them in float32, later module casts (``.to(torch.bfloat16)``, ``.half()``) also leave them (and
+  their gradients) in float32; casts to float64 and device moves apply as usual.
 
-Stability switches ("improved SSM"); every default is *off*, so the default block is exactly Mamba-1, which trains
-stably in fp32 at the sizes this project runs and keeps weight layouts identical to the reference. Turn them on for
-high learning rates, low precision or long contexts:
+``init="cs336"`` draws ``in_proj``, ``x_proj`` and ``out_proj`` (before the ``out_proj_scale``) from the project's
+:class:`~cs336_basics.nn.layers.Linear` init instead: truncated normal, std ``sqrt(2 / (fan_in + fan_out))``, cut
+at 3 std. At ``d_model=64`` (``d_state=16``) that starts ``x_proj`` 2.1x and ``out_proj`` 2.0x wider in standard
+deviation (``in_proj`` 1.1x) than the reference; every run logged before this option existed used it. Everything
+else is the same in both.
+
+Stability switches ("improved SSM"); every default is *off*, so the default block is Mamba-1 as in the reference,
+which trains stably in fp32 at the sizes this project runs and keeps weight layouts identical to the reference. Turn
+them on for high learning rates, low precision or long contexts:
 
 - ``dt_limit=(lo, hi)``: clamp ``dt`` after the softplus. An unbounded ``dt`` lets a single token erase the state
   (``exp(dt A) -> 0``) and inject ``dt B u`` of arbitrary size; ``(1e-4, 1.0)`` is a reasonable choice.
@@ -61,6 +81,8 @@ from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
 from cs336_basics.nn.functional import silu
 from cs336_basics.nn.layers import Linear, RMSNorm
 from kernels.selective_scan import selective_scan, selective_scan_step
+
+MAMBA_INITS = ("mamba_simple", "cs336")
 
 
 @dataclass
@@ -102,6 +124,7 @@ class MambaBlock(nn.Module):
         conv_norm: bool = False,
         decay_limit: tuple[float, float] | None = None,
         checkpoint_scan: bool = False,
+        init: str = "mamba_simple",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -114,6 +137,8 @@ class MambaBlock(nn.Module):
             raise ValueError(f"dt_limit must be (lo, hi) with 0 <= lo < hi, got {dt_limit}")
         if decay_limit is not None and not 0 < decay_limit[0] < decay_limit[1] <= 1:
             raise ValueError(f"decay_limit must be (min, max) with 0 < min < max <= 1, got {decay_limit}")
+        if init not in MAMBA_INITS:
+            raise ValueError(f"init must be one of {MAMBA_INITS}, got {init!r}")
         if a_min_magnitude is not None and a_min_magnitude <= 0:
             raise ValueError(f"a_min_magnitude must be > 0 (or None to disable), got {a_min_magnitude}")
         factory = {"device": device, "dtype": dtype}
@@ -123,16 +148,27 @@ class MambaBlock(nn.Module):
         self.scan_backend, self.checkpoint_scan = scan_backend, checkpoint_scan
         self.dt_limit, self.a_min_magnitude, self.decay_limit = dt_limit, a_min_magnitude, decay_limit
 
-        self.in_proj = Linear(d_model, 2 * self.d_inner, **factory)
+        self.init = init
+        self.in_proj = self._projection(d_model, 2 * self.d_inner, factory)
         self.conv1d = CausalDepthwiseConv1d(self.d_inner, d_conv, bias=True, **factory)
         self.conv_norm = RMSNorm(self.d_inner, **factory) if conv_norm else None
-        self.x_proj = Linear(self.d_inner, self.dt_rank + 2 * d_state, **factory)
+        self.x_proj = self._projection(self.d_inner, self.dt_rank + 2 * d_state, factory)
         self.dt_proj = Linear(self.dt_rank, self.d_inner, **factory)
         self.dt_bias = nn.Parameter(torch.empty(self.d_inner, **factory))
-        self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **factory)))
-        self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **factory)))
-        self.out_proj = Linear(self.d_inner, d_model, **factory)
+        fp32 = {"device": device, "dtype": torch.float32}  # kept in float32 whatever ``dtype`` is; see _apply
+        self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **fp32)))
+        self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **fp32)))
+        self.out_proj = self._projection(self.d_inner, d_model, factory)
         self._init_ssm_parameters(dt_min, dt_max, dt_init_floor, out_proj_scale)
+
+    @torch.no_grad()
+    def _projection(self, fan_in: int, fan_out: int, factory: dict) -> Linear:
+        """A bias-free projection, re-drawn uniform in ``+-1/sqrt(fan_in)`` for ``init="mamba_simple"``."""
+        linear = Linear(fan_in, fan_out, **factory)
+        if self.init == "mamba_simple":
+            bound = 1.0 / math.sqrt(fan_in)
+            linear.weight.uniform_(-bound, bound)
+        return linear
 
     @torch.no_grad()
     def _init_ssm_parameters(self, dt_min: float, dt_max: float, dt_init_floor: float, out_proj_scale: float) -> None:
@@ -146,9 +182,22 @@ class MambaBlock(nn.Module):
         self.D.fill_(1.0)
         self.out_proj.weight.mul_(out_proj_scale)
 
+    def _apply(self, fn, recurse=True):
+        """Module casts (``.to(torch.bfloat16)``, ``.half()``) leave ``A_log`` and ``D`` (and their gradients) in
+        float32, as ``mamba_simple`` creates them; device moves and casts to float64 apply as usual."""
+        keep = {id(t) for p in (self.A_log, self.D) for t in (p, p.grad) if t is not None}
+
+        def guarded(t: Tensor) -> Tensor:
+            out = fn(t)
+            if id(t) in keep and out.is_floating_point() and torch.finfo(out.dtype).bits < 32:
+                return t.to(device=out.device, dtype=torch.float32)
+            return out
+
+        return super()._apply(guarded, recurse)
+
     def make_state(self, batch_size: int) -> MambaState:
         """An empty recurrent state on the parameters' device (conv in their dtype, the SSM state in float32)."""
-        conv = self.A_log.new_zeros(batch_size, self.d_inner, self.d_conv - 1)
+        conv = self.in_proj.weight.new_zeros(batch_size, self.d_inner, self.d_conv - 1)
         ssm = self.A_log.new_zeros(batch_size, self.d_inner, self.d_state, dtype=torch.float32)
         return MambaState(conv=conv, ssm=ssm)
 

@@ -6,8 +6,9 @@ A :class:`ModelSpec` is everything :class:`~cs336_basics.models.language_model.L
   parallel heads; see :mod:`~cs336_basics.models.block`). A Transformer is ``"A" * n``, Mamba ``"M" * n``, a hybrid
   any mix such as ``"AMAM"``, Hymba ``"H" * n``.
 - the shell's own settings: vocabulary, width, context length, normalisation placement, tied embeddings, meta tokens;
-- :class:`AttentionSpec`, :class:`SSMSpec`, :class:`FFNSpec` (dense or :class:`MoESpec`) and :class:`ResidualSpec`
-  (plain or mHC residual, optional fast-weight branch): each block reads the sub-specs it needs.
+- :class:`AttentionSpec`, :class:`SSMSpec`, :class:`FFNSpec` (dense or :class:`MoESpec`), :class:`ResidualSpec`
+  (plain or mHC residual, optional fast-weight branch) and :class:`HymbaSpec` (how ``H`` layers fuse their heads and
+  share K/V): each block reads the sub-specs it needs.
 
 Every value is checked in :meth:`ModelSpec.validate`, without building anything, so a config can be rejected before
 any data is prepared. The sub-specs are plain dataclasses so a JSON config maps onto them one section at a time.
@@ -22,27 +23,46 @@ NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "learned", "none")
 FFN_KINDS = ("swiglu", "silu", "none")
 RESIDUALS = ("standard", "mhc")
+HYMBA_FUSIONS = ("paper", "projected")
+
+
+def hymba_default_window(context_length: int | None) -> int:
+    """The sliding window ``window="auto"`` gives Hymba layers: half the context (at least one position).
+
+    NVlabs' minimal Hymba reference slides 2048 of its 4096 positions (Hymba-1.5B: 1024); half the context keeps
+    that ratio at this project's short contexts (64 at 128 positions, 32 at 64).
+    """
+    return max(1, (context_length or 0) // 2)
 
 
 @dataclass
 class AttentionSpec:
     """Causal multi-head attention in ``A`` and ``H`` blocks.
 
-    ``window`` makes attention sliding-window on every attention layer except ``global_layers`` (layer indices;
-    ``None`` means the first, middle and last layer, Hymba's schedule); ``window=None`` keeps every layer global.
+    ``window`` makes attention sliding-window (the meta tokens stay visible) on every attention layer except
+    ``global_layers`` (layer indices; ``None`` means the first, middle and last layer, Hymba's schedule):
+
+    - ``"auto"`` (default): each block type's own default: ``H`` (Hymba) layers follow the paper's schedule with
+      :func:`hymba_default_window`, ``A`` layers are global;
+    - an int: that window on every non-global attention layer;
+    - ``None`` (``null`` in a config): every layer global (what every Hymba run before the paper schedule used).
     """
 
     num_heads: int = 4
     rope_theta: float = 10000.0
     positions: Literal["rope", "learned", "none"] = "rope"
     backend: Literal["naive", "torch_sdpa"] = "naive"
-    window: int | None = None
+    window: int | Literal["auto"] | None = "auto"
     global_layers: list[int] | None = None
 
 
 @dataclass
 class SSMSpec:
-    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch)."""
+    """The Mamba mixer of ``M`` and ``H`` blocks (see :mod:`~cs336_basics.models.mamba_block` for each switch).
+
+    ``init="mamba_simple"`` initialises the projections as the reference implementation does (uniform in
+    ``+-1/sqrt(fan_in)``); ``"cs336"`` uses the project's ``Linear`` init for them (the runs logged before the option).
+    """
 
     d_state: int = 16
     d_conv: int = 4
@@ -54,17 +74,28 @@ class SSMSpec:
     conv_norm: bool = False
     decay_limit: tuple[float, float] | None = None
     checkpoint_scan: bool = False
+    init: Literal["mamba_simple", "cs336"] = "mamba_simple"
 
 
 @dataclass
 class MoESpec:
-    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`)."""
+    """Sparse mixture of SwiGLU experts replacing a dense FFN (see :mod:`~cs336_basics.models.moe`).
+
+    ``balance_convention`` says what ``load_balance_weight`` multiplies: ``"switch"`` (Switch's loss, extended to
+    top-k as Hugging Face's Mixtral ``load_balancing_loss_func``; ``k`` at uniform routing) or ``"per_assignment"``
+    (``1/k`` of that; the convention of the published runs before it was named). ``router_init="switch"`` starts the
+    router near uniform (Switch's truncated normal with std ``sqrt(router_init_scale / d_model)``); ``"cs336"`` is
+    the project's ``Linear`` init.
+    """
 
     num_experts: int = 8
     top_k: int = 2
     d_ff: int | None = None
     load_balance_weight: float = 0.01
     z_loss_weight: float = 1e-3
+    balance_convention: Literal["switch", "per_assignment"] = "switch"
+    router_init: Literal["switch", "cs336"] = "switch"
+    router_init_scale: float = 0.1
 
 
 @dataclass
@@ -98,6 +129,24 @@ class ResidualSpec:
 
 
 @dataclass
+class HymbaSpec:
+    """How ``H`` (Hymba) layers combine their attention and SSM heads (see :mod:`~cs336_basics.models.hymba`).
+
+    ``fusion="paper"``: as published (NVlabs reference): the attention heads and the Mamba heads both work at the
+    SSM's inner width, each output is RMS-normalised and scaled by its learned ``beta``, the two are averaged and one
+    output projection maps the result back to ``d_model`` (no attention output projection, no Mamba ``out_proj``).
+    ``fusion="projected"``: this project's earlier layout (attention at ``d_model`` with its own output projection,
+    the Mamba mixer with its ``out_proj``, norms with gains, ``beta``, then an extra ``d_model x d_model``
+    projection), kept to reproduce earlier runs. ``kv_sharing=True``: consecutive non-global layers share one set of
+    keys and values (Hymba-1.5B's ``kv_reuse_group``): the later layer of each pair has no K/V projections and keeps
+    no KV cache.
+    """
+
+    fusion: Literal["paper", "projected"] = "paper"
+    kv_sharing: bool = False
+
+
+@dataclass
 class ModelSpec:
     """A language model: shell settings, the layer ``plan`` and the sub-specs its blocks read.
 
@@ -117,6 +166,7 @@ class ModelSpec:
     ssm: SSMSpec = field(default_factory=SSMSpec)
     ffn: FFNSpec = field(default_factory=FFNSpec)
     residual: ResidualSpec = field(default_factory=ResidualSpec)
+    hymba: HymbaSpec = field(default_factory=HymbaSpec)
 
     @property
     def num_layers(self) -> int:
@@ -131,7 +181,31 @@ class ModelSpec:
 
     def attention_window(self, layer: int) -> int | None:
         """The sliding window of layer ``layer``'s attention, or None for global attention."""
-        return None if layer in self.global_layers() else self.attention.window
+        window = self.attention.window
+        if window == "auto":
+            window = hymba_default_window(self.context_length) if self.plan[layer] == "H" else None
+        return None if layer in self.global_layers() else window
+
+    def kv_producer(self, layer: int) -> int:
+        """The layer whose keys and values layer ``layer`` attends over (itself unless ``hymba.kv_sharing``).
+
+        Sharing groups follow Hymba-1.5B: within each run of consecutive non-global layers, pairs; a run of odd
+        length starts with a group of three; global layers and runs of length one keep their own K/V.
+        """
+        if not self.hymba.kv_sharing or layer in self.global_layers():
+            return layer
+        start = layer
+        while start > 0 and start - 1 not in self.global_layers():
+            start -= 1
+        end = layer
+        while end + 1 < self.num_layers and end + 1 not in self.global_layers():
+            end += 1
+        offset = layer - start
+        if (end - start + 1) % 2 and end > start:  # odd run of 3 or more: the first group takes three layers
+            if offset < 3:
+                return start
+            start, offset = start + 3, offset - 3
+        return start + offset - offset % 2
 
     def validate(self) -> ModelSpec:
         """Raise ValueError with one line naming the bad field and the fix; return ``self`` when all is well."""
@@ -154,14 +228,24 @@ class ModelSpec:
                 raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={attn.num_heads}")
             if self.context_length is None:
                 raise ValueError("a plan with attention layers needs context_length")
-        if attn.window is not None and attn.window < 1:
-            raise ValueError(f"window must be a positive number of positions or None, got {attn.window}")
+        if (
+            attn.window != "auto"
+            and attn.window is not None
+            and (not isinstance(attn.window, int) or isinstance(attn.window, bool) or attn.window < 1)
+        ):
+            raise ValueError(
+                f"window must be a positive number of positions, 'auto' or None (all global), got {attn.window!r}"
+            )
+        _check_choice("hymba.fusion", self.hymba.fusion, HYMBA_FUSIONS)
+        if self.hymba.kv_sharing and set(self.plan) != {"H"}:
+            raise ValueError(f"hymba.kv_sharing shares K/V between Hymba layers; plan {self.plan!r} is not all 'H'")
         bad = [i for i in self.global_layers() if not 0 <= i < self.num_layers]
         if attn.global_layers is not None and bad:
             raise ValueError(f"global_layers {bad} out of range for {self.num_layers} layers")
         s = self.ssm
         if min(s.d_state, s.d_conv, s.expand) < 1:
             raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
+        _check_choice("ssm.init", s.init, ("mamba_simple", "cs336"))
         if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
             raise ValueError(f"d_ff must be >= 1, got {self.ffn.d_ff}")
         moe = self.ffn.moe
@@ -170,6 +254,10 @@ class ModelSpec:
                 raise ValueError(f"moe.top_k must be 1 or 2, got {moe.top_k}")
             if moe.num_experts < moe.top_k:
                 raise ValueError(f"moe.num_experts ({moe.num_experts}) must be at least moe.top_k ({moe.top_k})")
+            _check_choice("moe.balance_convention", moe.balance_convention, ("switch", "per_assignment"))
+            _check_choice("moe.router_init", moe.router_init, ("switch", "cs336"))
+            if moe.router_init_scale <= 0:
+                raise ValueError(f"moe.router_init_scale must be > 0, got {moe.router_init_scale}")
         if self.residual.kind == "mhc":
             if self.residual.hc_expansion < 1:
                 raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")

@@ -39,6 +39,7 @@ class TransformerBlock(Block):
             theta=attn.rope_theta,
             backend=attn.backend,
             window=spec.attention_window(layer),
+            num_prefix=spec.num_meta_tokens,
         )
         self.ln1 = RMSNorm(d) if spec.norm != "none" else nn.Identity()
         self.ln2 = RMSNorm(d) if spec.norm != "none" else nn.Identity()

@@ -10,6 +10,14 @@
   per head, and attends causally, optionally within a sliding window. ``backend="naive"`` is the from-scratch path;
   ``backend="torch_sdpa"`` is an opt-in fast path through PyTorch's fused kernel. With a :class:`KVCache` it
   treats its input as the continuation of the cached sequence, so decoding costs one position per new token.
+- Sliding windows and prefix tokens: with ``window=w`` query ``i`` sees keys ``j`` with ``i - w < j <= i``; the first
+  ``num_prefix`` positions (Hymba's meta tokens) stay visible to every query whatever the window, as in the Hymba
+  paper (Dong et al., 2024): ``allowed(i, j) = j <= i and (i - j < w or j < num_prefix)``. The same rule holds in the
+  naive and ``torch_sdpa`` backends and while decoding from a :class:`KVCache`.
+- Hymba options (defaults give the CS336 layer): ``inner_dim`` (width of Q/K/V and of the heads' output, default
+  ``d_model``), ``output_proj=False`` (return the concatenated heads, no output projection) and ``kv_proj=False``
+  (no K/V projections: the caller passes another layer's post-RoPE keys and values as ``shared_kv``, cross-layer KV
+  sharing). ``keep_kv=True`` keeps the last call's post-RoPE keys and values in ``last_kv`` for such a consumer.
 """
 
 from __future__ import annotations
@@ -106,22 +114,27 @@ class KVCache:
 
 
 def causal_mask(
-    num_queries: int, num_keys: int, window: int | None = None, device: torch.device | str | None = None
+    num_queries: int,
+    num_keys: int,
+    window: int | None = None,
+    device: torch.device | str | None = None,
+    num_prefix: int = 0,
 ) -> Bool[Tensor, " q k"]:
     """Boolean mask where query ``i`` (the last ``num_queries`` of ``num_keys`` positions) may see key ``j``.
 
-    Allowed: ``j <= i``, and with a sliding window also ``i - j < window``.
+    Allowed: ``j <= i``, and with a sliding window also ``i - j < window`` unless ``j < num_prefix`` (prefix tokens,
+    e.g. Hymba's meta tokens, stay visible to every later query).
     """
     q_pos = torch.arange(num_keys - num_queries, num_keys, device=device)[:, None]  # (q, 1)
     k_pos = torch.arange(num_keys, device=device)[None, :]  # (1, k)
     mask = k_pos <= q_pos
     if window is not None:
-        mask = mask & (q_pos - k_pos < window)
+        mask = mask & ((q_pos - k_pos < window) | (k_pos < num_prefix))
     return mask
 
 
 class CausalMultiHeadSelfAttention(nn.Module):
-    """Causal multi-head self-attention with optional RoPE, sliding window and KV cache."""
+    """Causal multi-head self-attention with optional RoPE, sliding window (prefix kept visible) and KV cache."""
 
     def __init__(
         self,
@@ -134,22 +147,31 @@ class CausalMultiHeadSelfAttention(nn.Module):
         window: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        num_prefix: int = 0,
+        inner_dim: int | None = None,
+        output_proj: bool = True,
+        kv_proj: bool = True,
+        keep_kv: bool = False,
     ) -> None:
         super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        inner = d_model if inner_dim is None else inner_dim
+        if inner % num_heads:
+            raise ValueError(f"attention width {inner} must be divisible by num_heads={num_heads}")
         if positions not in POSITIONS:
             raise ValueError(f"attention positions must be one of {POSITIONS}, got {positions!r}")
         if backend not in BACKENDS:
             raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
         if window is not None and window < 1:
             raise ValueError(f"sliding window must be a positive number of positions or None, got {window}")
-        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
-        self.backend, self.window = backend, window
-        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        if num_prefix < 0:
+            raise ValueError(f"num_prefix must be >= 0, got {num_prefix}")
+        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, inner // num_heads
+        self.inner_dim, self.backend, self.window, self.num_prefix = inner, backend, window, num_prefix
+        self.keep_kv, self.last_kv = keep_kv, None
+        self.q_proj = Linear(d_model, inner, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, inner, device=device, dtype=dtype) if kv_proj else None
+        self.v_proj = Linear(d_model, inner, device=device, dtype=dtype) if kv_proj else None
+        self.output_proj = Linear(inner, d_model, device=device, dtype=dtype) if output_proj else None
         self.rope = None
         if positions == "rope":
             self.rope = RotaryPositionalEmbedding(theta, self.head_dim, max_seq_len, device)
@@ -163,25 +185,38 @@ class CausalMultiHeadSelfAttention(nn.Module):
         x: Float[Tensor, " ... seq d_model"],
         token_positions: Int[Tensor, " ... seq"] | None = None,
         cache: KVCache | None = None,
+        shared_kv: tuple[Tensor, Tensor] | None = None,
     ) -> Float[Tensor, " ... seq d_model"]:
+        """Attend causally; ``shared_kv`` (required without K/V projections) is another layer's ``last_kv``."""
         *lead, T, D = x.shape
         x = x.reshape(-1, T, D)  # (B, T, D)
         B = x.shape[0]
-        qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3D, D)
-        qkv = (x @ qkv_weight.T).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
-        past = cache.length if cache is not None else 0
+        if self.k_proj is None:
+            if shared_kv is None:
+                raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
+            q = (x @ self.q_proj.weight.T).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+            k = v = None
+        else:
+            qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3I, D)
+            qkv = (x @ qkv_weight.T).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
+        past = cache.length if cache is not None else (shared_kv[0].shape[2] - T if shared_kv is not None else 0)
         if self.rope is not None:
             if token_positions is None:
                 token_positions = torch.arange(past, past + T, device=x.device)  # (T,)
             else:
                 token_positions = token_positions.reshape(-1, T)[:, None, :]  # (B or 1, 1, T): same for every head
-            q, k = self.rope(q, token_positions), self.rope(k, token_positions)
-        if cache is not None:
+            q = self.rope(q, token_positions)
+            k = self.rope(k, token_positions) if k is not None else None
+        if shared_kv is not None:
+            k, v = shared_kv  # (B, H, past + T, hd): already rotated and cached by the producer
+        elif cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, hd)
+        if self.keep_kv:
+            self.last_kv = (k, v)
         y = self._attend(q, k, v)  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(*lead, T, D)  # (..., T, D)
-        return self.output_proj(y)
+        y = y.transpose(1, 2).reshape(*lead, T, self.inner_dim)  # (..., T, I)
+        return self.output_proj(y) if self.output_proj is not None else y
 
     def _attend(
         self, q: Float[Tensor, " b h q d"], k: Float[Tensor, " b h k d"], v: Float[Tensor, " b h k d"]
@@ -191,7 +226,7 @@ class CausalMultiHeadSelfAttention(nn.Module):
         if self.backend == "torch_sdpa":
             if num_q == num_k and self.window is None:
                 return torch_sdpa(q, k, v, is_causal=True)
-            mask = causal_mask(num_q, num_k, self.window, q.device) if needs_mask else None
+            mask = causal_mask(num_q, num_k, self.window, q.device, self.num_prefix) if needs_mask else None
             return torch_sdpa(q, k, v, attn_mask=mask)
-        mask = causal_mask(num_q, num_k, self.window, q.device) if needs_mask else None
+        mask = causal_mask(num_q, num_k, self.window, q.device, self.num_prefix) if needs_mask else None
         return scaled_dot_product_attention(q, k, v, mask)
