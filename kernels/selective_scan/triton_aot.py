@@ -26,8 +26,10 @@ import itertools
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,23 +117,17 @@ def default_variants() -> list[Variant]:
 
 
 def full_variants(max_state: int = MAX_STATE) -> list[Variant]:
-    """Every switch combination at the model's blocks, for every int mode, target and dtype; then every launchable
-    (BLOCK_D, BLOCK_N) pair with the model's switches, aligned sizes."""
+    """Every switch combination at the model's blocks for every int mode, target and dtype; then every launchable
+    (BLOCK_D, BLOCK_N) pair (:func:`block_variants`)."""
     out: list[Variant] = []
     for kernel in KERNELS:
         names = flag_names(kernel)
         for arch, dtype, values, ints in itertools.product(
             ARCHS, DTYPES, itertools.product((False, True), repeat=len(names)), INT_MODES
         ):
-            if ints == "ones":  # d = n = 1 gives blocks of 1
-                out.append(Variant(kernel, arch, dtype, tuple(zip(names, values, strict=True)), 1, 1, ints))
-            else:
-                out.append(Variant(kernel, arch, dtype, tuple(zip(names, values, strict=True)), ints=ints))
-        block_ds, block_ns = launchable_blocks(max_state)
-        for arch, dtype, block_d, block_n in itertools.product(ARCHS, DTYPES, block_ds, block_ns):
-            if (block_d, block_n) != (DEFAULT_BLOCK_D, MODEL_STATE):
-                out.append(Variant(kernel, arch, dtype, model_flags(kernel), block_d, block_n))
-    return list(dict.fromkeys(out))
+            blocks = (1, 1) if ints == "ones" else (DEFAULT_BLOCK_D, MODEL_STATE)  # d = n = 1 gives blocks of 1
+            out.append(Variant(kernel, arch, dtype, tuple(zip(names, values, strict=True)), *blocks, ints))
+    return list(dict.fromkeys(out + block_variants(max_state)))
 
 
 def source_for(variant: Variant) -> triton.compiler.ASTSource:
@@ -236,14 +232,24 @@ def problems(result: Compiled) -> list[str]:
     return found
 
 
-def compile_all(variants: list[Variant], jobs: int = 1) -> list[Compiled]:
-    """Compile ``variants`` (in ``jobs`` worker processes when > 1), in order."""
+def compile_all(variants: list[Variant], jobs: int = 1) -> Iterator[Compiled]:
+    """Compile ``variants`` (in ``jobs`` worker processes when > 1), yielding results in order as they finish."""
     if jobs <= 1:
-        return [compile_variant(v) for v in variants]
+        yield from map(compile_variant, variants)
+        return
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(compile_variant, variants))
+        yield from pool.map(compile_variant, variants)
+
+
+def block_variants(max_state: int = MAX_STATE) -> list[Variant]:
+    """Every launchable (BLOCK_D, BLOCK_N) with the model's switches, aligned sizes, bf16 (register pressure)."""
+    block_ds, block_ns = launchable_blocks(max_state)
+    return [
+        Variant(kernel, arch, "bf16", model_flags(kernel), block_d, block_n)
+        for kernel, arch, block_d, block_n in itertools.product(KERNELS, ARCHS, block_ds, block_ns)
+    ]
 
 
 def _main() -> None:
@@ -251,16 +257,18 @@ def _main() -> None:
     import json
 
     parser = argparse.ArgumentParser(description="AOT-compile the selective-scan Triton kernels (no GPU needed)")
-    parser.add_argument("--set", choices=("default", "model", "full"), default="default", help="which variants")
+    sets = {"default": default_variants, "model": model_variants, "blocks": block_variants, "full": full_variants}
+    parser.add_argument("--set", choices=sorted(sets), default="default", help="which variants")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--json", type=Path, default=None, help="write every result to this JSON file")
     args = parser.parse_args()
-    variants = {"default": default_variants, "model": model_variants, "full": full_variants}[args.set]()
-    results = compile_all(variants, args.jobs)
-    for r in results:
+    results = []
+    for r in compile_all(sets[args.set](), args.jobs):
+        results.append(r)
         usage = " ".join(f"{k}={v}" for k, v in sorted(r.usage.items()))
         status = "; ".join(problems(r)) or "ok"
         print(f"{r.variant.label}: {r.seconds:.2f}s cubin {r.cubin_bytes} B shared {r.shared} B {usage} -> {status}")
+        sys.stdout.flush()
     if args.json:
         meta = {"triton": triton.__version__, "set": args.set}
         args.json.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=1))
