@@ -117,8 +117,13 @@ def default_variants() -> list[Variant]:
 
 
 def full_variants(max_state: int = MAX_STATE) -> list[Variant]:
-    """Every switch combination at the model's blocks for every int mode, target and dtype; then every launchable
-    (BLOCK_D, BLOCK_N) pair (:func:`block_variants`)."""
+    """Every switch combination at the model's blocks for every int mode, target and dtype (:func:`flag_variants`);
+    then every launchable (BLOCK_D, BLOCK_N) pair (:func:`block_variants`)."""
+    return list(dict.fromkeys(flag_variants() + block_variants(max_state)))
+
+
+def flag_variants() -> list[Variant]:
+    """Every switch combination of each kernel, for every int mode, target and dtype, at the model's blocks."""
     out: list[Variant] = []
     for kernel in KERNELS:
         names = flag_names(kernel)
@@ -127,7 +132,7 @@ def full_variants(max_state: int = MAX_STATE) -> list[Variant]:
         ):
             blocks = (1, 1) if ints == "ones" else (DEFAULT_BLOCK_D, MODEL_STATE)  # d = n = 1 gives blocks of 1
             out.append(Variant(kernel, arch, dtype, tuple(zip(names, values, strict=True)), *blocks, ints))
-    return list(dict.fromkeys(out + block_variants(max_state)))
+    return out
 
 
 def source_for(variant: Variant) -> triton.compiler.ASTSource:
@@ -252,15 +257,39 @@ def block_variants(max_state: int = MAX_STATE) -> list[Variant]:
     ]
 
 
+def markdown_table(results: list[dict[str, Any]]) -> list[str]:
+    """Rows of :meth:`Compiled.as_dict` results as a Markdown table (spill = local + stack bytes per thread)."""
+    lines = [
+        "| kernel | target | dtype | switches on | BLOCK_D x BLOCK_N | sizes | registers | spill B | Triton shared B "
+        "| static shared B | cubin KB | compile s |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        v, usage = r["variant"], r["usage"]
+        on = "+".join(k.removeprefix("HAS_").lower() for k, value in v["flags"].items() if value) or "none"
+        spill = usage.get("local", 0) + usage.get("stack", 0) if usage else "-"
+        lines.append(
+            f"| {v['kernel']} | sm_{v['arch']} | {v['dtype']} | {on} | {v['block_d']} x {v['block_n']} | {v['ints']} "
+            f"| {usage.get('reg', '-')} | {spill} | {r['shared']} | {usage.get('shared', '-')} "
+            f"| {r['cubin_bytes'] / 1024:.0f} | {r['seconds']:.1f} |"
+            if not r["error"]
+            else f"| {v['kernel']} | sm_{v['arch']} | {v['dtype']} | {on} | {v['block_d']} x {v['block_n']} "
+            f"| {v['ints']} | failed: {r['error'][:80]} | | | | | |"
+        )
+    return lines
+
+
 def _main() -> None:
     import argparse
     import json
 
     parser = argparse.ArgumentParser(description="AOT-compile the selective-scan Triton kernels (no GPU needed)")
-    sets = {"default": default_variants, "model": model_variants, "blocks": block_variants, "full": full_variants}
+    sets = {"default": default_variants, "model": model_variants, "flags": flag_variants, "blocks": block_variants}
+    sets["full"] = full_variants
     parser.add_argument("--set", choices=sorted(sets), default="default", help="which variants")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--json", type=Path, default=None, help="write every result to this JSON file")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the results as a Markdown table here")
     args = parser.parse_args()
     results = []
     for r in compile_all(sets[args.set](), args.jobs):
@@ -272,6 +301,9 @@ def _main() -> None:
     if args.json:
         meta = {"triton": triton.__version__, "set": args.set}
         args.json.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=1))
+    if args.markdown:
+        head = f"Triton {triton.__version__}, `--set {args.set}`, {len(results)} variants"
+        args.markdown.write_text("\n".join([head, "", *markdown_table([r.as_dict() for r in results]), ""]))
     failed = sum(bool(problems(r)) for r in results)
     print(f"{len(results) - failed} of {len(results)} variants compiled and fit their target")
     raise SystemExit(1 if failed else 0)
