@@ -13,6 +13,7 @@ steps on CUDA (``pytest -m gpu``, step (a) of ``benchmarks/gpu_check.py``).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,7 @@ def test_compiled_training_step_matches_eager_for_every_architecture(architectur
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))), reason="inductor on CPU needs a C compiler")
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_inductor_compiled_bf16_step_matches_eager_for_every_architecture(architecture):
     compiled_matches_eager(architecture, "cpu", "inductor", precision="bf16")
@@ -146,9 +148,8 @@ from tests.test_gpu_paths_on_cpu import ARCHITECTURES, compiled_matches_eager
 for architecture in ARCHITECTURES:  # the compiled Triton scan inside Mamba, hybrid and Hymba
     t.test_bf16_autocast_step_tracks_the_fp32_step(architecture, device="cuda")
     print("bf16", architecture, "ok", flush=True)
-for architecture in ("transformer", "mamba"):
-    compiled_matches_eager(architecture, "cuda", "inductor", precision="bf16")
-    print("inductor", architecture, "ok", flush=True)
+compiled_matches_eager("mamba", "cuda", "inductor", precision="bf16")  # Triton kernels inside a compiled graph
+print("inductor mamba ok", flush=True)
 """
 
 
@@ -161,7 +162,7 @@ def test_bf16_and_compiled_steps_on_cuda():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", CUDA_SCRIPT], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert done.stdout.count(" ok") == len(ARCHITECTURES) + 2
+    assert done.stdout.count(" ok") == len(ARCHITECTURES) + 1
 
 
 @pytest.mark.parametrize(
