@@ -136,7 +136,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(settings.seed)
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.precision]
         self.autocast_dtype = dtype
-        self.scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
+        # fp16 needs loss scaling; the scaler follows the device, so its logic also runs (and is tested) on CPU
+        self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.stop_requested: Callable[[], int | None] = lambda: None
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -77,13 +78,20 @@ def selective_scan(
         _logged_choices.add((backend, chosen))
         logger.info("selective_scan: backend %r resolved to %r on %s", backend, chosen, u.device.type)
     kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, return_last_state=return_last_state)
-    if chosen == "reference":
-        return selective_scan_reference(u, delta, A, B, C, **kwargs)
-    if chosen == "chunked":
-        return selective_scan_chunked(u, delta, A, B, C, **kwargs)
-    from kernels.selective_scan.triton_scan import selective_scan_triton
+    if chosen == "triton":
+        from kernels.selective_scan.triton_scan import selective_scan_triton as scan
+    else:
+        scan = selective_scan_reference if chosen == "reference" else selective_scan_chunked
+    # Under autocast the backends' own float32 matmuls would run in bf16/fp16 and save half-precision state for a
+    # backward that runs without autocast (mixed dtypes there); each backend already picks its compute dtype.
+    with _autocast_off(u.device.type):
+        return scan(u, delta, A, B, C, **kwargs)
 
-    return selective_scan_triton(u, delta, A, B, C, **kwargs)
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def selective_scan_step(

@@ -94,10 +94,16 @@ def selective_scan_triton(
     delta_bias: Tensor | None = None,  # (d,)
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    chunk_size: int = DEFAULT_CHUNK,
-    block_d: int = DEFAULT_BLOCK_D,
+    chunk_size: int | None = None,
+    block_d: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Same contract as :func:`selective_scan_reference`; ``chunk_size`` sets the checkpoint spacing."""
+    """Same contract as :func:`selective_scan_reference`; ``chunk_size`` sets the checkpoint spacing.
+
+    ``chunk_size`` and ``block_d`` default to the module's ``DEFAULT_CHUNK`` and ``DEFAULT_BLOCK_D``, read at call
+    time (a CPU smoke run under the interpreter lowers ``DEFAULT_CHUNK`` to keep the masked tail short).
+    """
+    chunk_size = DEFAULT_CHUNK if chunk_size is None else chunk_size
+    block_d = DEFAULT_BLOCK_D if block_d is None else block_d
     if chunk_size < 1 or block_d < 1:
         raise ValueError(f"selective_scan_triton: chunk_size and block_d must be >= 1, got {chunk_size}, {block_d}")
     y, last = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, block_d)
