@@ -334,7 +334,7 @@ def test_branch_share_study_reports_the_models_own_shares(fusion, tmp_path, caps
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
-    save_checkpoint(model, None, 3, tmp_path / "run" / "checkpoints" / "step_000003.pt")
+    save_checkpoint(model, None, 3, tmp_path / "run" / "checkpoints" / "step_0000003.pt")
     assert main([str(tmp_path / "run")]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
     diagnostics = model.diagnostics()
