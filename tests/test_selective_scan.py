@@ -236,3 +236,38 @@ def test_chunked_backward_twice_with_retained_graph_gives_the_same_gradients():
     second = torch.autograd.grad(y.square().sum(), inputs)
     for name, a, b in zip(NAMES, first, second, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"grad {name}")
+
+
+def test_chunked_scans_sharing_scratch_buffers_keep_their_own_results():
+    # Several layers: every forward runs before any backward, and all share the scratch buffers (same shapes, and a
+    # larger one in between that regrows them). Each must still match its own reference, outputs and gradients.
+    xs = [make_inputs(L=L, seed=s) for s, L in enumerate((17, 17, 40, 17))]
+    refs = [run_with_grads(selective_scan_reference, x) for x in xs]
+    outs = [selective_scan_chunked(**x, delta_softplus=True, return_last_state=True, chunk_size=4) for x in xs]
+    for (y, last), (y_ref, last_ref, _) in zip(outs, refs, strict=True):
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(last, last_ref, rtol=1e-10, atol=1e-10)
+    for x, (y, last), (_, _, grads_ref) in zip(reversed(xs), reversed(outs), reversed(refs), strict=True):
+        g = torch.Generator().manual_seed(1)
+        w_y = torch.randn(y.shape, generator=g, dtype=torch.float64)
+        w_h = torch.randn(last.shape, generator=g, dtype=torch.float64)
+        inputs = [x[k] for k in NAMES]
+        grads = torch.autograd.grad((y * w_y).sum() + (last * w_h).sum(), inputs)
+        for name, got in zip(NAMES, grads, strict=True):
+            torch.testing.assert_close(got, grads_ref[name], rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+
+
+def test_chunked_scan_saves_a_fraction_of_the_per_token_states_for_backward():
+    # Autograd must keep O(b d n L / T) for the recurrence (chunk-start states), not the (b, d, L, n) states: no
+    # saved tensor may be as large as the states (the old scan saved two of them, decays and states).
+    b, d, n, L = 2, 8, 16, 256
+    x = make_inputs(b=b, d=d, n=n, L=L, dtype=torch.float32)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        selective_scan_chunked(**x, delta_softplus=True)
+    assert saved and max(saved) <= b * d * n * L / 8, f"saved a tensor of {max(saved)} values; states: {b * d * n * L}"

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from kernels.selective_scan.workspace import scratch
+
 
 def to_steps(v: Tensor, T: int) -> Tensor:
     """``(b, c, nc * T) -> (T, b, nc, c)`` contiguous: step-within-chunk first, channels last."""
@@ -57,8 +59,29 @@ def reduce_n(x: Tensor, v: Tensor) -> Tensor:
     return torch.matmul(v[..., None, :], x.transpose(-1, -2))[..., 0, :]
 
 
+def chunk_decays(dt_s: Tensor, A: Tensor, out: Tensor) -> Tensor:
+    """``exp(dt_t A)`` for every step into ``out`` ``(T, b, nc, d, n)``: the per-step decays, in (0, 1]."""
+    torch.mul(dt_s[..., None], A, out=out)
+    return out.exp_()
+
+
+def states_from_starts(hs: Tensor, starts: Tensor, decay: Tensor, dtu_s: Tensor, B_s: Tensor) -> Tensor:
+    """Fill ``hs (T + 1, b, nc, d, n)``: ``hs[0]`` the chunk-start states, ``hs[j + 1]`` the state after step j."""
+    hs[0] = starts
+    torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
+    for j in range(decay.shape[0]):
+        hs[j + 1].addcmul_(decay[j], hs[j])
+    return hs
+
+
 class ChunkedScanFn(torch.autograd.Function):
-    """``(dt, dtu (b, d, L), A (d, n), B, C (b, n, L), T) -> (y (b, d, L), last state (b, d, n))``."""
+    """``(dt, dtu (b, d, L), A (d, n), B, C (b, n, L), T) -> (y (b, d, L), last state (b, d, n))``.
+
+    Saves only the inputs (in step layout) and the chunk-start states ``(b, nc, d, n)``, ``1/T`` of the full
+    states; the backward recomputes decays and states from them. The ``(T, b, nc, d, n)`` buffers of both passes are
+    scratch space reused across calls (:mod:`.workspace`), so a training step neither keeps them per layer nor pays
+    the operating system's page faults for fresh ones on every call.
+    """
 
     @staticmethod
     def forward(ctx: Any, dt: Tensor, dtu: Tensor, A: Tensor, B: Tensor, C: Tensor, T: int) -> tuple[Tensor, Tensor]:
@@ -69,35 +92,39 @@ class ChunkedScanFn(torch.autograd.Function):
         dt_s, dtu_s = to_steps(_pad(dt, pad), T), to_steps(_pad(dtu, pad), T)  # (T, b, nc, d)
         B_s, C_s = to_steps(_pad(B, pad), T), to_steps(_pad(C, pad), T)  # (T, b, nc, n)
 
-        decay = dt_s[..., None] * A  # (T, b, nc, d, n), log-decay <= 0 ...
-        decay.exp_()  # ... now the decay itself, in (0, 1]
+        decay = chunk_decays(dt_s, A, scratch(0, (T, batch, nc, d, n), dt))
         chunk_decay = torch.exp(dt_s.sum(0)[..., None] * A)  # (b, nc, d, n): decay over a whole chunk
-        hs = dt.new_empty(T + 1, batch, nc, d, n)  # hs[j + 1] = state after step j; hs[0] = state at chunk start
+        hs = scratch(1, (T + 1, batch, nc, d, n), dt)  # hs[j + 1] = state after step j; hs[0] = chunk start
         torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
         end = hs.new_zeros(batch, nc, d, n)
         for j in range(T):  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
             torch.addcmul(hs[j + 1], decay[j], end, out=end)
+        starts = torch.empty_like(end)
         state = dt.new_zeros(batch, d, n)
         for c in range(nc):  # carry the true state across chunk boundaries
-            hs[0, :, c] = state
+            starts[:, c] = state
             state = torch.addcmul(end[:, c], chunk_decay[:, c], state)
+        hs[0] = starts
         for j in range(T):  # pass 2: the true states, overwriting the input terms in place
             hs[j + 1].addcmul_(decay[j], hs[j])
 
         y_s = reduce_n(hs[1:], C_s)  # (T, b, nc, d): <h_t, C_t> over n
-        ctx.save_for_backward(A, dt_s, dtu_s, B_s, C_s, decay, hs, chunk_decay)
+        ctx.save_for_backward(A, dt_s, dtu_s, B_s, C_s, starts, chunk_decay)
         ctx.shape = (L, pad)
         return from_steps(y_s)[..., :L], state
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: Tensor, dlast: Tensor) -> tuple[Tensor | None, ...]:
-        A, dt_s, dtu_s, B_s, C_s, decay, hs, chunk_decay = ctx.saved_tensors
+        A, dt_s, dtu_s, B_s, C_s, starts, chunk_decay = ctx.saved_tensors
         L, pad = ctx.shape
-        T, batch, nc, d, n = decay.shape
+        T, batch, nc, d = dt_s.shape
+        n = A.shape[1]
         dy_s = to_steps(_pad(dy, pad), T)  # (T, b, nc, d)
+        decay = chunk_decays(dt_s, A, scratch(0, (T, batch, nc, d, n), dt_s))
 
-        g = dy_s[..., None] * C_s[..., None, :]  # (T, b, nc, d, n): direct term C_t dy_t, becomes the adjoint
+        g = scratch(2, (T, batch, nc, d, n), dt_s)  # becomes the adjoint dLoss/dh_t
+        torch.mul(dy_s[..., None], C_s[..., None, :], out=g)  # direct term C_t dy_t
         local = g[T - 1].clone()  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
         for j in range(T - 2, -1, -1):
             torch.addcmul(g[j], decay[j + 1], local, out=local)
@@ -113,6 +140,7 @@ class ChunkedScanFn(torch.autograd.Function):
 
         d_dtu_s = reduce_n(g, B_s)  # (T, b, nc, d)
         dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
+        hs = states_from_starts(scratch(1, (T + 1, batch, nc, d, n), dt_s), starts, decay, dtu_s, B_s)
         dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
         g.mul_(decay).mul_(hs[:-1])  # s = dLoss/d(dt A), elementwise
         d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
