@@ -65,19 +65,21 @@ def chunk_decays(dt_s: Tensor, A: Tensor, out: Tensor) -> Tensor:
     return out.exp_()
 
 
-def states_from_starts(hs: Tensor, starts: Tensor, decay: Tensor, dtu_s: Tensor, B_s: Tensor) -> Tensor:
-    """Fill ``hs (T + 1, b, nc, d, n)``: ``hs[0]`` the chunk-start states, ``hs[j + 1]`` the state after step j."""
-    hs[0] = starts
-    torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
-    for j in range(decay.shape[0]):
-        hs[j + 1].addcmul_(decay[j], hs[j])
-    return hs
+def carry_forward(end: Tensor, chunk_decay: Tensor, first: Tensor, out: Tensor) -> Tensor:
+    """``out[c + 1] = end[:, c] + chunk_decay[:, c] * out[c]`` from ``out[0] = first``; returns the value after the last
+    chunk. ``end``, ``chunk_decay`` are ``(b, nc, d, n)``, ``out`` is ``(nc, b, d, n)`` (one contiguous slice per step).
+    """
+    nc = out.shape[0]
+    out[0] = first
+    for c in range(nc - 1):
+        torch.addcmul(end[:, c], chunk_decay[:, c], out[c], out=out[c + 1])
+    return torch.addcmul(end[:, nc - 1], chunk_decay[:, nc - 1], out[nc - 1])
 
 
 class ChunkedScanFn(torch.autograd.Function):
     """``(dt, dtu (b, d, L), A (d, n), B, C (b, n, L), T) -> (y (b, d, L), last state (b, d, n))``.
 
-    Saves only the inputs (in step layout) and the chunk-start states ``(b, nc, d, n)``, ``1/T`` of the full
+    Saves only the inputs (in step layout) and the chunk-start states ``(nc, b, d, n)``, ``1/T`` of the full
     states; the backward recomputes decays and states from them. The ``(T, b, nc, d, n)`` buffers of both passes are
     scratch space reused across calls (:mod:`.workspace`), so a training step neither keeps them per layer nor pays
     the operating system's page faults for fresh ones on every call.
@@ -96,15 +98,12 @@ class ChunkedScanFn(torch.autograd.Function):
         chunk_decay = torch.exp(dt_s.sum(0)[..., None] * A)  # (b, nc, d, n): decay over a whole chunk
         hs = scratch(1, (T + 1, batch, nc, d, n), dt)  # hs[j + 1] = state after step j; hs[0] = chunk start
         torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
-        end = hs.new_zeros(batch, nc, d, n)
-        for j in range(T):  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
+        end = hs[1].clone()  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
+        for j in range(1, T):
             torch.addcmul(hs[j + 1], decay[j], end, out=end)
-        starts = torch.empty_like(end)
-        state = dt.new_zeros(batch, d, n)
-        for c in range(nc):  # carry the true state across chunk boundaries
-            starts[:, c] = state
-            state = torch.addcmul(end[:, c], chunk_decay[:, c], state)
-        hs[0] = starts
+        starts = end.new_empty(nc, batch, d, n)  # carry the true state across chunk boundaries
+        state = carry_forward(end, chunk_decay, end.new_zeros(()), starts)
+        hs[0] = starts.transpose(0, 1)
         for j in range(T):  # pass 2: the true states, overwriting the input terms in place
             hs[j + 1].addcmul_(decay[j], hs[j])
 
@@ -129,20 +128,24 @@ class ChunkedScanFn(torch.autograd.Function):
         for j in range(T - 2, -1, -1):
             torch.addcmul(g[j], decay[j + 1], local, out=local)
         start = local.mul_(decay[0])  # (b, nc, d, n): what flows out of each chunk into the previous one
-        inflow = torch.empty_like(chunk_decay)  # (b, nc, d, n): adjoint reaching each chunk's last step from later
-        r = dlast.contiguous()
-        for c in range(nc - 1, -1, -1):
-            inflow[:, c] = r
-            r = torch.addcmul(start[:, c], chunk_decay[:, c], r)
-        g[T - 1] += inflow
+        # Adjoint reaching each chunk's last step from later chunks: the forward carry run backwards in chunk order.
+        inflow = start.new_empty(nc, batch, d, n)
+        carry_forward(start.flip(1), chunk_decay.flip(1), dlast, inflow)
+        g[T - 1] += inflow.flip(0).transpose(0, 1)
         for j in range(T - 2, -1, -1):  # pass 2: the true adjoint, in place
             g[j].addcmul_(decay[j + 1], g[j + 1])
 
         d_dtu_s = reduce_n(g, B_s)  # (T, b, nc, d)
         dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
-        hs = states_from_starts(scratch(1, (T + 1, batch, nc, d, n), dt_s), starts, decay, dtu_s, B_s)
+        # Recompute the states; the decayed previous state q_j = exp(dt_j A) h_{j-1} replaces the decay in its buffer.
+        hs = scratch(1, (T + 1, batch, nc, d, n), dt_s)
+        hs[0] = starts.transpose(0, 1)
+        torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
+        for j in range(T):
+            q = torch.mul(decay[j], hs[j], out=decay[j])
+            hs[j + 1] += q
         dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
-        g.mul_(decay).mul_(hs[:-1])  # s = dLoss/d(dt A), elementwise
+        g.mul_(decay)  # s = g * q = dLoss/d(dt A), elementwise
         d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
         d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
         dA = (g.new_ones(1, T * batch * nc) @ g.mul_(dt_s[..., None]).view(-1, d * n)).view(d, n)  # sum over steps
