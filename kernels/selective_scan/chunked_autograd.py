@@ -28,13 +28,16 @@ cannot overflow (tiny products underflow to 0, their correct value).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from kernels.selective_scan.workspace import scratch
+from kernels.selective_scan.workspace import give_back, lease, scratch
+
+SAVE_STATES_MAX_BYTES = 64 << 20  # keep decays + states for the backward up to this size per call, else recompute
 
 
 def to_steps(v: Tensor, T: int) -> Tensor:
@@ -76,13 +79,24 @@ def carry_forward(end: Tensor, chunk_decay: Tensor, first: Tensor, out: Tensor) 
     return torch.addcmul(end[:, nc - 1], chunk_decay[:, nc - 1], out[nc - 1])
 
 
+def states_from_starts(hs: Tensor, starts: Tensor, decay: Tensor, dtu_s: Tensor, B_s: Tensor) -> None:
+    """Fill ``hs (T + 1, b, nc, d, n)`` with every chunk's states from its start state (``starts (nc, b, d, n)``):
+    ``hs[0]`` the chunk start, ``hs[j + 1]`` the state after step j. The forward's pass 2, op for op."""
+    hs[0] = starts.transpose(0, 1)
+    torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
+    for j in range(decay.shape[0]):
+        hs[j + 1].addcmul_(decay[j], hs[j])
+
+
 class ChunkedScanFn(torch.autograd.Function):
     """``(dt, dtu (b, d, L), A (d, n), B, C (b, n, L), T) -> (y (b, d, L), last state (b, d, n))``.
 
-    Saves only the inputs (in step layout) and the chunk-start states ``(nc, b, d, n)``, ``1/T`` of the full
-    states; the backward recomputes decays and states from them. The ``(T, b, nc, d, n)`` buffers of both passes are
-    scratch space reused across calls (:mod:`.workspace`), so a training step neither keeps them per layer nor pays
-    the operating system's page faults for fresh ones on every call.
+    For its backward it keeps the inputs in step layout and the chunk-start states ``(nc, b, d, n)``, and the
+    per-step decays and states (``(T, b, nc, d, n)`` each) only while both fit in ``SAVE_STATES_MAX_BYTES``: those
+    are leased buffers (:mod:`.workspace`), returned for reuse once the backward has run, so repeated calls
+    (layers, training steps) neither allocate nor page-fault them afresh. Above the limit (long sequences) the
+    backward recomputes them from the chunk starts into scratch buffers: one more forward's work, for memory that
+    no longer grows with the number of layers.
     """
 
     @staticmethod
@@ -94,22 +108,29 @@ class ChunkedScanFn(torch.autograd.Function):
         dt_s, dtu_s = to_steps(_pad(dt, pad), T), to_steps(_pad(dtu, pad), T)  # (T, b, nc, d)
         B_s, C_s = to_steps(_pad(B, pad), T), to_steps(_pad(C, pad), T)  # (T, b, nc, n)
 
-        decay = chunk_decays(dt_s, A, scratch(0, (T, batch, nc, d, n), dt))
+        shapes = [(T, batch, nc, d, n), (T + 1, batch, nc, d, n)]
+        keep = any(ctx.needs_input_grad) and (2 * T + 1) * batch * nc * d * n * dt.element_size() <= (
+            SAVE_STATES_MAX_BYTES
+        )
+        held = lease(shapes, dt) if keep else None
+        decay, hs = held.views if held else (scratch(0, shapes[0], dt), scratch(1, shapes[1], dt))
+        chunk_decays(dt_s, A, decay)
         chunk_decay = torch.exp(dt_s.sum(0)[..., None] * A)  # (b, nc, d, n): decay over a whole chunk
-        hs = scratch(1, (T + 1, batch, nc, d, n), dt)  # hs[j + 1] = state after step j; hs[0] = chunk start
-        torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
+        torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # hs[j + 1] = input term dt * u * B of step j
         end = hs[1].clone()  # pass 1: every chunk's end state from a zero start (small buffer, no stores)
         for j in range(1, T):
             torch.addcmul(hs[j + 1], decay[j], end, out=end)
         starts = end.new_empty(nc, batch, d, n)  # carry the true state across chunk boundaries
         state = carry_forward(end, chunk_decay, end.new_zeros(()), starts)
         hs[0] = starts.transpose(0, 1)
-        for j in range(T):  # pass 2: the true states, overwriting the input terms in place
+        for j in range(T):  # pass 2: the true states (hs[j + 1] after step j), overwriting the input terms
             hs[j + 1].addcmul_(decay[j], hs[j])
 
         y_s = reduce_n(hs[1:], C_s)  # (T, b, nc, d): <h_t, C_t> over n
         ctx.save_for_backward(A, dt_s, dtu_s, B_s, C_s, starts, chunk_decay)
-        ctx.shape = (L, pad)
+        ctx.shape, ctx.lease = (L, pad), held
+        if held is not None:  # back to the free list when the graph goes, should no backward ever run
+            weakref.finalize(ctx, give_back, held)
         return from_steps(y_s)[..., :L], state
 
     @staticmethod
@@ -119,36 +140,57 @@ class ChunkedScanFn(torch.autograd.Function):
         L, pad = ctx.shape
         T, batch, nc, d = dt_s.shape
         n = A.shape[1]
-        dy_s = to_steps(_pad(dy, pad), T)  # (T, b, nc, d)
-        decay = chunk_decays(dt_s, A, scratch(0, (T, batch, nc, d, n), dt_s))
+        kept = ctx.lease.claim() if ctx.lease is not None else None  # None again in a second backward
+        if kept is not None:
+            decay, hs = kept
+        else:  # recompute, exactly as the forward did
+            decay = chunk_decays(dt_s, A, scratch(0, (T, batch, nc, d, n), dt_s))
+            hs = scratch(1, (T + 1, batch, nc, d, n), dt_s)
+            states_from_starts(hs, starts, decay, dtu_s, B_s)
+        try:
+            return _backward(A, dt_s, dtu_s, B_s, C_s, chunk_decay, decay, hs, dy, dlast, L, pad)
+        finally:
+            if kept is not None:
+                give_back(ctx.lease)
 
-        g = scratch(2, (T, batch, nc, d, n), dt_s)  # becomes the adjoint dLoss/dh_t
-        torch.mul(dy_s[..., None], C_s[..., None, :], out=g)  # direct term C_t dy_t
-        local = g[T - 1].clone()  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
-        for j in range(T - 2, -1, -1):
-            torch.addcmul(g[j], decay[j + 1], local, out=local)
-        start = local.mul_(decay[0])  # (b, nc, d, n): what flows out of each chunk into the previous one
-        # Adjoint reaching each chunk's last step from later chunks: the forward carry run backwards in chunk order.
-        inflow = start.new_empty(nc, batch, d, n)
-        carry_forward(start.flip(1), chunk_decay.flip(1), dlast, inflow)
-        g[T - 1] += inflow.flip(0).transpose(0, 1)
-        for j in range(T - 2, -1, -1):  # pass 2: the true adjoint, in place
-            g[j].addcmul_(decay[j + 1], g[j + 1])
 
-        d_dtu_s = reduce_n(g, B_s)  # (T, b, nc, d)
-        dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
-        # Recompute the states; the decayed previous state q_j = exp(dt_j A) h_{j-1} replaces the decay in its buffer.
-        hs = scratch(1, (T + 1, batch, nc, d, n), dt_s)
-        hs[0] = starts.transpose(0, 1)
-        torch.mul(dtu_s[..., None], B_s[..., None, :], out=hs[1:])  # input term dt * u * B
-        for j in range(T):
-            q = torch.mul(decay[j], hs[j], out=decay[j])
-            hs[j + 1] += q
-        dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
-        g.mul_(decay)  # s = g * q = dLoss/d(dt A), elementwise
-        d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
-        d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
-        dA = (g.new_ones(1, T * batch * nc) @ g.mul_(dt_s[..., None]).view(-1, d * n)).view(d, n)  # sum over steps
+def _backward(
+    A: Tensor,
+    dt_s: Tensor,
+    dtu_s: Tensor,
+    B_s: Tensor,
+    C_s: Tensor,
+    chunk_decay: Tensor,
+    decay: Tensor,
+    hs: Tensor,
+    dy: Tensor,
+    dlast: Tensor,
+    L: int,
+    pad: int,
+) -> tuple[Tensor | None, ...]:
+    """The backward given the decays and states (both overwritten: ``decay`` ends up holding ``exp(dt A) h_{t-1}``)."""
+    T, batch, nc, d, n = decay.shape
+    dy_s = to_steps(_pad(dy, pad), T)  # (T, b, nc, d)
+    g = scratch(2, (T, batch, nc, d, n), dt_s)  # becomes the adjoint dLoss/dh_t
+    torch.mul(dy_s[..., None], C_s[..., None, :], out=g)  # direct term C_t dy_t
+    local = g[T - 1].clone()  # pass 1: each chunk's adjoint at its first step, from a zero end (small buffer)
+    for j in range(T - 2, -1, -1):
+        torch.addcmul(g[j], decay[j + 1], local, out=local)
+    start = local.mul_(decay[0])  # (b, nc, d, n): what flows out of each chunk into the previous one
+    # Adjoint reaching each chunk's last step from later chunks: the forward carry run backwards in chunk order.
+    inflow = start.new_empty(nc, batch, d, n)
+    carry_forward(start.flip(1), chunk_decay.flip(1), dlast, inflow)
+    g[T - 1] += inflow.flip(0).transpose(0, 1)
+    for j in range(T - 2, -1, -1):  # pass 2: the true adjoint, in place
+        g[j].addcmul_(decay[j + 1], g[j + 1])
 
-        d_dt, d_dtu, dB, dC = (from_steps(s)[..., :L] for s in (d_dt_s, d_dtu_s, dB_s, dC_s))  # drop padding
-        return d_dt, d_dtu, dA, dB, dC, None
+    d_dtu_s = reduce_n(g, B_s)  # (T, b, nc, d)
+    dB_s = torch.matmul(dtu_s[..., None, :], g)[..., 0, :]  # (T, b, nc, n)
+    dC_s = torch.matmul(dy_s[..., None, :], hs[1:])[..., 0, :]  # (T, b, nc, n)
+    g.mul_(torch.mul(decay, hs[:-1], out=decay))  # s = g * exp(dt A) h_{t-1} = dLoss/d(dt A), elementwise
+    d_dt_s = torch.matmul(A[:, None, :], g.view(-1, d, n).permute(1, 2, 0))  # (d, 1, T * b * nc)
+    d_dt_s = d_dt_s.reshape(d, T, batch, nc).permute(1, 2, 3, 0)  # (T, b, nc, d): <s, A>_n
+    dA = (g.new_ones(1, T * batch * nc) @ g.mul_(dt_s[..., None]).view(-1, d * n)).view(d, n)  # sum over steps
+
+    d_dt, d_dtu, dB, dC = (from_steps(s)[..., :L] for s in (d_dt_s, d_dtu_s, dB_s, dC_s))  # drop padding
+    return d_dt, d_dtu, dA, dB, dC, None
