@@ -306,3 +306,17 @@ def test_second_backward_after_the_kept_states_were_reused_recomputes_them():
     for name, a, b in zip(NAMES, first, second, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"grad {name}")
     assert y2.grad_fn is not None
+
+
+def test_scan_under_inference_mode_leaves_no_buffer_that_breaks_later_training(monkeypatch):
+    # Buffers created under torch.inference_mode() are inference tensors; reusing one in a training call's in-place
+    # writes would raise. Recompute mode uses the scratch buffers in both forward and backward.
+    monkeypatch.setattr(chunked_autograd, "SAVE_STATES_MAX_BYTES", 0)
+    workspace.release()
+    x = make_inputs(L=40, dtype=torch.float32)
+    with torch.inference_mode():
+        selective_scan_chunked(**{k: v.detach() for k, v in x.items()}, delta_softplus=True)
+    ref = run_with_grads(selective_scan_reference, x)
+    got = run_with_grads(selective_scan_chunked, x)
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-4, atol=1e-4, msg=f"grad {name}")

@@ -44,7 +44,9 @@ _pool: list[Tensor] = []  # flat CPU buffers not leased to anyone
 
 
 def _reusable(like: Tensor, numel: int) -> bool:
-    return like.device.type == "cpu" and numel * like.element_size() <= MAX_BYTES
+    # Not under inference mode: a buffer made there is an inference tensor, which later in-place writes reject.
+    cpu = like.device.type == "cpu" and not torch.is_inference_mode_enabled()
+    return cpu and numel * like.element_size() <= MAX_BYTES
 
 
 def scratch(slot: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
