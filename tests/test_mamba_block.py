@@ -225,10 +225,12 @@ def _saved_bytes(fn) -> int:
 
 
 def test_checkpoint_scan_gives_same_gradients_and_saves_less():
+    # d_state 16 (Mamba's): the scan's per-token states are then what dominates a block's saved tensors. (At d_state
+    # 4 the chunked scan's own saved inputs and chunk starts are already close to what checkpointing keeps.)
     torch.manual_seed(5)
-    plain = _block()
+    plain = MambaBlock(D_MODEL, 16, D_CONV, EXPAND)
     torch.manual_seed(5)
-    ckpt = _block(checkpoint_scan=True)
+    ckpt = MambaBlock(D_MODEL, 16, D_CONV, EXPAND, checkpoint_scan=True)
     x = torch.randn(2, 64, D_MODEL)
     grads = []
     for block in (plain, ckpt):

@@ -6,13 +6,14 @@ chunked scan, in float64), and ``torch.autograd.gradcheck`` (finite differences)
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import pytest
 import torch
 
 import kernels.selective_scan as ss
-from kernels.selective_scan import resolve_backend, selective_scan, selective_scan_step
+from kernels.selective_scan import chunked_autograd, resolve_backend, selective_scan, selective_scan_step, workspace
 from kernels.selective_scan.chunked import selective_scan_chunked
 from kernels.selective_scan.reference import selective_scan_reference
 from tests.adapters import run_selective_scan
@@ -236,3 +237,86 @@ def test_chunked_backward_twice_with_retained_graph_gives_the_same_gradients():
     second = torch.autograd.grad(y.square().sum(), inputs)
     for name, a, b in zip(NAMES, first, second, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"grad {name}")
+
+
+def test_chunked_scans_sharing_scratch_buffers_keep_their_own_results():
+    # Several layers: every forward runs before any backward, and all share the scratch buffers (same shapes, and a
+    # larger one in between that regrows them). Each must still match its own reference, outputs and gradients.
+    xs = [make_inputs(L=L, seed=s) for s, L in enumerate((17, 17, 40, 17))]
+    refs = [run_with_grads(selective_scan_reference, x) for x in xs]
+    outs = [selective_scan_chunked(**x, delta_softplus=True, return_last_state=True, chunk_size=4) for x in xs]
+    for (y, last), (y_ref, last_ref, _) in zip(outs, refs, strict=True):
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(last, last_ref, rtol=1e-10, atol=1e-10)
+    for x, (y, last), (_, _, grads_ref) in zip(reversed(xs), reversed(outs), reversed(refs), strict=True):
+        g = torch.Generator().manual_seed(1)
+        w_y = torch.randn(y.shape, generator=g, dtype=torch.float64)
+        w_h = torch.randn(last.shape, generator=g, dtype=torch.float64)
+        inputs = [x[k] for k in NAMES]
+        grads = torch.autograd.grad((y * w_y).sum() + (last * w_h).sum(), inputs)
+        for name, got in zip(NAMES, grads, strict=True):
+            torch.testing.assert_close(got, grads_ref[name], rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+
+
+def test_chunked_scan_over_the_size_limit_recomputes_and_keeps_a_fraction_of_the_states(monkeypatch):
+    # Above SAVE_STATES_MAX_BYTES the backward recomputes decays and states from the chunk starts: same values and
+    # gradients, and autograd keeps O(b d n L / T) -- no saved tensor as large as the (b, d, L, n) states.
+    monkeypatch.setattr(chunked_autograd, "SAVE_STATES_MAX_BYTES", 0)
+    x = make_inputs(L=29)
+    ref = run_with_grads(selective_scan_reference, x)
+    got = run_with_grads(selective_scan_chunked, x, chunk_size=4)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-10)
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+
+    b, d, n, L = 2, 8, 16, 256
+    x = make_inputs(b=b, d=d, n=n, L=L, dtype=torch.float32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y = selective_scan_chunked(**x, delta_softplus=True)
+    assert saved and max(saved) <= b * d * n * L / 8, f"saved a tensor of {max(saved)} values; states: {b * d * n * L}"
+    assert y.grad_fn is not None
+
+
+def test_kept_states_go_back_to_the_free_list_after_backward_or_when_the_graph_is_dropped():
+    workspace.release()
+    x = make_inputs(L=40, dtype=torch.float32)
+    y = selective_scan_chunked(**x, delta_softplus=True, chunk_size=8)
+    assert workspace.cached_bytes() == 0, "decays and states are leased to the graph, not in the free list"
+    torch.autograd.grad(y.sum(), [x["u"]])
+    pooled = workspace.cached_bytes()
+    assert pooled >= 2 * 8 * 5 * 2 * 3 * 4 * 4, "the backward gave its decays and states back"
+    y = selective_scan_chunked(**x, delta_softplus=True, chunk_size=8)  # takes them again ...
+    assert workspace.cached_bytes() < pooled
+    del y  # ... and returns them with its graph, though no backward ran
+    gc.collect()
+    assert workspace.cached_bytes() == pooled
+
+
+def test_second_backward_after_the_kept_states_were_reused_recomputes_them():
+    # Backward 1 gives its buffers back; another scan's forward takes and overwrites them; a second backward over
+    # the retained first graph must notice and recompute, giving exactly the first gradients.
+    x1, x2 = make_inputs(L=21, seed=3), make_inputs(L=21, seed=4)
+    inputs = [x1[k] for k in NAMES]
+    y1 = selective_scan_chunked(**x1, delta_softplus=True, chunk_size=4)
+    first = torch.autograd.grad(y1.square().sum(), inputs, retain_graph=True)
+    y2 = selective_scan_chunked(**x2, delta_softplus=True, chunk_size=4)
+    second = torch.autograd.grad(y1.square().sum(), inputs)
+    for name, a, b in zip(NAMES, first, second, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"grad {name}")
+    assert y2.grad_fn is not None
+
+
+def test_scan_under_inference_mode_leaves_no_buffer_that_breaks_later_training(monkeypatch):
+    # Buffers created under torch.inference_mode() are inference tensors; reusing one in a training call's in-place
+    # writes would raise. Recompute mode uses the scratch buffers in both forward and backward.
+    monkeypatch.setattr(chunked_autograd, "SAVE_STATES_MAX_BYTES", 0)
+    workspace.release()
+    x = make_inputs(L=40, dtype=torch.float32)
+    with torch.inference_mode():
+        selective_scan_chunked(**{k: v.detach() for k, v in x.items()}, delta_softplus=True)
+    ref = run_with_grads(selective_scan_reference, x)
+    got = run_with_grads(selective_scan_chunked, x)
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-4, atol=1e-4, msg=f"grad {name}")
