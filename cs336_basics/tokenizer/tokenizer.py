@@ -14,34 +14,23 @@ concatenation, with memory bounded by the buffer size rather than the input size
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, islice, pairwise
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from itertools import chain, count, islice, repeat
 
+import numpy as np
 import regex
 
+from cs336_basics.tokenizer.batch_merge import BatchMerger
 from cs336_basics.tokenizer.io import load_merges, load_vocab
-from cs336_basics.tokenizer.pretokenize import PRETOKEN_RE, iter_regions, special_split_pattern
+from cs336_basics.tokenizer.pretokenize import PRETOKEN_RE, has_island_spaces, iter_regions, special_split_pattern
 
 _LAST_SAFE_CUT_RE = regex.compile(r"(?r)\S\s")
-_CACHE_LIMIT = 1 << 18
-_CACHEABLE_CHARS = 64
-
-
-class _Cache(dict):
-    """A dict that computes missing values with ``compute`` and clears itself when it grows past its limit."""
-
-    def __init__(self, compute: Callable[[str], tuple[int, ...]], limit: int = _CACHE_LIMIT) -> None:
-        super().__init__()
-        self.compute = compute
-        self.limit = limit
-
-    def __missing__(self, key: str) -> tuple[int, ...]:
-        value = self.compute(key)
-        if len(key) <= _CACHEABLE_CHARS:
-            if len(self) >= self.limit:
-                self.clear()
-            self[key] = value
-        return value
+_CACHE_LIMIT = 1 << 18  # entries per cache; a cache past it is cleared before the next batch
+_CACHEABLE_CHARS = 64  # longer pieces are encoded but not kept
+_BATCH_CHARS = 1 << 20  # text encoded per batch: its new pre-tokens are merged together
+_ITERABLE_BATCH_CHARS = 1 << 14  # smaller batches for encode_iterable, whose point is bounded memory
+_PLACEHOLDER = " "  # never a piece
 
 
 class Tokenizer:
@@ -83,10 +72,8 @@ class Tokenizer:
                 if part not in token_to_id:
                     raise ValueError(f"merge {rank} ({left!r}, {right!r}) uses token {part!r} that is not in the vocab")
             self._ranks.setdefault((token_to_id[left], token_to_id[right]), (rank, token_to_id[left + right]))
-        self._byte_ids = [token_to_id[bytes([b])] for b in range(256)]
-        self._pretoken_cache = _Cache(self._encode_pretoken)
-        self._first_cache = _Cache(self._encode_segment)  # a piece that starts a region
-        self._spaced_cache = _Cache(lambda piece: self._encode_segment(" " + piece))  # " " + piece
+        self._merger = BatchMerger(self._ranks, [token_to_id[bytes([b])] for b in range(256)], self.vocab_size)
+        self._reset_caches()
 
     @classmethod
     def from_files(
@@ -104,55 +91,169 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return max(self.vocab) + 1
 
-    def _encode_pretoken(self, pretoken: str) -> tuple[int, ...]:
-        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
-        ranks = self._ranks
-        while len(ids) > 1:
-            best = None
-            for pair in pairwise(ids):
-                found = ranks.get(pair)
-                if found is not None and (best is None or found[0] < best[0]):
-                    best, best_pair = found, pair
-            if best is None:
-                break
-            (a, b), merged, out, i = best_pair, best[1], [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
-        return tuple(ids)
+    # Encoding. Every cached value lives in one store: slot s holds the ids
+    # ``_store_ids[_slot_start[s] : _slot_start[s] + _slot_size[s]]``. The caches map strings to slots and give a
+    # missing key the next free slot on lookup (a ``defaultdict`` whose factory is a counter, so the lookups stay in
+    # C); a batch of text becomes an array of slots, one per space-separated piece, the values of the keys the
+    # batch added are computed together, and the batch's ids are gathered from the store in one numpy pass.
 
-    def _encode_segment(self, segment: str) -> tuple[int, ...]:
-        cache = self._pretoken_cache
-        return tuple(chain.from_iterable(cache[tok] for tok in PRETOKEN_RE.findall(segment)))
+    def _reset_caches(self) -> None:
+        self._slots = count()
+        self._store_ids = np.zeros(0, dtype=np.int32)
+        self._slot_start = np.zeros(1 << 12, dtype=np.int32)
+        self._slot_size = np.zeros(1 << 12, dtype=np.int32)
+        self._pretoken_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # pre-token -> slot
+        self._first_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # piece starting a region
+        self._spaced_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # piece -> " " + piece
+        # Neither " " nor a special token is ever a piece (pieces come from splitting at spaces and special tokens):
+        # " " stands for a position filled in later, a special token for its id.
+        fixed = {_PLACEHOLDER: (), **{s: (i,) for s, i in self._special_ids.items()}}
+        slots = [self._spaced_slots[key] for key in fixed]
+        self._store(slots, np.fromiter(chain.from_iterable(fixed.values()), np.int32), list(map(len, fixed.values())))
 
-    def _encode_ordinary(self, text: str, out: list[int]) -> None:
-        first, spaced = self._first_cache, self._spaced_cache
-        for region, is_island in iter_regions(text):
-            if is_island:
-                out.extend(self._encode_segment(region))
+    def _store(self, slots, ids: np.ndarray, sizes) -> None:
+        """Put values (``sizes[k]`` consecutive ``ids`` each) into ``slots``."""
+        index = np.asarray(slots, dtype=np.int32)
+        if len(index) and index.max() >= len(self._slot_start):
+            grow = max(int(index.max()) + 1, 2 * len(self._slot_start)) - len(self._slot_start)
+            self._slot_start = np.concatenate((self._slot_start, np.zeros(grow, dtype=np.int32)))
+            self._slot_size = np.concatenate((self._slot_size, np.zeros(grow, dtype=np.int32)))
+        sizes = np.asarray(sizes, dtype=np.int32)
+        self._slot_start[index] = len(self._store_ids) + np.cumsum(sizes, dtype=np.int32) - sizes
+        self._slot_size[index] = sizes
+        self._store_ids = np.concatenate((self._store_ids, ids.astype(np.int32, copy=False)))
+
+    def _gather(self, slots: np.ndarray) -> np.ndarray:
+        """The ids of ``slots``, back to back."""
+        sizes = self._slot_size[slots]
+        ends = np.cumsum(sizes, dtype=np.int32)
+        offsets = np.repeat(self._slot_start[slots] - ends + sizes, sizes)
+        offsets += np.arange(len(offsets), dtype=np.int32)
+        return self._store_ids[offsets]
+
+    def _fill(self, slots: list[int], tokens: list[str], per_slot: list[int] | np.ndarray) -> None:
+        """Store new values: ``slots[k]`` gets the ids of the next ``per_slot[k]`` (> 0) pre-tokens of ``tokens``."""
+        if not slots:
+            return
+        pretokens = self._pretoken_slots
+        before = len(pretokens)
+        token_slots = np.fromiter(map(pretokens.__getitem__, tokens), dtype=np.int32, count=len(tokens))
+        if len(pretokens) > before:  # merge the new pre-tokens, all at once
+            new = list(islice(reversed(pretokens), len(pretokens) - before))
+            joined = "".join(new)
+            data = joined.encode("utf-8")
+            lengths = map(len, new) if len(data) == len(joined) else map(len, map(str.encode, new))
+            ids, counts = self._merger.merge(data, np.fromiter(lengths, dtype=np.int32, count=len(new)))
+            self._store(list(map(pretokens.__getitem__, new)), ids, counts)
+            _forget_long(pretokens, new)
+        per_slot = np.asarray(per_slot, dtype=np.int32)
+        sizes = np.add.reduceat(self._slot_size[token_slots], np.cumsum(per_slot, dtype=np.int32) - per_slot)
+        self._store(slots, self._gather(token_slots), sizes)
+
+    def _plan(self, items: list[str], islands: bool) -> tuple[list[str], list[str], list[int], list[str], list[int]]:
+        """Cut ``items`` (text between special tokens, and special tokens) into pieces; see :meth:`_encode_batch`."""
+        flat: list[str] = []  # pieces standing for " " + piece, special tokens and placeholders
+        firsts: list[str] = []  # pieces that start a region (standing for themselves), at positions first_at of flat
+        first_at: list[int] = []
+        island_text: list[str] = []  # island regions, at positions island_at of flat
+        island_at: list[int] = []
+        for item in items:
+            if item in self._special_ids:
+                flat.append(item)
                 continue
-            pieces = region.split(" ")
-            if pieces[0]:
-                out.extend(first[pieces[0]])
-            out.extend(chain.from_iterable(map(spaced.__getitem__, islice(pieces, 1, None))))
+            regions = iter_regions(item) if islands and has_island_spaces(item) else ((item, False),)
+            for region, is_island in regions:
+                if is_island:
+                    island_at.append(len(flat))
+                    island_text.append(region)
+                    flat.append(_PLACEHOLDER)
+                    continue
+                pieces = region.split(" ")
+                if pieces[0]:
+                    first_at.append(len(flat))
+                    firsts.append(pieces[0])
+                pieces[0] = _PLACEHOLDER
+                flat += pieces
+        return flat, firsts, first_at, island_text, island_at
+
+    def _encode_batch(self, items: list[str]) -> np.ndarray:
+        """Ids of ``items``: the text between special tokens and the special tokens themselves, in order.
+
+        Parts are split at spaces; a piece that is empty or ends in whitespace may mean a space after whitespace
+        (an island, see :func:`iter_regions`), so when one turns up the parts holding islands are cut into regions
+        and their islands pre-tokenized whole. Such pieces are never kept in the cache, so they always turn up.
+        """
+        spaced, first = self._spaced_slots, self._first_slots
+        spaced_before, first_before = len(spaced), len(first)
+        flat, firsts, first_at, island_text, island_at = self._plan(items, islands=False)
+        slots = np.fromiter(map(spaced.__getitem__, flat), dtype=np.int32, count=len(flat))
+        new = list(islice(reversed(spaced), len(spaced) - spaced_before))
+        unclean = [p for p in new if not p[-1:].strip()]
+        if unclean and any(has_island_spaces(item) for item in items):
+            flat, firsts, first_at, island_text, island_at = self._plan(items, islands=True)
+            slots = np.fromiter(map(spaced.__getitem__, flat), dtype=np.int32, count=len(flat))
+            new = list(islice(reversed(spaced), len(spaced) - spaced_before))
+            unclean = [p for p in new if not p[-1:].strip()]
+        if firsts:
+            slots[first_at] = np.fromiter(map(first.__getitem__, firsts), dtype=np.int32, count=len(firsts))
+        del flat, firsts  # the pieces take far more memory than their slots
+        # Compute the new values. Pieces ending in non-whitespace are pre-tokenized together, joined with spaces:
+        # that text cuts at each space into the pre-tokens of " " + piece, each first one starting with " "
+        # (see pretokenize). The others one by one.
+        tokens: list[str] = []
+        per_slot: list[int] = []
+        clean = [p for p in new if p[-1:].strip()] if unclean else new
+        if clean:
+            tokens = PRETOKEN_RE.findall(" " + " ".join(clean))
+            if len(tokens) == len(clean):
+                per_slot = [1] * len(clean)
+            else:
+                starts = np.flatnonzero(np.fromiter(map(str.startswith, tokens, repeat(" ")), bool, len(tokens)))
+                assert len(starts) == len(clean), "a joined piece did not start a pre-token"
+                per_slot = np.diff(np.append(starts, len(tokens))).tolist()
+        singles = [" " + p for p in unclean] + list(islice(reversed(first), len(first) - first_before)) + island_text
+        for text in singles:
+            found = PRETOKEN_RE.findall(text)
+            tokens += found
+            per_slot.append(len(found))
+        island_slots = [next(self._slots) for _ in island_text]
+        if island_slots:
+            slots[island_at] = island_slots
+        new_first = list(islice(reversed(first), len(first) - first_before))
+        self._fill(
+            list(map(spaced.__getitem__, chain(clean, unclean)))
+            + list(map(first.__getitem__, new_first))
+            + island_slots,
+            tokens,
+            per_slot,
+        )
+        for piece in unclean:
+            del spaced[piece]
+        _forget_long(spaced, new)
+        _forget_long(first, new_first)
+        return self._gather(slots)
+
+    def encode_array(self, text: str, batch_chars: int = _BATCH_CHARS) -> np.ndarray:
+        """Token ids of ``text`` as a numpy ``int32`` array (what :meth:`encode` returns, without the list).
+
+        Text is encoded in batches of about ``batch_chars`` characters (cut at special tokens); a batch takes
+        about 20 times its size in memory while it is encoded.
+        """
+        parts = [text] if self._special_re is None else self._special_re.split(text)
+        out: list[np.ndarray] = []
+        start, size = 0, 0
+        for i, part in enumerate(parts):
+            size += len(part)
+            if size >= batch_chars or i == len(parts) - 1:
+                if len(self._store_ids) > 16 * _CACHE_LIMIT or len(self._slot_start) > 4 * _CACHE_LIMIT:
+                    self._reset_caches()
+                out.append(self._encode_batch(parts[start : i + 1]))
+                start, size = i + 1, 0
+        return np.concatenate(out) if len(out) != 1 else out[0]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
-        out: list[int] = []
-        if self._special_re is None:
-            self._encode_ordinary(text, out)
-            return out
-        for i, part in enumerate(self._special_re.split(text)):
-            if i % 2:
-                out.append(self._special_ids[part])
-            elif part:
-                self._encode_ordinary(part, out)
-        return out
+        return self.encode_array(text).tolist()
 
     def _safe_cut(self, buffer: str) -> int:
         """The last position where ``buffer`` can be cut without changing its encoding, or 0 if none."""
@@ -185,10 +286,10 @@ class Tokenizer:
             buffer = "".join(parts)
             cut = self._safe_cut(buffer)
             if cut:
-                yield from self.encode(buffer[:cut])
+                yield from map(int, self.encode_array(buffer[:cut], _ITERABLE_BATCH_CHARS))
                 buffer = buffer[cut:]
             parts, size = [buffer], len(buffer)
-        yield from self.encode("".join(parts))
+        yield from map(int, self.encode_array("".join(parts), _ITERABLE_BATCH_CHARS))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -198,3 +299,10 @@ class Tokenizer:
         except KeyError as e:
             raise ValueError(f"token id {e.args[0]} is not in the vocab (size {self.vocab_size})") from None
         return data.decode("utf-8", errors="replace")
+
+
+def _forget_long(cache: dict[str, int], keys: list[str]) -> None:
+    """Drop the keys longer than ``_CACHEABLE_CHARS`` (their values stay in the store until the next reset)."""
+    for key in keys:
+        if len(key) > _CACHEABLE_CHARS:
+            cache.pop(key, None)
