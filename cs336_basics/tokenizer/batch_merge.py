@@ -21,7 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 _NO_RANK = np.iinfo(np.int32).max
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd
+# odd 64-bit multipliers for the pair hash (the first is 2**64 / golden ratio; the rest from a fixed-seed generator)
+_HASH_MULTIPLIERS = [np.uint64(0x9E3779B97F4A7C15)] + [
+    np.uint64(m | 1) for m in np.random.default_rng(0).integers(1 << 62, 1 << 63, size=31, dtype=np.uint64).tolist()
+]
 
 
 class BatchMerger:
@@ -40,11 +43,18 @@ class BatchMerger:
         # slot h (a multiplicative hash, the top bits of key * _HASH_MULTIPLIER) and sits in one of the slots
         # h, h + 1, ..., h + self.max_probe. Placing the keys in order of h gives each the first free slot.
         self.hash_bits = max(4, int(count).bit_length() + 3)
-        home = self._hash(keys)
-        order = np.argsort(home, kind="stable")
         step = np.arange(count)
-        slots = np.maximum.accumulate(home[order] - step) + step if count else step
-        self.max_probe = int((slots - home[order]).max()) if count else 0
+        best = None
+        for multiplier in _HASH_MULTIPLIERS:  # the first that needs at most one extra probe, else the best
+            home = self._hash(keys, multiplier)
+            order = np.argsort(home, kind="stable")
+            slots = np.maximum.accumulate(home[order] - step) + step if count else step
+            probe = int((slots - home[order]).max()) if count else 0
+            if best is None or probe < best[0]:
+                best = (probe, multiplier, order, slots)
+            if probe <= 1:
+                break
+        self.max_probe, self.multiplier, order, slots = best
         table_size = (1 << self.hash_bits) + self.max_probe + 1
         self.table_keys = np.full(table_size, np.iinfo(np.uint64).max, dtype=np.uint64)  # never a pair key
         self.table_ranks = np.full(table_size, _NO_RANK, dtype=np.int32)
@@ -56,11 +66,11 @@ class BatchMerger:
             (byte_ids[:, None] * np.uint64(vocab_size) + byte_ids[None, :]).ravel()
         )
 
-    def _hash(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys * _HASH_MULTIPLIER) >> np.uint64(64 - self.hash_bits)).astype(np.int64)
+    def _hash(self, keys: np.ndarray, multiplier: np.uint64) -> np.ndarray:
+        return ((keys * multiplier) >> np.uint64(64 - self.hash_bits)).astype(np.int64)
 
     def _lookup_keys(self, keys: np.ndarray) -> np.ndarray:
-        home = self._hash(keys)
+        home = self._hash(keys, self.multiplier)
         found = np.full(len(keys), _NO_RANK, dtype=np.int32)
         for probe in range(self.max_probe + 1):
             slot = home + probe
@@ -114,16 +124,19 @@ class BatchMerger:
             if len(at) > 1 and (np.diff(at) == 1).any():  # overlapping occurrences of a pair (x, x)
                 at = _leftmost_occurrences(at)
             ids[at] = self.merged_by_rank[rank[at]]
-            segment = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)  # which word each token is in
-            sizes -= np.bincount(segment[at], minlength=len(sizes))
+            # each merge removes a token of its word
+            sizes -= np.bincount(np.searchsorted(starts, at, side="right") - 1, minlength=len(sizes))
             keep = np.ones(len(ids), dtype=bool)
             keep[at + 1] = False
-            ids, rank, segment = ids[keep], rank[keep], segment[keep]
+            ids, rank = ids[keep], rank[keep]
             at -= np.arange(len(at), dtype=at.dtype)  # positions of the merged tokens after the removals
             # the pairs that changed: (merged, next) and (previous, merged), unless they cross a word boundary
+            word_start = np.zeros(len(ids) + 1, dtype=bool)
+            word_start[np.cumsum(sizes) - sizes] = True
+            word_start[-1] = True
             changed = np.concatenate((at, at - 1))  # repeats are harmless: they get the same rank
-            changed = changed[(changed >= 0) & (changed < len(ids) - 1)]
-            changed = changed[segment[changed] == segment[changed + 1]]
+            changed = changed[changed >= 0]
+            changed = changed[~word_start[changed + 1]]
             rank[at] = _NO_RANK
             rank[changed] = self._lookup(ids[changed], ids[changed + 1])
         all_words = np.concatenate(done_words)
