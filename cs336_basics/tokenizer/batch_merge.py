@@ -105,9 +105,9 @@ class BatchMerger:
             finished = best == _NO_RANK
             num_finished = np.count_nonzero(finished)
             if num_finished:
-                # move finished words out when they hold a quarter of the tokens (or all): they only cost passes
+                # move finished words out when they hold an eighth of the tokens (or all): they only cost passes
                 finished_tokens = int(sizes[finished].sum())
-                if num_finished == len(best) or 4 * finished_tokens >= len(ids):
+                if num_finished == len(best) or 8 * finished_tokens >= len(ids):
                     gone = np.repeat(finished, sizes)
                     done_ids.append(ids[gone])
                     done_words.append(word[finished])

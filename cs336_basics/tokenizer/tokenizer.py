@@ -317,29 +317,28 @@ class Tokenizer:
 def _pretokenize_joined(pieces: list[str], slots: list[int]) -> tuple[list[int], list[str], list[int]]:
     """Pre-tokenize ``" " + piece`` for pieces that are non-empty and end in non-whitespace.
 
-    Returns ``(slots, tokens, per_slot)`` for :meth:`Tokenizer._fill`: the pieces' slots (reordered: ASCII pieces
-    first), their pre-tokens back to back and how many each has. Joined with spaces, the pieces' text cuts at each
-    space into the pre-tokens of " " + piece, the first of each starting with " " (see pretokenize), so one regex
-    pass does them all. ASCII pieces go through the standard library's ``re`` with an ASCII-only form of the
-    pattern (the same matches on ASCII text, about twice as fast).
+    Returns ``(slots, tokens, per_slot)`` for :meth:`Tokenizer._fill`: the pieces' slots (reordered by kind),
+    their pre-tokens back to back and how many each has. An ASCII word (letters only) is one pre-token. The other
+    pieces, joined with spaces, cut at each space into the pre-tokens of " " + piece, the first of each starting
+    with " " (see pretokenize), so one regex pass does them all: ASCII pieces through the standard library's
+    ``re`` with an ASCII-only form of the pattern (the same matches on ASCII text, about twice as fast).
     """
     if not pieces:
         return [], [], []
-    is_ascii = list(map(str.isascii, pieces))
-    if all(is_ascii):
-        groups = [(_ASCII_PRETOKEN_RE, pieces, slots)]
-    elif not any(is_ascii):
-        groups = [(PRETOKEN_RE, pieces, slots)]
-    else:
-        is_other = [not a for a in is_ascii]
-        groups = [
-            (_ASCII_PRETOKEN_RE, list(compress(pieces, is_ascii)), list(compress(slots, is_ascii))),
-            (PRETOKEN_RE, list(compress(pieces, is_other)), list(compress(slots, is_other))),
-        ]
+    is_ascii = np.array(list(map(str.isascii, pieces)))
+    is_word = is_ascii & np.array(list(map(str.isalpha, pieces)))
     out_slots: list[int] = []
     tokens: list[str] = []
     per_slot: list[int] = []
-    for pattern, group, group_slots in groups:
+    for pattern, mask in ((None, is_word), (_ASCII_PRETOKEN_RE, is_ascii & ~is_word), (PRETOKEN_RE, ~is_ascii)):
+        if not mask.any():
+            continue
+        group = pieces if mask.all() else list(compress(pieces, mask.tolist()))
+        out_slots += slots if mask.all() else list(compress(slots, mask.tolist()))
+        if pattern is None:
+            tokens += map(" ".__add__, group)
+            per_slot += [1] * len(group)
+            continue
         found = pattern.findall(" " + " ".join(group))
         if len(found) == len(group):
             per_slot += [1] * len(group)
@@ -347,7 +346,6 @@ def _pretokenize_joined(pieces: list[str], slots: list[int]) -> tuple[list[int],
             starts = np.flatnonzero(np.array(list(map(str.startswith, found, repeat(" ")))))
             assert len(starts) == len(group), "a joined piece did not start a pre-token"
             per_slot += np.diff(np.append(starts, len(found))).tolist()
-        out_slots += group_slots
         tokens += found
     return out_slots, tokens, per_slot
 
