@@ -17,7 +17,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from itertools import chain, compress, count, islice, repeat
+from itertools import chain, compress, count, islice, pairwise, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -25,14 +25,17 @@ import regex
 
 from cs336_basics.tokenizer.batch_merge import BatchMerger
 from cs336_basics.tokenizer.io import load_merges, load_vocab
+from cs336_basics.tokenizer.piece_table import MAX_KEY_BYTES, PieceTable, pack_keys
 from cs336_basics.tokenizer.pretokenize import PRETOKEN_RE, has_island_spaces, iter_regions, special_split_pattern
 
 _LAST_SAFE_CUT_RE = regex.compile(r"(?r)\S\s")
+_NEXT_SAFE_CUT_RE = regex.compile(r"\S\s")
 _CACHE_LIMIT = 1 << 18  # entries per cache; a cache past it is cleared before the next batch
 _CACHEABLE_CHARS = 64  # longer pieces are encoded but not kept
 _BATCH_CHARS = 1 << 20  # text encoded per batch: its new pre-tokens are merged together
 _ITERABLE_BATCH_CHARS = 1 << 14  # smaller batches for encode_iterable, whose point is bounded memory
 _PLACEHOLDER = " "  # never a piece
+_PLACEHOLDER_SLOT = 0
 # GPT2_PATTERN for ASCII text: letters are [A-Za-z], numbers [0-9], whitespace the six ASCII White_Space characters
 _W = r"\t\n\x0b\x0c\r "
 _ASCII_PRETOKEN_RE = re.compile(
@@ -119,6 +122,9 @@ class Tokenizer:
         # " " stands for a position filled in later, a special token for its id.
         fixed = {_PLACEHOLDER: (), **{s: (i,) for s, i in self._special_ids.items()}}
         slots = [self._spaced_slots[key] for key in fixed]
+        assert slots[0] == _PLACEHOLDER_SLOT
+        dict.__setitem__(self._first_slots, "", _PLACEHOLDER_SLOT)  # an empty first piece: nothing
+        self._piece_table = PieceTable()  # UTF-8 bytes of a piece (<= 16 bytes) -> slot of the ids of " " + piece
         self._store(slots, np.fromiter(chain.from_iterable(fixed.values()), np.int32), list(map(len, fixed.values())))
 
     def _store(self, slots, ids: np.ndarray, sizes) -> None:
@@ -208,16 +214,26 @@ class Tokenizer:
         spaced_before, first_before = len(spaced), len(first)
         flat, firsts, first_at, island_text, island_at = self._plan(items, islands=False)
         slots = _int32_array(map(spaced.__getitem__, flat))
-        new = list(islice(reversed(spaced), len(spaced) - spaced_before))
-        unclean = _unclean(new)
-        if unclean and any(has_island_spaces(item) for item in items):
+        if _unclean(list(islice(reversed(spaced), len(spaced) - spaced_before))) and any(
+            has_island_spaces(item) for item in items
+        ):
             flat, firsts, first_at, island_text, island_at = self._plan(items, islands=True)
             slots = _int32_array(map(spaced.__getitem__, flat))
-            new = list(islice(reversed(spaced), len(spaced) - spaced_before))
-            unclean = _unclean(new)
         if firsts:
             slots[first_at] = _int32_array(map(first.__getitem__, firsts))
         del flat, firsts  # the pieces take far more memory than their slots
+        self._compute_new(slots, spaced_before, first_before, island_text, island_at)
+        return self._gather(slots)
+
+    def _compute_new(
+        self, slots: np.ndarray, spaced_before: int, first_before: int, island_text: list[str], island_at: list[int]
+    ) -> None:
+        """Compute and store the values of the keys added to the caches since they had the given sizes, and of the
+        island regions (which get fresh slots, written into ``slots`` at ``island_at``).
+        """
+        spaced, first = self._spaced_slots, self._first_slots
+        new = list(islice(reversed(spaced), len(spaced) - spaced_before))
+        unclean = _unclean(new)
         # Compute the new values. Pieces ending in non-whitespace are pre-tokenized together, joined with spaces:
         # that text cuts at each space into the pre-tokens of " " + piece, each first one starting with " "
         # (see pretokenize). The others one by one.
@@ -244,6 +260,56 @@ class Tokenizer:
             del spaced[piece]
         _forget_long(spaced, new)
         _forget_long(first, new_first)
+
+    def _encode_batch_bytes(self, items: list[str]) -> np.ndarray | None:
+        """Like :meth:`_encode_batch` (``items`` alternate text and special tokens, text first), with the pieces
+        kept in the UTF-8 bytes of the text and looked up in the piece table; ``None`` if the text has a space
+        after whitespace (an island region, left to :meth:`_encode_batch`).
+        """
+        texts, specials = items[0::2], items[1::2]
+        joined = " ".join(texts)
+        raw = joined.encode("utf-8")
+        size = len(raw)
+        data = np.frombuffer(raw + bytes(MAX_KEY_BYTES), dtype=np.uint8)
+        spaces = np.flatnonzero(data[:size] == 32)
+        # the spaces that join the texts: text k has counts[k] pieces and its last piece ends at a joining space
+        counts = np.array(list(map(str.count, texts, repeat(" "))), dtype=np.int64) + 1
+        text_end = np.cumsum(counts)  # piece index after each text's last piece
+        joins = spaces[text_end[:-1] - 1]
+        if _has_island_bytes(data, spaces, joins):
+            return None
+        starts = np.concatenate(([0], spaces + 1))
+        lengths = np.append(spaces, size) - starts
+        short = lengths <= MAX_KEY_BYTES
+        low, high = pack_keys(data, starts[short], lengths[short])
+        slots = np.full(len(starts), -1, dtype=np.int32)
+        slots[short] = self._piece_table.lookup(low, high, lengths[short])
+        first_index = text_end - counts  # the first piece of each text stands for itself, not " " + piece
+        slots[first_index] = _PLACEHOLDER_SLOT
+        missing = np.flatnonzero(slots < 0)
+        spaced, first = self._spaced_slots, self._first_slots
+        spaced_before, first_before = len(spaced), len(first)
+        if len(missing):
+            # the missing (and long) pieces as strings: their bytes, each followed by a space, decoded at once
+            piece_lengths = lengths[missing]
+            ends = np.cumsum(piece_lengths + 1)
+            offsets = np.repeat(starts[missing] - ends + piece_lengths + 1, piece_lengths + 1)
+            offsets += np.arange(len(offsets))
+            gathered = data[offsets]
+            gathered[ends - 1] = 32
+            pieces = gathered.tobytes().decode("utf-8").split(" ")[:-1]
+            found = _int32_array(map(spaced.__getitem__, pieces))
+            slots[missing] = found
+            is_short = short[missing]
+            new_short, at = np.unique(found[is_short], return_index=True)
+            chosen = missing[is_short][at]
+            self._piece_table.insert(*pack_keys(data, starts[chosen], lengths[chosen]), lengths[chosen], new_short)
+        firsts = [text[: text.find(" ")] if " " in text else text for text in texts]
+        slots[first_index] = _int32_array(map(first.__getitem__, firsts))
+        if specials:
+            special_slots = _int32_array(map(spaced.__getitem__, specials))
+            slots = np.insert(slots, text_end[: len(specials)], special_slots)
+        self._compute_new(slots, spaced_before, first_before, [], [])
         return self._gather(slots)
 
     def encode_array(self, text: str, batch_chars: int = _BATCH_CHARS) -> np.ndarray:
@@ -254,15 +320,32 @@ class Tokenizer:
         """
         parts = [text] if self._special_re is None else self._special_re.split(text)
         out: list[np.ndarray] = []
-        start, size = 0, 0
+        batch: list[str] = []  # text, special token, text, ...
+        size = 0
         for i, part in enumerate(parts):
+            if i % 2 == 0 and len(part) > batch_chars:  # cut long text at safe positions (see pretokenize)
+                cuts = [0]
+                while len(part) - cuts[-1] > batch_chars:
+                    found = _NEXT_SAFE_CUT_RE.search(part, cuts[-1] + batch_chars)
+                    if found is None:
+                        break
+                    cuts.append(found.start() + 1)
+                for start, end in pairwise(cuts):
+                    out.append(self._encode_texts([*batch, part[start:end]]))
+                    batch, size = [], 0
+                part = part[cuts[-1] :]
+            batch.append(part)
             size += len(part)
-            if size >= batch_chars or i == len(parts) - 1:
-                if self._store_len > 16 * _CACHE_LIMIT or len(self._slot_start) > 4 * _CACHE_LIMIT:
-                    self._reset_caches()
-                out.append(self._encode_batch(parts[start : i + 1]))
-                start, size = i + 1, 0
+            if (size >= batch_chars and i % 2) or i == len(parts) - 1:  # batches start with text
+                out.append(self._encode_texts(batch))
+                batch, size = [], 0
         return np.concatenate(out) if len(out) != 1 else out[0]
+
+    def _encode_texts(self, items: list[str]) -> np.ndarray:
+        if self._store_len > 16 * _CACHE_LIMIT or len(self._slot_start) > 4 * _CACHE_LIMIT:
+            self._reset_caches()
+        ids = self._encode_batch_bytes(items)
+        return self._encode_batch(items) if ids is None else ids
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
@@ -348,6 +431,29 @@ def _pretokenize_joined(pieces: list[str], slots: list[int]) -> tuple[list[int],
             per_slot += np.diff(np.append(starts, len(found))).tolist()
         tokens += found
     return out_slots, tokens, per_slot
+
+
+def _has_island_bytes(data: np.ndarray, spaces: np.ndarray, joins: np.ndarray) -> bool:
+    """Whether a space of the UTF-8 text ``data`` (at ``spaces``, of which ``joins`` were put between texts) follows
+    a whitespace character of the GPT-2 pattern, i.e. the text holds an island region (see pretokenize).
+    """
+    is_join = np.zeros(len(data) + 1, dtype=bool)
+    is_join[joins] = True
+    at = spaces[~is_join[spaces]]
+    at = at[at > 0]
+    before = data[at - 1]
+    if (((before >= 9) & (before <= 13)) | ((before == 32) & ~is_join[at - 1])).any():
+        return True
+    at = at[before >= 0x80]  # a space after a multi-byte character: is that character whitespace?
+    if not len(at):
+        return False
+    last, middle, lead = data[at - 1], data[np.maximum(at - 2, 0)], data[np.maximum(at - 3, 0)]
+    two = (middle == 0xC2) & ((last == 0x85) | (last == 0xA0))  # U+0085, U+00A0
+    three = (lead == 0xE1) & (middle == 0x9A) & (last == 0x80)  # U+1680
+    three |= (lead == 0xE2) & (middle == 0x80) & ((last <= 0x8A) | (last == 0xA8) | (last == 0xA9) | (last == 0xAF))
+    three |= (lead == 0xE2) & (middle == 0x81) & (last == 0x9F)  # U+205F
+    three |= (lead == 0xE3) & (middle == 0x80) & (last == 0x80)  # U+3000
+    return bool((two | three).any())
 
 
 def _int32_array(values: Iterable[int]) -> np.ndarray:
