@@ -226,24 +226,35 @@ class Tokenizer:
         return self._gather(slots)
 
     def _compute_new(
-        self, slots: np.ndarray, spaced_before: int, first_before: int, island_text: list[str], island_at: list[int]
+        self,
+        slots: np.ndarray,
+        spaced_before: int,
+        first_before: int,
+        island_text: list[str],
+        island_at: list[int],
+        more: tuple[list[str], list[int]] = ([], []),
     ) -> None:
-        """Compute and store the values of the keys added to the caches since they had the given sizes, and of the
-        island regions (which get fresh slots, written into ``slots`` at ``island_at``).
+        """Compute and store the values of the keys added to the caches since they had the given sizes, of the
+        pieces ``more`` = (pieces, their slots), and of the island regions (which get fresh slots, written into
+        ``slots`` at ``island_at``).
         """
         spaced, first = self._spaced_slots, self._first_slots
         new = list(islice(reversed(spaced), len(spaced) - spaced_before))
+        # the new keys took consecutive slots, in insertion order (new is latest first)
+        new_slots = list(range(spaced[new[0]], spaced[new[0]] - len(new), -1)) if new else []
+        new += more[0]
+        new_slots += more[1]
         unclean = _unclean(new)
         # Compute the new values. Pieces ending in non-whitespace are pre-tokenized together, joined with spaces:
         # that text cuts at each space into the pre-tokens of " " + piece, each first one starting with " "
         # (see pretokenize). The others one by one.
         if unclean:  # rare: the clean pieces first, then the others one by one
-            clean = [p for p in new if p[-1:].strip()]
-            new_slots = list(map(spaced.__getitem__, clean))
-            new_slots_unclean = list(map(spaced.__getitem__, unclean))
-        else:  # the new keys took consecutive slots, in insertion order (new is latest first)
+            is_clean = [bool(p[-1:].strip()) for p in new]
+            clean = list(compress(new, is_clean))
+            new_slots_unclean = [slot for slot, ok in zip(new_slots, is_clean, strict=True) if not ok]
+            new_slots = list(compress(new_slots, is_clean))
+        else:
             clean = new
-            new_slots = list(range(spaced[new[0]], spaced[new[0]] - len(new), -1)) if new else []
             new_slots_unclean = []
         new_slots, tokens, per_slot = _pretokenize_joined(clean, new_slots[: len(clean)])
         new_slots += new_slots_unclean
@@ -257,7 +268,7 @@ class Tokenizer:
             slots[island_at] = island_slots
         self._fill(new_slots + list(map(first.__getitem__, new_first)) + island_slots, tokens, per_slot)
         for piece in unclean:
-            del spaced[piece]
+            spaced.pop(piece, None)
         _forget_long(spaced, new)
         _forget_long(first, new_first)
 
@@ -289,27 +300,29 @@ class Tokenizer:
         missing = np.flatnonzero(slots < 0)
         spaced, first = self._spaced_slots, self._first_slots
         spaced_before, first_before = len(spaced), len(first)
+        more: tuple[list[str], list[int]] = ([], [])
         if len(missing):
-            # the missing (and long) pieces as strings: their bytes, each followed by a space, decoded at once
-            piece_lengths = lengths[missing]
-            ends = np.cumsum(piece_lengths + 1)
-            offsets = np.repeat(starts[missing] - ends + piece_lengths + 1, piece_lengths + 1)
-            offsets += np.arange(len(offsets))
-            gathered = data[offsets]
-            gathered[ends - 1] = 32
-            pieces = gathered.tobytes().decode("utf-8").split(" ")[:-1]
-            found = _int32_array(map(spaced.__getitem__, pieces))
-            slots[missing] = found
             is_short = short[missing]
-            new_short, at = np.unique(found[is_short], return_index=True)
-            chosen = missing[is_short][at]
-            self._piece_table.insert(*pack_keys(data, starts[chosen], lengths[chosen]), lengths[chosen], new_short)
+            long_pieces = missing[~is_short]
+            new_at, where = _distinct_keys(data, starts, lengths, missing[is_short])
+            if len(new_at):  # short pieces not in the table: new slots, decoded to strings to compute their values
+                new_slots = np.arange(len(new_at), dtype=np.int32) + next(self._slots)
+                self._slots = count(int(new_slots[-1]) + 1)
+                for cache in (self._pretoken_slots, self._first_slots, self._spaced_slots):
+                    cache.default_factory = self._slots.__next__
+                slots[missing[is_short]] = new_slots[where]
+                chosen = new_at
+                self._piece_table.insert(*pack_keys(data, starts[chosen], lengths[chosen]), lengths[chosen], new_slots)
+                more = (_decode_pieces(data, starts[chosen], lengths[chosen]), new_slots.tolist())
+            if len(long_pieces):  # long pieces: through the dict
+                pieces = _decode_pieces(data, starts[long_pieces], lengths[long_pieces])
+                slots[long_pieces] = _int32_array(map(spaced.__getitem__, pieces))
         firsts = [text[: text.find(" ")] if " " in text else text for text in texts]
         slots[first_index] = _int32_array(map(first.__getitem__, firsts))
         if specials:
             special_slots = _int32_array(map(spaced.__getitem__, specials))
             slots = np.insert(slots, text_end[: len(specials)], special_slots)
-        self._compute_new(slots, spaced_before, first_before, [], [])
+        self._compute_new(slots, spaced_before, first_before, [], [], more)
         return self._gather(slots)
 
     def encode_array(self, text: str, batch_chars: int = _BATCH_CHARS) -> np.ndarray:
@@ -431,6 +444,31 @@ def _pretokenize_joined(pieces: list[str], slots: list[int]) -> tuple[list[int],
             per_slot += np.diff(np.append(starts, len(found))).tolist()
         tokens += found
     return out_slots, tokens, per_slot
+
+
+def _decode_pieces(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """The pieces ``data[starts[i] : starts[i] + lengths[i]]`` (UTF-8, no spaces) as strings, decoded at once."""
+    ends = np.cumsum(lengths + 1)
+    offsets = np.repeat(starts - ends + lengths + 1, lengths + 1)
+    offsets += np.arange(len(offsets))
+    gathered = data[offsets]
+    gathered[ends - 1] = 32  # each piece followed by a space
+    return gathered.tobytes().decode("utf-8").split(" ")[:-1]
+
+
+def _distinct_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, at: np.ndarray):
+    """Distinct short pieces among the pieces ``at``: ``(first, where)`` with ``at[first]`` one of each distinct
+    piece and ``where[i]`` the index in ``first`` of piece ``at[i]``. Grouped by a hash of the key words, then
+    checked exactly (a hash collision, never seen in practice, falls back to no grouping).
+    """
+    low, high = pack_keys(data, starts[at], lengths[at])
+    mixed = low * np.uint64(0x9E3779B97F4A7C15) ^ high * np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= lengths[at].astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+    _, first, where = np.unique(mixed, return_index=True, return_inverse=True)
+    rep = first[where]
+    if (low[rep] != low).any() or (high[rep] != high).any() or (lengths[at][rep] != lengths[at]).any():
+        return at, np.arange(len(at))
+    return at[first], where
 
 
 def _has_island_bytes(data: np.ndarray, spaces: np.ndarray, joins: np.ndarray) -> bool:
