@@ -118,6 +118,7 @@ class Tokenizer:
         self._pretoken_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # pre-token -> slot
         self._first_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # piece starting a region
         self._spaced_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # piece -> " " + piece
+        self._island_slots: defaultdict[str, int] = defaultdict(self._slots.__next__)  # island region -> slot
         # Neither " " nor a special token is ever a piece (pieces come from splitting at spaces and special tokens):
         # " " stands for a position filled in later, a special token for its id.
         fixed = {_PLACEHOLDER: (), **{s: (i,) for s, i in self._special_ids.items()}}
@@ -206,23 +207,24 @@ class Tokenizer:
     def _encode_batch(self, items: list[str]) -> np.ndarray:
         """Ids of ``items``: the text between special tokens and the special tokens themselves, in order.
 
-        Parts are split at spaces; a piece that is empty or ends in whitespace may mean a space after whitespace
-        (an island, see :func:`iter_regions`), so when one turns up the parts holding islands are cut into regions
-        and their islands pre-tokenized whole. Such pieces are never kept in the cache, so they always turn up.
+        The general path, for text with island regions (a space after whitespace, see :func:`iter_regions`): the
+        parts that hold islands are cut into regions, islands are pre-tokenized whole (and cached), the other
+        regions split at spaces, and the pieces looked up in Python dicts.
         """
         spaced, first = self._spaced_slots, self._first_slots
         spaced_before, first_before = len(spaced), len(first)
-        flat, firsts, first_at, island_text, island_at = self._plan(items, islands=False)
+        flat, firsts, first_at, island_text, island_at = self._plan(items, islands=True)
         slots = _int32_array(map(spaced.__getitem__, flat))
-        if _unclean(list(islice(reversed(spaced), len(spaced) - spaced_before))) and any(
-            has_island_spaces(item) for item in items
-        ):
-            flat, firsts, first_at, island_text, island_at = self._plan(items, islands=True)
-            slots = _int32_array(map(spaced.__getitem__, flat))
         if firsts:
             slots[first_at] = _int32_array(map(first.__getitem__, firsts))
         del flat, firsts  # the pieces take far more memory than their slots
-        self._compute_new(slots, spaced_before, first_before, island_text, island_at)
+        islands = self._island_slots
+        islands_before = len(islands)
+        if island_text:
+            slots[island_at] = _int32_array(map(islands.__getitem__, island_text))
+        new_islands = list(islice(reversed(islands), len(islands) - islands_before))
+        self._compute_new(slots, spaced_before, first_before, new_islands)
+        _forget_long(islands, new_islands)
         return self._gather(slots)
 
     def _compute_new(
@@ -230,13 +232,11 @@ class Tokenizer:
         slots: np.ndarray,
         spaced_before: int,
         first_before: int,
-        island_text: list[str],
-        island_at: list[int],
+        new_islands: list[str],
         more: tuple[list[str], list[int]] = ([], []),
     ) -> None:
         """Compute and store the values of the keys added to the caches since they had the given sizes, of the
-        pieces ``more`` = (pieces, their slots), and of the island regions (which get fresh slots, written into
-        ``slots`` at ``island_at``).
+        pieces ``more`` = (pieces, their slots), and of the new island regions (keys of the island cache).
         """
         spaced, first = self._spaced_slots, self._first_slots
         new = list(islice(reversed(spaced), len(spaced) - spaced_before))
@@ -259,13 +259,11 @@ class Tokenizer:
         new_slots, tokens, per_slot = _pretokenize_joined(clean, new_slots[: len(clean)])
         new_slots += new_slots_unclean
         new_first = list(islice(reversed(first), len(first) - first_before))
-        for text in chain((" " + p for p in unclean), new_first, island_text):
+        for text in chain((" " + p for p in unclean), new_first, new_islands):
             found = PRETOKEN_RE.findall(text)
             tokens += found
             per_slot.append(len(found))
-        island_slots = [next(self._slots) for _ in island_text]
-        if island_slots:
-            slots[island_at] = island_slots
+        island_slots = list(map(self._island_slots.__getitem__, new_islands))
         self._fill(new_slots + list(map(first.__getitem__, new_first)) + island_slots, tokens, per_slot)
         for piece in unclean:
             spaced.pop(piece, None)
@@ -308,7 +306,7 @@ class Tokenizer:
             if len(new_at):  # short pieces not in the table: new slots, decoded to strings to compute their values
                 new_slots = np.arange(len(new_at), dtype=np.int32) + next(self._slots)
                 self._slots = count(int(new_slots[-1]) + 1)
-                for cache in (self._pretoken_slots, self._first_slots, self._spaced_slots):
+                for cache in (self._pretoken_slots, self._first_slots, self._spaced_slots, self._island_slots):
                     cache.default_factory = self._slots.__next__
                 slots[missing[is_short]] = new_slots[where]
                 chosen = new_at
@@ -322,7 +320,7 @@ class Tokenizer:
         if specials:
             special_slots = _int32_array(map(spaced.__getitem__, specials))
             slots = np.insert(slots, text_end[: len(specials)], special_slots)
-        self._compute_new(slots, spaced_before, first_before, [], [], more)
+        self._compute_new(slots, spaced_before, first_before, [], more)
         return self._gather(slots)
 
     def encode_array(self, text: str, batch_chars: int = _BATCH_CHARS) -> np.ndarray:
