@@ -54,15 +54,19 @@ class PieceTable:
         """The value of each key, or -1 where the key is absent."""
         found = np.full(len(low), _EMPTY, dtype=np.int32)
         mask = (1 << self.bits) - 1
-        pending = np.arange(len(low))
         at = self._home(low, high, length)
+        # first round over all keys, without index arrays
+        value = self.value[at]
+        hit = (self.low[at] == low) & (self.high[at] == high) & (self.length[at] == length) & (value != _EMPTY)
+        found[hit] = value[hit]
+        pending = np.flatnonzero(~hit & (value != _EMPTY))  # slot taken by another key: probe the next one
+        at = (at[pending] + 1) & mask
         while len(pending):
             value = self.value[at]
             hit = (self.low[at] == low[pending]) & (self.high[at] == high[pending])
-            hit &= self.length[at] == length[pending]
-            hit &= value != _EMPTY
+            hit &= (self.length[at] == length[pending]) & (value != _EMPTY)
             found[pending[hit]] = value[hit]
-            more = ~hit & (value != _EMPTY)  # occupied by another key: probe the next slot
+            more = ~hit & (value != _EMPTY)
             pending, at = pending[more], (at[more] + 1) & mask
         return found
 
