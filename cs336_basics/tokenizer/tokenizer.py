@@ -2,9 +2,19 @@
 
 Encoding: special tokens are matched first (longest first); the rest is pre-tokenized with the GPT-2 regex and
 merges are applied within each pre-token in rank (creation) order. Speed comes from :mod:`.pretokenize`'s exact
-fast path: text is split on spaces with ``str.split`` and each distinct piece is encoded once and cached
-(``piece -> ids``); pieces then expand through C-level ``map``/``chain`` with no Python work per cached piece.
-The caches are bounded (cleared when full), so memory stays bounded for any input.
+fast path (text splits at spaces into pieces that encode independently, a piece standing for ``" " + piece``) and
+from doing everything a batch (about 1 MB of text) at a time:
+
+* the batch's UTF-8 bytes are cut at spaces with numpy, and each piece of up to 16 bytes is looked up, by its
+  bytes, in a numpy hash table (:mod:`.piece_table`) giving the slot of its cached ids; no Python object per piece;
+* the pieces not found (about one in ten on open-vocabulary text) are decoded together, pre-tokenized together
+  (one regex pass over the new pieces joined with spaces; ASCII words need none), their pre-tokens looked up in a
+  dict, and the new pre-tokens merged all at once by :class:`.batch_merge.BatchMerger`;
+* the ids of the whole batch are gathered from the slot store in one numpy pass.
+
+Text with a space after whitespace (an "island", e.g. indentation) takes a general path with Python dicts for that
+batch. The caches are bounded (reset when full), so memory stays bounded for any input; a batch takes about 20
+times its size while it is encoded, and long text without special tokens is cut into batches at safe positions.
 
 ``encode_iterable`` buffers incoming text and encodes everything up to the last safe cut (a non-whitespace
 character followed by whitespace, not inside a special token), so it yields the same ids as ``encode`` on the
@@ -30,7 +40,7 @@ from cs336_basics.tokenizer.pretokenize import PRETOKEN_RE, has_island_spaces, i
 
 _LAST_SAFE_CUT_RE = regex.compile(r"(?r)\S\s")
 _NEXT_SAFE_CUT_RE = regex.compile(r"\S\s")
-_CACHE_LIMIT = 1 << 18  # entries per cache; a cache past it is cleared before the next batch
+_CACHE_LIMIT = 1 << 18  # caches and store are reset before a batch past 4x this many slots or 16x this many ids
 _CACHEABLE_CHARS = 64  # longer pieces are encoded but not kept
 _BATCH_CHARS = 1 << 20  # text encoded per batch: its new pre-tokens are merged together
 _ITERABLE_BATCH_CHARS = 1 << 14  # smaller batches for encode_iterable, whose point is bounded memory
