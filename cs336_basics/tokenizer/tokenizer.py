@@ -12,9 +12,10 @@ from doing everything a batch (about 1 MB of text) at a time:
   dict, and the new pre-tokens merged all at once by :class:`.batch_merge.BatchMerger`;
 * the ids of the whole batch are gathered from the slot store in one numpy pass.
 
-Text with a space after whitespace (an "island", e.g. indentation) takes a general path with Python dicts for that
-batch. The caches are bounded (reset when full), so memory stays bounded for any input; a batch takes about 20
-times its size while it is encoded, and long text without special tokens is cut into batches at safe positions.
+A space after whitespace (an "island" region, e.g. indentation) is found in the bytes; such text is cut around its
+islands, which are pre-tokenized whole and cached by their text. The caches are bounded (reset when full), so
+memory stays bounded for any input; a batch takes about 20 times its size while it is encoded, and long text
+without special tokens is cut into batches at safe positions.
 
 ``encode_iterable`` buffers incoming text and encodes everything up to the last safe cut (a non-whitespace
 character followed by whitespace, not inside a special token), so it yields the same ids as ``encode`` on the
@@ -188,55 +189,6 @@ class Tokenizer:
         sizes = np.add.reduceat(self._slot_size[token_slots], np.cumsum(per_slot, dtype=np.int32) - per_slot)
         self._store(slots, self._gather(token_slots), sizes)
 
-    def _plan(self, items: list[str], islands: bool) -> tuple[list[str], list[str], list[int], list[str], list[int]]:
-        """Cut ``items`` (text between special tokens, and special tokens) into pieces; see :meth:`_encode_batch`."""
-        flat: list[str] = []  # pieces standing for " " + piece, special tokens and placeholders
-        firsts: list[str] = []  # pieces that start a region (standing for themselves), at positions first_at of flat
-        first_at: list[int] = []
-        island_text: list[str] = []  # island regions, at positions island_at of flat
-        island_at: list[int] = []
-        for item in items:
-            if item in self._special_ids:
-                flat.append(item)
-                continue
-            regions = iter_regions(item) if islands and has_island_spaces(item) else ((item, False),)
-            for region, is_island in regions:
-                if is_island:
-                    island_at.append(len(flat))
-                    island_text.append(region)
-                    flat.append(_PLACEHOLDER)
-                    continue
-                pieces = region.split(" ")
-                if pieces[0]:
-                    first_at.append(len(flat))
-                    firsts.append(pieces[0])
-                pieces[0] = _PLACEHOLDER
-                flat += pieces
-        return flat, firsts, first_at, island_text, island_at
-
-    def _encode_batch(self, items: list[str]) -> np.ndarray:
-        """Ids of ``items``: the text between special tokens and the special tokens themselves, in order.
-
-        The general path, for text with island regions (a space after whitespace, see :func:`iter_regions`): the
-        parts that hold islands are cut into regions, islands are pre-tokenized whole (and cached), the other
-        regions split at spaces, and the pieces looked up in Python dicts.
-        """
-        spaced, first = self._spaced_slots, self._first_slots
-        spaced_before, first_before = len(spaced), len(first)
-        flat, firsts, first_at, island_text, island_at = self._plan(items, islands=True)
-        slots = _int32_array(map(spaced.__getitem__, flat))
-        if firsts:
-            slots[first_at] = _int32_array(map(first.__getitem__, firsts))
-        del flat, firsts  # the pieces take far more memory than their slots
-        islands = self._island_slots
-        islands_before = len(islands)
-        if island_text:
-            slots[island_at] = _int32_array(map(islands.__getitem__, island_text))
-        new_islands = list(islice(reversed(islands), len(islands) - islands_before))
-        self._compute_new(slots, spaced_before, first_before, new_islands)
-        _forget_long(islands, new_islands)
-        return self._gather(slots)
-
     def _compute_new(
         self,
         slots: np.ndarray,
@@ -280,10 +232,12 @@ class Tokenizer:
         _forget_long(spaced, new)
         _forget_long(first, new_first)
 
-    def _encode_batch_bytes(self, items: list[str]) -> np.ndarray | None:
-        """Like :meth:`_encode_batch` (``items`` alternate text and special tokens, text first), with the pieces
-        kept in the UTF-8 bytes of the text and looked up in the piece table; ``None`` if the text has a space
-        after whitespace (an island region, left to :meth:`_encode_batch`).
+    def _encode_batch_bytes(self, items: list[str], island_flags: list[bool] | None = None) -> np.ndarray:
+        """Ids of ``items``, which alternate text and separators, text first; separators are special tokens, or
+        island regions where ``island_flags`` says so (text that holds islands is first cut around them).
+
+        The texts are joined with spaces and encoded to UTF-8; the pieces (cut at spaces) are looked up by their
+        bytes in the piece table; the first piece of each text stands for itself, the others for " " + piece.
         """
         texts, specials = items[0::2], items[1::2]
         joined = " ".join(texts)
@@ -295,8 +249,8 @@ class Tokenizer:
         counts = np.array(list(map(str.count, texts, repeat(" "))), dtype=np.int64) + 1
         text_end = np.cumsum(counts)  # piece index after each text's last piece
         joins = spaces[text_end[:-1] - 1]
-        if _has_island_bytes(data, spaces, joins):
-            return None
+        if island_flags is None and _has_island_bytes(data, spaces, joins):
+            return self._encode_batch_bytes(*_cut_islands(items))
         starts = np.concatenate(([0], spaces + 1))
         lengths = np.append(spaces, size) - starts
         short = lengths <= MAX_KEY_BYTES
@@ -307,7 +261,7 @@ class Tokenizer:
         slots[first_index] = _PLACEHOLDER_SLOT
         missing = np.flatnonzero(slots < 0)
         spaced, first = self._spaced_slots, self._first_slots
-        spaced_before, first_before = len(spaced), len(first)
+        spaced_before, first_before, islands_before = len(spaced), len(first), len(self._island_slots)
         more: tuple[list[str], list[int]] = ([], [])
         if len(missing):
             is_short = short[missing]
@@ -328,9 +282,17 @@ class Tokenizer:
         firsts = [text[: text.find(" ")] if " " in text else text for text in texts]
         slots[first_index] = _int32_array(map(first.__getitem__, firsts))
         if specials:
-            special_slots = _int32_array(map(spaced.__getitem__, specials))
+            if island_flags is None:
+                special_slots = _int32_array(map(spaced.__getitem__, specials))
+            else:
+                islands = self._island_slots
+                special_slots = _int32_array(
+                    islands[x] if flag else spaced[x] for x, flag in zip(specials, island_flags, strict=True)
+                )
             slots = np.insert(slots, text_end[: len(specials)], special_slots)
-        self._compute_new(slots, spaced_before, first_before, [], more)
+        new_islands = list(islice(reversed(self._island_slots), len(self._island_slots) - islands_before))
+        self._compute_new(slots, spaced_before, first_before, new_islands, more)
+        _forget_long(self._island_slots, new_islands)
         return self._gather(slots)
 
     def encode_array(self, text: str, batch_chars: int = _BATCH_CHARS) -> np.ndarray:
@@ -365,8 +327,7 @@ class Tokenizer:
     def _encode_texts(self, items: list[str]) -> np.ndarray:
         if self._store_len > 16 * _CACHE_LIMIT or len(self._slot_start) > 4 * _CACHE_LIMIT:
             self._reset_caches()
-        ids = self._encode_batch_bytes(items)
-        return self._encode_batch(items) if ids is None else ids
+        return self._encode_batch_bytes(items)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
@@ -452,6 +413,25 @@ def _pretokenize_joined(pieces: list[str], slots: list[int]) -> tuple[list[int],
             per_slot += np.diff(np.append(starts, len(found))).tolist()
         tokens += found
     return out_slots, tokens, per_slot
+
+
+def _cut_islands(items: list[str]) -> tuple[list[str], list[bool]]:
+    """``items`` (text, special token, text, ...) with each text cut around its island regions (see
+    :func:`iter_regions`): ``(items, flags)`` where the items alternate text and separator, text first, and
+    ``flags`` says which separators are islands (the others are special tokens)."""
+    out: list[str] = []
+    flags: list[bool] = []
+    for k, item in enumerate(items):
+        regions = ((item, True),) if k % 2 else iter_regions(item) if has_island_spaces(item) else ((item, False),)
+        for region, separator in regions:
+            if separator:
+                if len(out) % 2 == 0:  # two separators in a row: empty text between them
+                    out.append("")
+                out.append(region)
+                flags.append(k % 2 == 0)
+            else:
+                out.append(region)
+    return out, flags
 
 
 def _decode_pieces(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[str]:
