@@ -122,3 +122,29 @@ def test_batch_merger_matches_merging_one_word_at_a_time(zipf_merges):
     ids, counts = tokenizer._merger.merge(data, np.array([len(w.encode()) for w in words]))
     assert np.split(ids, np.cumsum(counts)[:-1])[0].tolist() == reference(words[0])
     assert [part.tolist() for part in np.split(ids, np.cumsum(counts)[:-1])] == [reference(w) for w in words]
+
+
+def test_special_tokens_with_whitespace_encode_exactly_like_tiktoken(zipf_merges):
+    vocab, merges = zipf_merges
+    specials = ["<| sep |>", " <x>", "\n\n<doc>"]
+    ranks = {bytes([b]): b for b in range(256)}
+    for a, b in merges:
+        ranks[a + b] = len(ranks)
+    encoding = tiktoken.Encoding(
+        name="specials",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={s: len(ranks) + i for i, s in enumerate(specials)},
+    )
+    tokenizer = Tokenizer(vocab, merges, specials)
+    ours = {token: i for i, token in tokenizer.vocab.items()}
+    to_ours = {rank: ours[token] for token, rank in ranks.items()}
+    to_ours.update({len(ranks) + i: ours[s.encode()] for i, s in enumerate(specials)})
+    for text in [
+        "a <| sep |> b",
+        "x <x> y  <x>z",
+        "end.\n\n<doc>Start  here\n\n<doc>",
+        " <x> <x>  <x>",
+        "\t <| sep |>  \t ",
+    ]:
+        assert tokenizer.encode(text) == [to_ours[t] for t in encoding.encode(text, allowed_special="all")], text

@@ -227,8 +227,6 @@ class Tokenizer:
             per_slot.append(len(found))
         island_slots = list(map(self._island_slots.__getitem__, new_islands))
         self._fill(new_slots + list(map(first.__getitem__, new_first)) + island_slots, tokens, per_slot)
-        for piece in unclean:
-            spaced.pop(piece, None)
         _forget_long(spaced, new)
         _forget_long(first, new_first)
 
