@@ -14,7 +14,11 @@ Corpus (``--corpus``, cached under ``--data-dir`` as ``<corpus>_<mb>MB.txt``):
 * Encoding: ``Tokenizer.encode`` vs ``tiktoken`` built from the same merges, one process, on the first
   ``--encode-mb`` MB; plus ``encode_file`` with all cores on the whole corpus.
 
-Run: ``uv run --group benchmark python benchmarks/bench_tokenizer.py`` (writes ``benchmarks/results/tokenizer.md``).
+Run: ``uv run --group benchmark python benchmarks/bench_tokenizer.py --write`` (``--write`` replaces
+``benchmarks/results/tokenizer.md``; without it the results are only printed). ``--input FILE`` uses a text file of
+your own (e.g. real English) instead of a generated corpus; ``--encode-only`` skips the training comparison (our
+tokenizer is then trained once, untimed, and kept in ``--data-dir``) and writes
+``benchmarks/results/tokenizer_encode_<corpus>.md``.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ def run_measured(mode: str, path: str, vocab_size: int, workers: int, out: str) 
 
 
 def bench_encoding(corpus: Path, tokenizer_dir: Path, encode_mb: float, workers: int) -> dict:
+    """Encode throughput of ours and tiktoken (same merges) on the corpus's first ``encode_mb`` MB, one process each,
+    with ids compared exactly; then ``encode_file`` with ``workers`` processes on the whole corpus."""
     import tiktoken
 
     from cs336_basics.tokenizer.encode_file import encode_file
@@ -154,7 +160,12 @@ def bench_encoding(corpus: Path, tokenizer_dir: Path, encode_mb: float, workers:
     start = time.perf_counter()
     theirs = enc.encode(text, allowed_special="all")
     tiktoken_s = time.perf_counter() - start
-    assert len(ours) == len(theirs), "token counts differ from tiktoken"
+    our_id = {token: i for i, token in tok.vocab.items()}
+    to_ours = {rank: our_id[token] for token, rank in ranks.items()}
+    to_ours[len(ranks)] = our_id[EOT.encode()]
+    if ours != [to_ours[t] for t in theirs]:
+        raise AssertionError("our ids differ from tiktoken's for the same merges")
+    del ours, theirs
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         meta = encode_file(corpus, tok, out, num_workers=workers, progress=False)
@@ -186,24 +197,57 @@ def main() -> None:
         default="zipf",
         help="zipf: open vocabulary (reaches large vocab sizes); stories: closed (stops near 2,250 tokens)",
     )
+    parser.add_argument("--input", help="a UTF-8 text file to use instead of a generated corpus (e.g. real English)")
+    parser.add_argument(
+        "--encode-only",
+        action="store_true",
+        help="skip the training comparison; train our tokenizer once (untimed, kept in --data-dir) and time encoding",
+    )
+    parser.add_argument("--write", action="store_true", help="write the results file under benchmarks/results/")
     args = parser.parse_args()
 
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    corpus = data_dir / f"{args.corpus}_{args.mb:g}MB.txt"
-    if not corpus.exists():
-        start = time.perf_counter()
-        write_corpus(args.corpus, corpus, int(args.mb * 1e6))
-        print(f"wrote {corpus} in {time.perf_counter() - start:.1f} s")
+    if args.input:
+        corpus = Path(args.input)
+        label = f"input_{corpus.stem}"
+        description = f"`--input {corpus}`"
+        if not corpus.is_file():
+            print(f"error: --input {corpus} is not a file; pass a UTF-8 text file", file=sys.stderr)
+            sys.exit(2)
+        try:
+            with open(corpus, encoding="utf-8") as f:
+                for _ in iter(lambda: f.read(1 << 24), ""):
+                    pass
+        except UnicodeDecodeError as e:
+            print(f"error: --input {corpus} is not UTF-8 ({e.reason}); re-encode it as UTF-8", file=sys.stderr)
+            sys.exit(2)
+    else:
+        label = args.corpus
+        description = CORPORA[args.corpus]
+        corpus = data_dir / f"{args.corpus}_{args.mb:g}MB.txt"
+        if not corpus.exists():
+            start = time.perf_counter()
+            write_corpus(args.corpus, corpus, int(args.mb * 1e6))
+            print(f"wrote {corpus} in {time.perf_counter() - start:.1f} s")
     size_mb = corpus.stat().st_size / 1e6
     print(f"corpus {corpus} ({size_mb:.1f} MB), vocab {args.vocab_size}, {args.workers} workers")
     load_before = other_load()
     print(f"before: {load_before}")
 
-    ours_dir = data_dir / f"ours_tokenizer_{args.corpus}"
+    ours_dir = data_dir / f"ours_tokenizer_{label}_{args.vocab_size}"
+    if args.encode_only:
+        if not (ours_dir / "merges.txt").exists():
+            print(f"train ours (untimed): {_train_ours(str(corpus), args.vocab_size, args.workers, str(ours_dir))}")
+        enc = bench_encoding(corpus, ours_dir, args.encode_mb, args.workers)
+        print(f"encode: {enc}")
+        load_after = other_load()
+        print(f"after: {load_after}")
+        write_encode_only(args, corpus, description, size_mb, enc, load_before, load_after, label)
+        return
     ours = run_measured("ours", str(corpus), args.vocab_size, args.workers, str(ours_dir))
     print(f"train ours: {ours}")
-    hf_dir = data_dir / f"hf_tokenizer_{args.corpus}"
+    hf_dir = data_dir / f"hf_tokenizer_{label}_{args.vocab_size}"
     hf = run_measured("hf", str(corpus), args.vocab_size, args.workers, str(hf_dir))
     print(f"train HF:   {hf}")
     enc = bench_encoding(corpus, ours_dir, args.encode_mb, args.workers)
@@ -212,10 +256,7 @@ def main() -> None:
     print(f"after: {load_after}")
 
     time_ratio = ours["wall_s"] / hf["wall_s"]
-    enc_ratio = enc["ours_Bps"] / enc["tiktoken_Bps"]
-    cmd = "uv run --group benchmark python benchmarks/bench_tokenizer.py" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("mb", "vocab_size", "workers", "corpus")
-    )
+    cmd = command_line(args)
     machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs"
     if ours["vocab"] == hf["vocab"] == args.vocab_size:
         reached = f"Both trainers reached the requested vocabulary of {args.vocab_size} (ours {ours['vocab']}, HF"
@@ -228,7 +269,7 @@ def main() -> None:
         "",
         f"Command: `{cmd}`  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {machine}; "
-        f"corpus: {CORPORA[args.corpus]}, {size_mb:.1f} MB.  ",
+        f"corpus: {description}, {size_mb:.1f} MB.  ",
         f"Other load: before the run, {load_before}; after it, {load_after}.",
         "",
         "| measure | ours | peer | ratio (ours/peer) | target |",
@@ -239,12 +280,9 @@ def main() -> None:
         f"| {ours['cpu_s'] / hf['cpu_s']:.2f}x | — |",
         f"| BPE training peak memory incl. workers | {ours['peak_mib']:.0f} MiB | {hf['peak_mib']:.0f} MiB "
         f"| {ours['peak_mib'] / hf['peak_mib']:.2f}x | < 2048 MiB |",
-        f"| encode throughput, 1 process, {enc['encode_bytes'] / 1e6:.0f} MB (peer: tiktoken, same merges) "
-        f"| {enc['ours_Bps'] / 1e6:.2f} MB/s | {enc['tiktoken_Bps'] / 1e6:.2f} MB/s | {enc_ratio:.2f}x | >= 0.5x |",
-        f"| encode_file throughput, {args.workers} workers, whole corpus "
-        f"| {enc['parallel_Bps'] / 1e6:.2f} MB/s | — | — | — |",
+        *encode_rows(args, enc),
         "",
-        f"Notes: corpus `--corpus {args.corpus}`. {reached}",
+        f"Notes: corpus {description}. {reached} Encoded ids equal tiktoken's exactly (checked in the run).",
         "HF is fed documents split at the special token (the stories have no newlines; HF parallelises over the",
         "items it is given). Wall times on a busy shared machine are noisy; the CPU-time row is the steadier",
         "comparison. Our trainer pre-tokenizes each distinct space-separated piece once (exact; see",
@@ -252,9 +290,60 @@ def main() -> None:
         "about 1,300 word types, the zipf corpus a 200,000-word lexicon most of which appears in 100 MB.",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
+    if args.write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text("\n".join(lines))
+        print(f"wrote {RESULTS}")
+    else:
+        print(f"(not written; pass --write to replace {RESULTS})")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    shown = ["vocab_size", "workers", "encode_mb"] + (["input"] if args.input else ["mb", "corpus"])
+    flags = "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in shown)
+    return (
+        "uv run --group benchmark python benchmarks/bench_tokenizer.py"
+        + flags
+        + (" --encode-only" if args.encode_only else "")
+    )
+
+
+def encode_rows(args: argparse.Namespace, enc: dict) -> list[str]:
+    ratio = enc["ours_Bps"] / enc["tiktoken_Bps"]
+    return [
+        f"| encode throughput, 1 process, {enc['encode_bytes'] / 1e6:.0f} MB (peer: tiktoken, same merges) "
+        f"| {enc['ours_Bps'] / 1e6:.2f} MB/s | {enc['tiktoken_Bps'] / 1e6:.2f} MB/s | {ratio:.2f}x | >= 0.5x |",
+        f"| encode_file throughput, {args.workers} workers, whole corpus "
+        f"| {enc['parallel_Bps'] / 1e6:.2f} MB/s | — | — | — |",
+    ]
+
+
+def write_encode_only(args, corpus, description, size_mb, enc, load_before, load_after, label) -> None:
+    path = RESULTS.with_name(f"tokenizer_encode_{label}.md")
+    machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs"
+    lines = [
+        f"# Tokenizer encoding benchmark: {label}",
+        "",
+        f"Command: `{command_line(args)}`  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {machine}; "
+        f"corpus: {description}, {size_mb:.1f} MB; our tokenizer trained on it to vocab {args.vocab_size}.  ",
+        f"Other load: before the run, {load_before}; after it, {load_after}.",
+        "",
+        "| measure | ours | peer | ratio (ours/peer) | target |",
+        "| --- | --- | --- | --- | --- |",
+        *encode_rows(args, enc),
+        "",
+        "Encoded ids equal tiktoken's exactly (checked in the run). One process each; our tokenizer starts with",
+        "empty caches.",
+        "",
+    ]
+    print("\n".join(lines))
+    if args.write:
+        path.write_text("\n".join(lines))
+        print(f"wrote {path}")
+    else:
+        print(f"(not written; pass --write to write {path})")
 
 
 if __name__ == "__main__":

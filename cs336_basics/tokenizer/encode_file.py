@@ -48,7 +48,7 @@ def tokenizer_checksum(tokenizer: Tokenizer) -> str:
 def _encode_chunk(args: tuple[str, int, int, str]) -> bytes:
     path, start, end, dtype = args
     assert _WORKER_TOKENIZER is not None
-    return np.asarray(_WORKER_TOKENIZER.encode(read_chunk_text(path, start, end)), dtype=dtype).tobytes()
+    return _WORKER_TOKENIZER.encode_array(read_chunk_text(path, start, end)).astype(dtype, copy=False).tobytes()
 
 
 def encode_file(
