@@ -86,7 +86,13 @@ def test_encode_equals_tiktoken_on_multilingual_fixture(tokenizer, tiktoken_enco
 
 
 TRICKY_PIECES = [" ", "  ", "\n", "\r\n", "\t", "\xa0", "\u3000", EOT, EOT2, "<|", "x", "é", "😀", "'s", "9", "!"]
-TEXTS = st.text(max_size=60) | st.lists(st.sampled_from(TRICKY_PIECES) | st.text(max_size=3), max_size=30).map("".join)
+# Characters assigned in this Python's Unicode database only: a code point assigned in a newer Unicode version (e.g.
+# U+3D000, CJK Extension H) is a letter to the `regex` package but not to tiktoken's older tables, so the two
+# pre-tokenizers legitimately disagree on it; that is a Unicode-version difference, not an encoder bug.
+CHARS = st.characters(exclude_categories=("Cn", "Cs"))
+TEXTS = st.text(CHARS, max_size=60) | st.lists(
+    st.sampled_from(TRICKY_PIECES) | st.text(CHARS, max_size=3), max_size=30
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
