@@ -180,7 +180,7 @@ class HyperConnection(nn.Module):
         dim: int | None = None,
         dynamic: bool = False,
         gate_init: float = 0.01,
-        sinkhorn_tol: float | None = None,
+        sinkhorn_tol: float | None = 1e-6,
         lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()

@@ -102,7 +102,7 @@ class ResidualSpec:
     hc_residual_logit: float = 6.0
     hc_dynamic: bool = False
     hc_gate_init: float = 0.01
-    sinkhorn_tol: float | None = None
+    sinkhorn_tol: float | None = 1e-6
     hc_lr_multiplier: float = 1.0
     fast_weights: bool = False
     fast_weight_heads: int = 4
