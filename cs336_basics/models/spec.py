@@ -100,7 +100,7 @@ class ResidualSpec:
     hc_expansion: int = 4
     sinkhorn_iters: int = 20
     hc_residual_logit: float = 6.0
-    hc_dynamic: bool = False
+    hc_dynamic: bool = True
     hc_gate_init: float = 0.01
     sinkhorn_tol: float | None = 1e-6
     hc_lr_multiplier: float = 1.0
