@@ -283,7 +283,8 @@ def test_cached_decoding_with_dynamic_maps_matches_the_full_forward():
 def test_mixing_parameters_get_their_own_group_whose_rate_the_schedule_multiplies():
     model = hybrid_lm(**MHC, pattern="AM", hc_dynamic=True, hc_lr_multiplier=30.0)
     groups = parameter_groups(model, weight_decay=0.1)
-    mixing = {id(p) for n, p in model.named_parameters() if ".hyper." in n}
+    mixing = {id(p) for n, p in model.named_parameters() if n.endswith(("pre_logits", "post_logits", "res_logits"))}
+    assert len(mixing) == 3 * 4  # 2 layers x 2 branches, three static logit tensors each
     scaled = [g for g in groups if g.get("lr_scale", 1.0) != 1.0]
     assert len(scaled) == 1 and scaled[0]["lr_scale"] == 30.0 and scaled[0]["weight_decay"] == 0.0
     assert {id(p) for p in scaled[0]["params"]} == mixing
