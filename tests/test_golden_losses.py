@@ -49,7 +49,7 @@ GOLDEN: dict[str, float] = {
     "hymba_tied": 2.156933069229126,
     "mamba": 3.3575611114501953,
     "mamba_tied": 3.1347410678863525,
-    "mhc_hybrid": 2.7068839073181152,
+    "mhc_hybrid": 2.6247811317443848,
     "moe_hybrid": 2.303396463394165,
     "moe_transformer": 2.6949119567871094,
     "transformer": 2.5530521869659424,
