@@ -339,3 +339,23 @@ def test_diagnostics_report_how_far_the_mixing_moved_from_its_initialisation():
     assert moved["mhc/res_logits_max_abs_delta_from_init"] == pytest.approx(2.5)
     assert moved["mhc/max_abs_delta_from_init"] == pytest.approx(4.0)
     assert moved["mhc/h_res_max_abs_delta_from_identity"] > start["mhc/h_res_max_abs_delta_from_identity"]
+
+
+@pytest.mark.slow
+def test_every_mhc_run_records_how_far_its_mixing_moved(tmp_path):
+    """Through the real runner: the final summary and every evaluation row carry the mHC movement diagnostics."""
+    import json
+
+    from tests.test_golden_losses import CASES, final_val_loss
+
+    final_val_loss(tmp_path, CASES["mhc_hybrid"])
+    run = tmp_path / "runs" / "golden"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["diag/mhc/res_logits_max_abs_delta_from_init"] > 0.05  # 6 steps at up to 30 x 1e-2
+    assert summary["diag/mhc/max_abs_delta_from_init"] >= summary["diag/mhc/res_logits_max_abs_delta_from_init"]
+    assert summary["diag/mhc/dynamic_proj_max_abs"] > 0
+    for key in ("h_res_max_abs_delta_from_identity", "mean_off_diagonal", "dynamic_mean_off_diagonal"):
+        assert f"diag/mhc/{key}" in summary
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in evals if row["kind"] == "eval"]
+    assert evals and all("diag/mhc/res_logits_max_abs_delta_from_init" in row for row in evals)
