@@ -106,7 +106,8 @@ def upgrade_model_section(model: dict[str, Any]) -> dict[str, Any]:
     keep loading: each flat key goes where :data:`~cs336_basics.models.factory.ARGUMENT_PATHS` says, and a ``null``
     (which meant "the model's default") is dropped. A flat Hymba section keeps the model it described then: all-global
     attention unless it set a window, and ``hymba.fusion="projected"`` (the paper's schedule and fusion became the
-    defaults later).
+    defaults later); a flat mHC section keeps static maps, 20 Sinkhorn sweeps and no learning-rate multiplier, so
+    earlier run folders rebuild the parameters their checkpoints hold.
     """
     model = dict(model)
     options = model.pop("options", None) or {}
@@ -136,6 +137,11 @@ def upgrade_model_section(model: dict[str, Any]) -> dict[str, Any]:
         if isinstance(attention, dict) and isinstance(hymba, dict):
             attention.setdefault("window", None)
             hymba.setdefault("fusion", "projected")
+    residual = model.get("residual")
+    if flat and isinstance(residual, dict) and residual.get("kind") == "mhc":  # static maps, 20 sweeps, one lr
+        residual.setdefault("hc_dynamic", False)
+        residual.setdefault("sinkhorn_tol", None)
+        residual.setdefault("hc_lr_multiplier", 1.0)
     return model
 
 

@@ -46,6 +46,10 @@ CASES: dict[str, dict] = {
     "moe_hybrid": {
         "architecture": "hybrid", "pattern": "AM", "num_heads": 2, "options": {"moe": {"num_experts": 4}}, **SSM,
     },
+    "mhc_hybrid_paper": {
+        "architecture": "hybrid", "pattern": "AM", "attention": {"num_heads": 2}, "ssm": {"d_state": 4},
+        "residual": {"kind": "mhc", "hc_expansion": 2},
+    },
     "mhc_hybrid": {
         "architecture": "hybrid", "pattern": "AM", "num_heads": 2, "options": {"residual": "mhc", "hc_expansion": 2},
         **SSM,
@@ -61,6 +65,7 @@ GOLDEN: dict[str, float] = {
     "mamba": 3.528024673461914,
     "mamba_tied": 3.4586942195892334,
     "mhc_hybrid": 2.866729736328125,
+    "mhc_hybrid_paper": 2.7743446826934814,
     "moe_hybrid": 2.5264766216278076,
     "moe_transformer": 2.624911308288574,
     "transformer": 2.5530521869659424,

@@ -142,7 +142,9 @@ def test_loss_falls_on_a_tiny_learnable_task(variant):
 def test_only_linear_embedding_and_conv_weights_are_weight_decayed_with_every_option_on():
     """mHC mixing logits, fast-weight rate/decay, norms and SSM A_log/D stay out of the decayed group."""
     model = hybrid_lm(**TINY, pattern="AM", **{k: v for variant in VARIANTS.values() for k, v in variant.items()})
-    decay, no_decay = (group["params"] for group in parameter_groups(model, weight_decay=0.1))
+    groups = parameter_groups(model, weight_decay=0.1)  # mHC's mixing parameters add a group with its own lr_scale
+    decay = [p for group in groups if group["weight_decay"] for p in group["params"]]
+    no_decay = [p for group in groups if not group["weight_decay"] for p in group["params"]]
     matrices = {id(m.weight) for m in model.modules() if isinstance(m, (Linear, Embedding, CausalDepthwiseConv1d))}
     assert {id(p) for p in decay} == matrices
     assert len(decay) + len(no_decay) == len(list(model.parameters()))

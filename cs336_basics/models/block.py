@@ -115,9 +115,16 @@ class Block(nn.Module):
         r = spec.residual
         self.fast_weights = FastWeightBranch(spec.d_model, r.fast_weight_heads) if r.fast_weights else None
         names = (*branch_names, "fast") if r.fast_weights else branch_names
+        options = {
+            "dim": spec.d_model, "dynamic": r.hc_dynamic, "gate_init": r.hc_gate_init, "sinkhorn_tol": r.sinkhorn_tol,
+            "lr_multiplier": r.hc_lr_multiplier,
+        }  # fmt: skip
         self.hyper = (
             nn.ModuleDict(
-                {n: HyperConnection(None, r.hc_expansion, r.sinkhorn_iters, r.hc_residual_logit) for n in names}
+                {
+                    n: HyperConnection(None, r.hc_expansion, r.sinkhorn_iters, r.hc_residual_logit, **options)
+                    for n in names
+                }
             )
             if r.kind == "mhc"
             else None

@@ -49,7 +49,8 @@ ARGUMENT_PATHS: dict[str, str] = {
     )},
     "ffn": "ffn.kind", "d_ff": "ffn.d_ff", "moe": "ffn.moe", "residual": "residual.kind",
     **{name: f"residual.{name}" for name in (
-        "hc_expansion", "sinkhorn_iters", "hc_residual_logit", "fast_weights", "fast_weight_heads",
+        "hc_expansion", "sinkhorn_iters", "hc_residual_logit", "fast_weights", "fast_weight_heads", "hc_dynamic",
+        "hc_gate_init", "sinkhorn_tol", "hc_lr_multiplier",
     )},
     "hymba_fusion": "hymba.fusion", "kv_sharing": "hymba.kv_sharing",
 }  # fmt: skip
@@ -69,7 +70,8 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "hybrid": (
         ("vocab_size", "context_length", "d_model", "num_heads", "d_ff", "d_state", "pattern"), 4,
         ("rope_theta", "d_conv", "expand", "moe", "residual", "hc_expansion", "sinkhorn_iters", "hc_residual_logit",
-         "fast_weights", "fast_weight_heads", "tie_embeddings", "attn_backend", "scan_backend", "target_params"),
+         "fast_weights", "fast_weight_heads", "tie_embeddings", "attn_backend", "scan_backend", "target_params",
+         "hc_dynamic", "hc_gate_init", "sinkhorn_tol", "hc_lr_multiplier"),
     ),
     "hymba": (
         ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "d_state", "d_conv", "expand",

@@ -15,7 +15,8 @@ The interface the trainer, decoder and runner use:
 - ``auxiliary_loss()``: the weighted auxiliary losses of the last forward (MoE load balancing and router z-loss),
   which the trainer adds to the cross-entropy; zero without MoE.
 - ``diagnostics()``: scalars for the logs: MoE per-expert load and losses, each block's own (Hymba branch shares),
-  and with mHC the gain of the composed residual mixing and its mean off-diagonal.
+  and with mHC the gain of the composed residual mixing and how far the mixing has moved from its initialisation
+  (:func:`~cs336_basics.models.hyper_connections.mhc_diagnostics`).
 
 Shell details: ``position_embeddings`` (a learned absolute table, initialised at std 0.02 as in GPT-2) exists with
 ``attention.positions="learned"``;
@@ -39,7 +40,7 @@ from cs336_basics.models.hyper_connections import (
     HyperConnection,
     collapse_streams,
     expand_streams,
-    mhc_stability_gain,
+    mhc_diagnostics,
 )
 from cs336_basics.models.moe import collect_moe_diagnostics
 from cs336_basics.models.spec import ModelSpec
@@ -153,12 +154,7 @@ class LanguageModel(nn.Module):
             for key, value in block.diagnostics().items():
                 out[f"{block.diagnostics_group}/layer{i}/{key}"] = value
         wrappers = [m for m in self.modules() if isinstance(m, HyperConnection)]
-        if wrappers:
-            out["mhc/residual_gain"] = mhc_stability_gain(wrappers)
-            n = self.spec.residual.hc_expansion
-            mixes = [hc.mixing()[2].detach() for hc in wrappers]  # (n, n) each
-            off = [float(h.sum() - h.diagonal().sum()) / max(1, n * n - n) for h in mixes]
-            out["mhc/mean_off_diagonal"] = sum(off) / len(off)
+        out.update({f"mhc/{key}": value for key, value in mhc_diagnostics(wrappers).items()})
         return out
 
 

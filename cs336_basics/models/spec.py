@@ -118,12 +118,27 @@ class ResidualSpec:
     ``kind="standard"`` is ``x + f(x)``; ``"mhc"`` runs ``hc_expansion`` residual streams with Sinkhorn-constrained
     mixing (:mod:`~cs336_basics.models.hyper_connections`). ``fast_weights=True`` adds a Hebbian fast-weight branch to
     every block (:mod:`~cs336_basics.models.fast_weights`).
+
+    mHC options: ``hc_dynamic`` adds the paper's input-dependent part of the pre, post and residual maps
+    (zero-initialised projections behind gates starting at ``hc_gate_init``); ``False`` keeps them static.
+    ``sinkhorn_iters`` Sinkhorn sweeps, then (with ``sinkhorn_tol``) Newton steps until every row and column of
+    ``H_res`` sums to 1 within the tolerance; ``sinkhorn_tol=None`` is the paper's fixed ``sinkhorn_iters``.
+    ``hc_lr_multiplier`` scales the learning rate of the static mixing logits (pre, post, residual) relative to the
+    rest of the model (the dynamic projections and gates keep the base rate). Default 30: Adam moves a parameter by
+    about the learning rate per step, so at the log's budget (150 steps, lr 3e-3 cosine, ~0.24 in total) a mixing
+    logit starting at ``hc_residual_logit=6`` could not leave the identity; 30x gives ~7, the size of that logit,
+    and moved the mean off-diagonal of ``H_res`` from 0.0025 to 0.043 in those 150 steps (issue 18). Set 1 for the
+    plain rate.
     """
 
     kind: Literal["standard", "mhc"] = "standard"
     hc_expansion: int = 4
     sinkhorn_iters: int = 20
     hc_residual_logit: float = 6.0
+    hc_dynamic: bool = True
+    hc_gate_init: float = 0.01
+    sinkhorn_tol: float | None = 1e-6
+    hc_lr_multiplier: float = 30.0
     fast_weights: bool = False
     fast_weight_heads: int = 4
 
@@ -261,6 +276,13 @@ class ModelSpec:
         if self.residual.kind == "mhc":
             if self.residual.hc_expansion < 1:
                 raise ValueError(f"hc_expansion must be >= 1, got {self.residual.hc_expansion}")
+            r = self.residual
+            if r.sinkhorn_iters < 0:
+                raise ValueError(f"sinkhorn_iters must be >= 0, got {r.sinkhorn_iters}")
+            if r.sinkhorn_tol is not None and not r.sinkhorn_tol > 0:
+                raise ValueError(f"sinkhorn_tol must be > 0 (e.g. 1e-6) or null for fixed sweeps, got {r.sinkhorn_tol}")
+            if not r.hc_lr_multiplier > 0:
+                raise ValueError(f"hc_lr_multiplier must be > 0 (1 = the base rate), got {r.hc_lr_multiplier}")
             if self.norm == "post":
                 raise ValueError("residual='mhc' wraps pre-norm branches; use norm='pre' (or 'none')")
         return self
