@@ -100,7 +100,16 @@ def test_update_log_leaves_text_outside_markers_byte_identical():
 def test_config_diff_lists_only_changed_keys_and_ignores_the_description():
     mine = {"description": "x", "optim": {"lr": 3e-3, "eps": 1e-8}, "model": {"options": {"moe": {"top_k": 1}}}}
     theirs = {"description": "y", "optim": {"lr": 1e-3, "eps": 1e-8}, "model": {"options": {}}}
-    assert config_diff(mine, theirs) == ["`model.options`: {} -> {'moe': {'top_k': 1}}", "`optim.lr`: 0.001 -> 0.003"]
+    moe = "{'num_experts': 8, 'top_k': 1, 'd_ff': None, 'load_balance_weight': 0.01, 'z_loss_weight': 0.001, "
+    moe += "'balance_convention': 'switch', 'router_init': 'switch', 'router_init_scale': 0.1}"
+    assert config_diff(mine, theirs) == [f"`model.ffn.moe`: None -> {moe}", "`optim.lr`: 0.001 -> 0.003"]
+
+
+def test_config_diff_sees_no_change_between_the_old_flat_and_the_sectioned_form_of_one_model():
+    old = {"model": {"architecture": "transformer", "num_heads": 8, "d_state": None, "options": {"d_ff": 256}}}
+    new = {"model": {"architecture": "transformer", "attention": {"num_heads": 8}, "ffn": {"d_ff": 256}}}
+    assert config_diff(old, new) == []
+    assert config_diff(old, {**new, "model": {**new["model"], "d_model": 64}}) == ["`model.d_model`: 64 -> 128"]
 
 
 def test_report_without_finished_runs_exits_2(tmp_path, capsys):
