@@ -1,9 +1,11 @@
 """The hand-written study tables of EXPERIMENT_LOG.md (and of the study write-ups) agree with the runs they name.
 
-Every markdown table above the log's generated "## Results table", and in ``results/studies/*/README.md``, is read; a row whose first cell names a run folder under
-``results/runs/`` (``lr_0.01``, ``ablate_baseline_s1 (seed 1)``, or a pattern ``AMMMMMMA (seed 1)`` of the
-``pattern_*`` runs) has each cell of a known column compared with that run's ``summary.json``, at the precision the
-cell is printed with. Run it alone with ``uv run pytest tests/test_log_tables.py -q``."""
+Every markdown table above the log's generated "## Results table", and in ``results/studies/*/README.md``, is read:
+a row whose first cell names a run folder under ``results/runs/`` (``lr_0.01``, ``ablate_baseline_s1 (seed 1)``, or a
+pattern ``AMMMMMMA (seed 1)`` of the ``pattern_*`` runs) has each cell of a known column compared with that run's
+``summary.json``, at the precision the cell is printed with; the log's architecture, mHC and MQAR tables, whose rows
+name a model, are checked against the runs each label stands for. Run it alone with
+``uv run pytest tests/test_log_tables.py -q``, or ``uv run python tests/test_log_tables.py`` for the counts."""
 
 from __future__ import annotations
 
@@ -103,3 +105,90 @@ if __name__ == "__main__":
     for document in DOCUMENTS:
         found, checked = mismatches(document)
         print(f"{document}: {checked} cells checked", *found, sep="\n  ")
+
+
+# Tables whose rows name a model rather than a run: (first header, a header that tells the table apart) -> how a
+# row label and a column header pick the runs, seed 0 first ("a / b" cells hold seed 0 / seed 1).
+ARCH = {"Transformer": "transformer", "Mamba": "mamba", "Hymba": "hymba", "hybrid AMAM": "hybrid_AMAM"}
+MQAR = {
+    "Transformer": "transformer",
+    "Mamba": "mamba",
+    "Hymba": "hymba",
+    "hybrid AM": "hybrid_AM",
+    "hybrid MA": "hybrid_MA",
+}
+MHC = {"plain": "residual_standard", "mHC, c = 6 (default)": "residual_mhc", "mHC, c = 2": "residual_mhc_logit2"}
+PAIRED = {
+    "params": "num_params", "final val loss s0 / s1": "final_val_loss", "ppl s0 / s1": "final_val_perplexity",
+    "runtime s0 / s1 (s)": "runtime_s", "tokens/s s0 / s1": "tokens_per_s",
+}  # fmt: skip
+
+
+def _numbers(cell: str) -> list[tuple[float, int]]:
+    found = re.findall(r"(-?\d[\d,]*(?:\.(\d+))?)(k?)", re.sub(r"[*`]", "", cell))
+    return [(float(n.replace(",", "")) * (1000 if k else 1), -3 if k else len(d)) for n, d, k in found]
+
+
+def _summary(name: str) -> dict:
+    path = RUNS / name / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def labelled_mismatches() -> tuple[list[str], int]:
+    """Cells of the architecture, mHC and MQAR tables of the log, checked against the runs their labels stand for."""
+    found, checked = [], 0
+
+    def compare(where: str, stated: tuple[float, int], actual) -> None:
+        nonlocal checked
+        assert actual is not None, f"{where}: the run has no such value"
+        checked += 1
+        value, decimals = stated
+        if abs(value - actual) > 0.5 * 10**-decimals + 1e-9:
+            found.append(f"{where}: says {value}, the run's files say {actual!r}")
+
+    for table in _hand_written_tables():
+        header, rows = table[0], [row for row in table[2:] if len(row) == len(table[0])]
+        if header[0] == "model" and "final val loss s0 / s1" in header and rows and rows[0][0] in ARCH:
+            runs_of = {label: [f"arch_{arch}", f"arch_{arch}_s1"] for label, arch in ARCH.items()}
+        elif header[0] == "residual" and "final val loss s0 / s1" in header:
+            runs_of = {label: [run, f"{run}_s1"] for label, run in MHC.items()}
+        else:
+            runs_of = None
+        if runs_of is not None:
+            for row in rows:
+                runs = runs_of[row[0].replace("*", "")]
+                for column, cell in zip(header, row, strict=True):
+                    if column in PAIRED:
+                        for run, stated in zip(runs, _numbers(cell), strict=False):
+                            compare(f"{run} '{column}'", stated, _summary(run)[PAIRED[column]])
+                    elif column == "mean":
+                        mean = sum(_summary(run)["final_val_loss"] for run in runs) / 2
+                        compare(f"{runs} mean", _numbers(cell)[0], mean)
+            continue
+        cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
+        if header[0] != "architecture" or not any(cells):
+            continue
+        long = any(column.startswith("params (") for column in header)  # the 1000-step table (mqar1k_*)
+        for row in rows:
+            arch = MQAR[row[0]]
+            for match, cell in zip(cells, row, strict=True):
+                if not match:
+                    continue
+                length, width = match.groups()
+                if long:
+                    run = f"mqar1k_{arch}_d{width}" + ("" if length == "64" else f"_L{length}")
+                else:
+                    run = f"mqar_{arch}_d{width}_L{length}"
+                for name, stated in zip([run, f"{run}_s1"], _numbers(cell), strict=False):
+                    compare(f"{name} accuracy", stated, _summary(name).get("final_val_accuracy"))
+            if long:
+                params = _numbers(row[-1])
+                for width, stated in zip((64, 128, 256), params, strict=True):
+                    compare(f"mqar1k_{arch}_d{width} params", stated, _summary(f"mqar1k_{arch}_d{width}")["num_params"])
+    return found, checked
+
+
+def test_tables_labelled_by_model_match_the_runs_they_stand_for():
+    found, checked = labelled_mismatches()
+    assert checked > 80, f"only {checked} cells checked: did the tables' layout change?"
+    assert not found, "\n".join(found)
