@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assignment_experiments.config import flatten_config
+from assignment_experiments.config import ConfigError, config_from_dict, flatten_config
 from assignment_experiments.tracking import read_metrics
 
 COLUMNS = [
@@ -197,17 +197,165 @@ def plot_comparison(runs: list[dict[str, Any]], out: Path) -> None:
         plt.close(fig)
 
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+DIFF_IGNORED = ("description", "baseline", "logging")  # prose, the comparison target, and reporting only
+
+
+def typed_config(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """``raw`` (an older flat or a current sectioned config) as the nested dict of the config the run used, with
+    every default filled in; None when it is not a valid config."""
+    try:
+        return config_from_dict(raw).to_dict()
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _nested_diff(mine: Any, theirs: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        out = []
+        for key in sorted(set(mine) | set(theirs)):
+            name = f"{prefix}{key}"
+            if name.split(".")[0] in DIFF_IGNORED or key == "description":
+                continue
+            out += _nested_diff(mine.get(key), theirs.get(key), f"{name}.")
+        return out
+    return [] if mine == theirs else [(prefix.rstrip("."), theirs, mine)]
+
+
 def config_diff(config: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """``key: baseline -> this run`` for every differing config value (description and baseline excluded)."""
-    mine, theirs = (flatten_config(c, keep_whole=("options", "task_options")) for c in (config, baseline))
-    keys = sorted(k for k in set(mine) | set(theirs) if k != "baseline" and k.rsplit(".", 1)[-1] != "description")
-    return [f"`{k}`: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in keys if mine.get(k) != theirs.get(k)]
+    """``key: baseline -> this run`` for every setting that differs (description, baseline and logging excluded).
+
+    Both configs are compared as the runs used them (:func:`typed_config`: old flat model keys moved into their
+    sections, defaults filled in), so an old-format and a new-format config of the same model show no difference;
+    a config that does not parse is compared as written."""
+    mine, theirs = typed_config(config), typed_config(baseline)
+    if mine is None or theirs is None:
+        mine, theirs = (flatten_config(c, keep_whole=("options", "task_options")) for c in (config, baseline))
+    return [f"`{key}`: {old!r} -> {new!r}" for key, old, new in _nested_diff(mine, theirs, "")]
+
+
+def base_config_for(description: str, configs_dir: Path = CONFIGS_DIR) -> tuple[Path, dict[str, Any]] | None:
+    """The config file under ``configs_dir`` whose description a run inherited (matched by its text), if any."""
+    if not description:
+        return None
+    for path in sorted(configs_dir.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(raw, dict) and raw.get("description") == description:
+            return path, raw
+    return None
+
+
+def final_train_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last training record (step, loss) of a run's metrics, or None."""
+    train = [r for r in metrics if r.get("kind") == "train" and r.get("loss") is not None]
+    return train[-1] if train else None
+
+
+def mqar_floor(task_options: dict[str, Any]) -> float | None:
+    """Accuracy of always answering one of the sequence's values at random: the trivial floor of an MQAR run."""
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    try:
+        return AssociativeRecall(**task_options).value_guess_floor()
+    except (TypeError, ValueError):
+        return None
+
+
+def _num(value: Any) -> str:
+    """A setting as the entry states it: ints with thousands separators, floats in short ``g`` form."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def sequence_length(config: dict[str, Any]) -> int:
+    """Tokens per training sequence: the task's ``seq_len`` for synthetic data, else the model's context."""
+    data = config["data"]
+    if data["source"] == "synthetic" and "seq_len" in data["task_options"]:
+        return int(data["task_options"]["seq_len"])
+    return int(config["model"]["context_length"])
+
+
+def model_settings(model: dict[str, Any]) -> str:
+    """The model a typed config builds, in words: plan, widths, heads, SSM sizes, FFN, norm, positions, residual."""
+    plan = model["pattern"] if model["architecture"] == "hybrid" else None
+    letters = plan or {"transformer": "A", "mamba": "M", "hymba": "H"}[model["architecture"]] * model["num_layers"]
+    parts = [model["architecture"] + (f" (pattern `{plan}`)" if plan else "")]
+    parts.append(f"{len(letters)} layers, d_model {model['d_model']}")
+    attention, ssm, ffn = model["attention"], model["ssm"], model["ffn"]
+    if set(letters) & {"A", "H"}:
+        parts.append(f"{attention['num_heads']} heads, positions {attention['positions']}")
+    if set(letters) & {"M", "H"}:
+        parts.append(f"d_state {ssm['d_state']}, expand {ssm['expand']}, d_conv {ssm['d_conv']}")
+    if ffn["kind"] == "none":
+        parts.append("no FFN")
+    else:
+        width = f"d_ff {ffn['d_ff']}" if ffn["d_ff"] is not None else "default d_ff"
+        if model.get("target_params") is not None:
+            width = f"d_ff fitted to target_params {_num(model['target_params'])}"
+        parts.append(f"{ffn['kind']} FFN, {width}")
+        moe = ffn.get("moe")
+        if moe:
+            expert = f", expert d_ff {moe['d_ff']}" if moe.get("d_ff") is not None else ""
+            parts.append(f"MoE {moe['num_experts']} experts top-{moe['top_k']}{expert}")
+    parts.append(f"norm {model['norm']}")
+    residual = model["residual"]
+    if residual["kind"] != "standard":
+        parts.append(f"residual {residual['kind']} expansion {residual['hc_expansion']}")
+    if residual.get("fast_weights"):
+        parts.append(f"fast weights {residual['fast_weight_heads']} heads")
+    if model.get("num_meta_tokens"):
+        parts.append(f"meta tokens {model['num_meta_tokens']}")
+    return ", ".join(parts)
+
+
+def data_settings(config: dict[str, Any]) -> str:
+    """The data a typed config trains on, in words."""
+    data = config["data"]
+    if data["source"] != "synthetic":
+        vocab = f" vocab {_num(data['tokenizer_vocab_size'])}" if data["tokenizer_vocab_size"] is not None else ""
+        return f"{data['source']} corpus, {data['tokenizer']} tokenizer{vocab}"
+    options = data["task_options"]
+    if data["task"] in ("mqar", "associative_recall") and {"num_pairs", "seq_len"} <= set(options):
+        placement = options.get("query_placement", "contiguous")
+        return (
+            f"task mqar: {options['num_pairs']} key-value pairs in a {options['seq_len']}-token sequence, "
+            f"vocab {options.get('vocab_size', 128)}, {placement} queries"
+        )
+    listed = ", ".join(f"{key} {_num(value)}" for key, value in sorted(options.items()))
+    return f"task {data['task']}: {listed}"
+
+
+def run_settings(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """What the run did, every number taken from its config (typed) and summary: model, data, steps, optimiser."""
+    train, optim = config["train"], config["optim"]
+    steps = summary.get("steps", train["max_steps"])
+    stopped = f" (max_steps {_num(train['max_steps'])})" if steps != train["max_steps"] else ""
+    accum = f", grad accumulation {train['grad_accum_steps']}" if train["grad_accum_steps"] != 1 else ""
+    seen = f" = {_num(summary['tokens_seen'])} tokens" if summary.get("tokens_seen") is not None else ""
+    schedule = f"{optim['schedule']} schedule, warmup {_num(optim['warmup_steps'])}"
+    if optim["schedule"] == "wsd":
+        schedule += f", decay {_num(optim['decay_steps'])} {optim['decay_shape']}"
+    average = f", average of last {train['average_last_k']}" if train["average_last_k"] else ""
+    return (
+        f"{model_settings(config['model'])}; {data_settings(config)}; "
+        f"{_num(steps)} steps{stopped} of batch {train['batch_size']} x {sequence_length(config)} tokens{accum}{seen}; "
+        f"AdamW lr {_num(optim['lr'])} -> min_lr {_num(optim['min_lr'])}, {schedule}, weight decay "
+        f"{_num(optim['weight_decay'])}, grad clip {_num(optim['grad_clip'])}{average}; seed {train['seed']}"
+    )
 
 
 def run_entry(
     run: dict[str, Any], by_name: dict[str, dict[str, Any]], log_dir: Path, logged_date: str | None = None
 ) -> str:
-    """The generated part of one run's log entry (``logged_date``: the date its existing entry already gives)."""
+    """The generated part of one run's log entry (``logged_date``: the date its existing entry already gives).
+
+    The hypothesis is the description the run's config carries, which a suite run inherits from its base config:
+    the entry names that base config and lists what the run changed in it, and states the run's own settings,
+    built from its ``config.json`` and ``summary.json`` (never from the description's prose)."""
     s, env = run["summary"], run["environment"]
     baseline = s.get("baseline") or run["config"].get("baseline")
     if not baseline:
@@ -217,6 +365,20 @@ def run_entry(
     else:
         changes = config_diff(run["config"], by_name[baseline]["config"])
         diff = "; ".join(changes) if changes else "identical configuration"
+    description = s.get("description") or run["config"].get("description", "")
+    base = base_config_for(description)
+    if base is None:
+        hypothesis = f"- **Hypothesis:** {description}\n"
+    else:
+        path, raw = base
+        changes = config_diff(run["config"], raw)
+        hypothesis = (
+            f"- **Hypothesis** (the description of base config `configs/{path.name}`, which states that file's "
+            f"settings; this run's are below): {description}\n"
+            f"- **Changed from the base config:** {'; '.join(changes) if changes else 'nothing'}\n"
+        )
+    typed = typed_config(run["config"])
+    settings = run_settings(typed, s) if typed is not None else "config.json is not a valid config; see the file"
     date = s.get("finished_at") or logged_date  # older runs lack it: keep the logged date, else the file time
     if not date:
         finished = (run["dir"] / "summary.json").stat().st_mtime
@@ -226,16 +388,28 @@ def run_entry(
         curves_text = str(curves.resolve().relative_to(log_dir.resolve()))
     except ValueError:
         curves_text = str(curves)
-    results = ", ".join(f"{c} {_format(s.get(c))}" for c in COLUMNS[5:] if s.get(c) is not None)
+    results = []
+    for column in COLUMNS[5:]:
+        if s.get(column) is None:
+            continue
+        results.append(f"{column} {_format(s[column])}")
+        data = (typed or {}).get("data", {})
+        if column == "final_val_accuracy" and data.get("task") in ("mqar", "associative_recall"):
+            floor = mqar_floor(data["task_options"])
+            if floor is not None:
+                results[-1] += f" (trivial floor {floor:.3f})"
+    last = final_train_record(run["metrics"])
+    if last is not None:
+        results.append(f"final train loss {_format(last['loss'])} (step {_num(last['step'])})")
     machine = f"{env.get('platform', '?')}, {env.get('cpu_count', '?')} CPUs, torch {env.get('torch', '?')}"
     if env.get("gpus"):
         machine += f", GPUs {env['gpus']}"
     return (
-        f"- **Date:** {date}\n- **Hypothesis:** {s.get('description') or run['config'].get('description', '')}\n"
+        f"- **Date:** {date}\n{hypothesis}- **Settings as run:** {settings}\n"
         f"- **Architecture:** {s.get('architecture')}"
         + (f" (pattern `{s['pattern']}`)" if s.get("pattern") else "")
         + f", {_format(s.get('num_params'))} parameters\n- **Baseline:** {baseline or '-'}; diff: {diff}\n"
-        f"- **Results:** {results}\n- **Curves:** `{curves_text}`\n- **Environment:** {machine}\n"
+        f"- **Results:** {', '.join(results)}\n- **Curves:** `{curves_text}`\n- **Environment:** {machine}\n"
     )
 
 

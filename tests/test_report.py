@@ -100,7 +100,16 @@ def test_update_log_leaves_text_outside_markers_byte_identical():
 def test_config_diff_lists_only_changed_keys_and_ignores_the_description():
     mine = {"description": "x", "optim": {"lr": 3e-3, "eps": 1e-8}, "model": {"options": {"moe": {"top_k": 1}}}}
     theirs = {"description": "y", "optim": {"lr": 1e-3, "eps": 1e-8}, "model": {"options": {}}}
-    assert config_diff(mine, theirs) == ["`model.options`: {} -> {'moe': {'top_k': 1}}", "`optim.lr`: 0.001 -> 0.003"]
+    moe = "{'num_experts': 8, 'top_k': 1, 'd_ff': None, 'load_balance_weight': 0.01, 'z_loss_weight': 0.001, "
+    moe += "'balance_convention': 'switch', 'router_init': 'switch', 'router_init_scale': 0.1}"
+    assert config_diff(mine, theirs) == [f"`model.ffn.moe`: None -> {moe}", "`optim.lr`: 0.001 -> 0.003"]
+
+
+def test_config_diff_sees_no_change_between_the_old_flat_and_the_sectioned_form_of_one_model():
+    old = {"model": {"architecture": "transformer", "num_heads": 8, "d_state": None, "options": {"d_ff": 256}}}
+    new = {"model": {"architecture": "transformer", "attention": {"num_heads": 8}, "ffn": {"d_ff": 256}}}
+    assert config_diff(old, new) == []
+    assert config_diff(old, {**new, "model": {**new["model"], "d_model": 64}}) == ["`model.d_model`: 64 -> 128"]
 
 
 def test_report_without_finished_runs_exits_2(tmp_path, capsys):
@@ -198,3 +207,28 @@ def test_an_interrupted_log_write_leaves_the_old_log_whole(tmp_path, monkeypatch
         build_report([runs / "a"], tmp_path / "out", log)
     assert log.read_text() == "# my log\n\nprecious notes\n"
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_an_entry_states_the_runs_own_settings_not_its_inherited_description(tmp_path):
+    base = json.loads((ROOT / "assignment_experiments" / "configs" / "mqar_transformer.json").read_text())
+    run = fake_run(tmp_path / "runs", "recall", 5.0)
+    config = json.loads(json.dumps(base))
+    config["data"]["task_options"].update(num_pairs=8, seq_len=64)
+    config["model"]["context_length"] = 64
+    config["train"]["max_steps"] = 200
+    (run / "config.json").write_text(json.dumps(config))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(description=base["description"], steps=200, tokens_seen=200 * 32 * 64, final_val_accuracy=0.5)
+    (run / "summary.json").write_text(json.dumps(summary))
+    records = [{"kind": "train", "step": s, "loss": 4.0 - s / 100} for s in (100, 200)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    entry = report.run_entry(report.load_run(run), {}, tmp_path)
+    assert "16 key-value pairs in a 128-token sequence" in base["description"]  # the base's words, quoted as such
+    assert "base config `configs/mqar_transformer.json`" in entry
+    assert "`data.task_options.num_pairs`: 16 -> 8" in entry and "`train.max_steps`: 400 -> 200" in entry
+    settings = next(line for line in entry.splitlines() if line.startswith("- **Settings as run:**"))
+    assert "8 key-value pairs in a 64-token sequence, vocab 256" in settings
+    assert "200 steps of batch 32 x 64 tokens = 409,600 tokens" in settings and "AdamW lr 0.003" in settings
+    assert "2 layers, d_model 64, 4 heads" in settings
+    assert "final_val_accuracy 0.5 (trivial floor 0.129)" in entry  # 8 values drawn from 128: E[1/distinct]
+    assert "final train loss 2 (step 200)" in entry

@@ -1,0 +1,196 @@
+"""The hand-written study tables of EXPERIMENT_LOG.md (and of the study write-ups) agree with the runs they name.
+
+Every markdown table above the log's generated "## Results table", and in ``results/studies/*/README.md``, is read:
+a row whose first cell names a run folder under ``results/runs/`` (``lr_0.01``, ``ablate_baseline_s1 (seed 1)``, or a
+pattern ``AMMMMMMA (seed 1)`` of the ``pattern_*`` runs) has each cell of a known column compared with that run's
+``summary.json``, at the precision the cell is printed with; the log's architecture, mHC and MQAR tables, whose rows
+name a model, are checked against the runs each label stands for. Run it alone with
+``uv run pytest tests/test_log_tables.py -q``, or ``uv run python tests/test_log_tables.py`` for the counts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "results" / "runs"
+
+# column header -> summary.json key
+COLUMNS = {
+    "final val loss": "final_val_loss",
+    "final val loss (runner, 128)": "final_val_loss",
+    "final val ppl": "final_val_perplexity",
+    "best eval loss": "best_val_loss",
+    "params": "num_params",
+    "params total": "num_params",
+    "params active / token": "num_params_active",
+    "runtime (s)": "runtime_s",
+    "tokens/s": "tokens_per_s",
+    "steps": "steps",
+    "tokens": "tokens_seen",
+    "averaged (last 3 ckpts)": "averaged_val_loss",
+}
+
+
+DOCUMENTS = ["EXPERIMENT_LOG.md", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("results/studies/*/README.md"))]
+
+
+def _hand_written_tables(document: str = "EXPERIMENT_LOG.md") -> list[list[list[str]]]:
+    text = (ROOT / document).read_text().split("\n## Results table", 1)[0]
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def _run_named(cell: str) -> str | None:
+    words = re.sub(r"[*`]", "", cell).split()
+    if not words:
+        return None
+    seed = "_s1" if "(seed 1" in cell and not words[0].endswith("_s1") else ""
+    for name in (words[0] + seed, f"pattern_{words[0]}{seed}"):
+        if (RUNS / name / "summary.json").is_file():
+            return name
+    return None
+
+
+def _stated(cell: str) -> tuple[float, int] | None:
+    """The first number of a cell and its count of decimals (``**1.436** (ppl 4.21)`` -> (1.436, 3))."""
+    match = re.search(r"-?\d[\d,]*(?:\.(\d+))?", re.sub(r"[*`]", "", cell))
+    if not match:
+        return None
+    return float(match.group(0).replace(",", "")), len(match.group(1) or "")
+
+
+def mismatches(document: str = "EXPERIMENT_LOG.md") -> tuple[list[str], int]:
+    """Cells of ``document`` that disagree with their run's summary, and how many cells were compared."""
+    found, checked = [], 0
+    for table in _hand_written_tables(document):
+        header = table[0]
+        for row in table[2:]:
+            name = _run_named(row[0]) if row else None
+            if name is None or len(row) != len(header):
+                continue
+            summary = json.loads((RUNS / name / "summary.json").read_text())
+            for column, cell in zip(header, row, strict=True):
+                key = COLUMNS.get(column)
+                stated = _stated(cell) if key else None
+                if stated is None or summary.get(key) is None:
+                    continue
+                value, decimals = stated
+                checked += 1
+                if abs(value - summary[key]) > 0.5 * 10**-decimals + 1e-9:
+                    found.append(f"{document}: {name}: '{column}' says {cell}, summary.json {key} = {summary[key]!r}")
+    return found, checked
+
+
+def test_the_log_tables_are_checked_at_all():
+    assert mismatches()[1] > 200, "few cells checked: did the tables' layout change?"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_hand_written_study_tables_match_the_summaries_of_the_runs_they_name(document):
+    found, _ = mismatches(document)
+    assert not found, "\n".join(found)
+
+
+# Tables whose rows name a model rather than a run: (first header, a header that tells the table apart) -> how a
+# row label and a column header pick the runs, seed 0 first ("a / b" cells hold seed 0 / seed 1).
+ARCH = {"Transformer": "transformer", "Mamba": "mamba", "Hymba": "hymba", "hybrid AMAM": "hybrid_AMAM"}
+MQAR = {
+    "Transformer": "transformer",
+    "Mamba": "mamba",
+    "Hymba": "hymba",
+    "hybrid AM": "hybrid_AM",
+    "hybrid MA": "hybrid_MA",
+}
+MHC = {"plain": "residual_standard", "mHC, c = 6 (default)": "residual_mhc", "mHC, c = 2": "residual_mhc_logit2"}
+PAIRED = {
+    "params": "num_params", "final val loss s0 / s1": "final_val_loss", "ppl s0 / s1": "final_val_perplexity",
+    "runtime s0 / s1 (s)": "runtime_s", "tokens/s s0 / s1": "tokens_per_s",
+}  # fmt: skip
+
+
+def _numbers(cell: str) -> list[tuple[float, int]]:
+    found = re.findall(r"(-?\d[\d,]*(?:\.(\d+))?)(k?)", re.sub(r"[*`]", "", cell))
+    return [(float(n.replace(",", "")) * (1000 if k else 1), -3 if k else len(d)) for n, d, k in found]
+
+
+def _summary(name: str) -> dict:
+    path = RUNS / name / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def labelled_mismatches() -> tuple[list[str], int]:
+    """Cells of the architecture, mHC and MQAR tables of the log, checked against the runs their labels stand for."""
+    found, checked = [], 0
+
+    def compare(where: str, stated: tuple[float, int], actual) -> None:
+        nonlocal checked
+        assert actual is not None, f"{where}: the run has no such value"
+        checked += 1
+        value, decimals = stated
+        if abs(value - actual) > 0.5 * 10**-decimals + 1e-9:
+            found.append(f"{where}: says {value}, the run's files say {actual!r}")
+
+    for table in _hand_written_tables():
+        header, rows = table[0], [row for row in table[2:] if len(row) == len(table[0])]
+        if header[0] == "model" and "final val loss s0 / s1" in header and rows and rows[0][0] in ARCH:
+            runs_of = {label: [f"arch_{arch}", f"arch_{arch}_s1"] for label, arch in ARCH.items()}
+        elif header[0] == "residual" and "final val loss s0 / s1" in header:
+            runs_of = {label: [run, f"{run}_s1"] for label, run in MHC.items()}
+        else:
+            runs_of = None
+        if runs_of is not None:
+            for row in rows:
+                runs = runs_of[row[0].replace("*", "")]
+                for column, cell in zip(header, row, strict=True):
+                    if column in PAIRED:
+                        for run, stated in zip(runs, _numbers(cell), strict=False):
+                            compare(f"{run} '{column}'", stated, _summary(run)[PAIRED[column]])
+                    elif column == "mean":
+                        mean = sum(_summary(run)["final_val_loss"] for run in runs) / 2
+                        compare(f"{runs} mean", _numbers(cell)[0], mean)
+            continue
+        cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
+        if header[0] != "architecture" or not any(cells):
+            continue
+        long = any(column.startswith("params (") for column in header)  # the 1000-step table (mqar1k_*)
+        for row in rows:
+            arch = MQAR[row[0]]
+            for match, cell in zip(cells, row, strict=True):
+                if not match:
+                    continue
+                length, width = match.groups()
+                if long:
+                    run = f"mqar1k_{arch}_d{width}" + ("" if length == "64" else f"_L{length}")
+                else:
+                    run = f"mqar_{arch}_d{width}_L{length}"
+                for name, stated in zip([run, f"{run}_s1"], _numbers(cell), strict=False):
+                    compare(f"{name} accuracy", stated, _summary(name).get("final_val_accuracy"))
+            if long:
+                params = _numbers(row[-1])
+                for width, stated in zip((64, 128, 256), params, strict=True):
+                    compare(f"mqar1k_{arch}_d{width} params", stated, _summary(f"mqar1k_{arch}_d{width}")["num_params"])
+    return found, checked
+
+
+def test_tables_labelled_by_model_match_the_runs_they_stand_for():
+    found, checked = labelled_mismatches()
+    assert checked > 80, f"only {checked} cells checked: did the tables' layout change?"
+    assert not found, "\n".join(found)
+
+
+if __name__ == "__main__":
+    for document in DOCUMENTS:
+        found, checked = mismatches(document)
+        print(f"{document}: {checked} cells checked", *found, sep="\n  ")
+    found, checked = labelled_mismatches()
+    print(f"EXPERIMENT_LOG.md tables labelled by model: {checked} cells checked", *found, sep="\n  ")
