@@ -33,6 +33,7 @@ from typing import Any
 
 from assignment_experiments.config import ConfigError, config_from_dict, flatten_config
 from assignment_experiments.tracking import read_metrics
+from cs336_basics.atomic_files import atomic_write_bytes
 
 COLUMNS = [
     "name", "architecture", "pattern", "num_params", "num_params_non_embedding", "best_val_loss", "final_val_loss",
@@ -49,18 +50,8 @@ class TornRunError(ValueError):
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path`` (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` all or nothing (see :mod:`cs336_basics.atomic_files`)."""
+    atomic_write_bytes(path, data)
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:

@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import torch
+
+from cs336_basics.atomic_files import atomic_write
 
 FORMAT = "cs336-checkpoint"
 VERSION = 1
@@ -90,17 +91,7 @@ def save_checkpoint(
         torch.save(payload, out)
         return
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     _fsync_directory(path.parent)
 
 
