@@ -158,22 +158,10 @@ def step_pytest(step: Step) -> None:
 
 # ----- (b) the selective scan -----------------------------------------------------------------------------------------
 def scan_inputs(b: int, d: int, n: int, L: int, device, dtype) -> dict:
-    """Mamba-like scan inputs (A < 0, step sizes ~ softplus(-3 + 0.5 N(0,1))), all requiring grad."""
-    import torch
+    """The scan benchmark's Mamba-like inputs (A < 0, softplus step sizes around 0.01-0.1), all requiring grad."""
+    from benchmarks.bench_selective_scan import make_inputs
 
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g)
-    x = {
-        "u": r(b, d, L),
-        "delta": r(b, d, L) * 0.5,
-        "A": -torch.rand(d, n, generator=g) * n - 0.5,
-        "B": r(b, n, L),
-        "C": r(b, n, L),
-        "D": r(d),
-        "z": r(b, d, L),
-        "delta_bias": torch.full((d,), -3.0),
-    }
-    return {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in x.items()}
+    return make_inputs(b, d, n, L, device, dtype)
 
 
 def scan_fwd_bwd(x: dict, backend: str) -> None:
