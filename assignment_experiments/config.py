@@ -216,6 +216,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     early_stopping_patience: int = 0
+    target_accuracy: float | None = None
     average_last_k: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

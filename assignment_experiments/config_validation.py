@@ -67,6 +67,15 @@ def validate(config: ExperimentConfig) -> None:
         ("optim.weight_decay", o.weight_decay),
     ]:
         _require(value >= 0, f"{key}={value} must not be negative; use 0 to switch it off")
+    _require(
+        t.target_accuracy is None or 0 < t.target_accuracy <= 1,
+        f"train.target_accuracy={t.target_accuracy} must lie in (0, 1]; e.g. 0.99, or null to train all max_steps",
+    )
+    _require(
+        t.target_accuracy is None or d.source == "synthetic",
+        f"train.target_accuracy needs a task with answers (data.source=synthetic), not data.source={d.source!r}; "
+        "remove it or use early_stopping_patience",
+    )
     _require(o.lr > 0, f"optim.lr={o.lr} must be positive; try 1e-3")
     _require(0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must lie in [0, optim.lr={o.lr}]; lower min_lr")
     _require(o.eps > 0, f"optim.eps={o.eps} must be positive; try 1e-8")

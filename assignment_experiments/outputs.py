@@ -149,6 +149,7 @@ def finish_run(
         "steps": state.step,
         "tokens_seen": state.tokens_seen,
         "stopped_early": state.stopped_early,
+        "target_reached_step": state.target_reached_step,
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "model_flops_per_token": tracker.flops_per_token,
         "model_flops_per_s": state.tokens_seen / elapsed * tracker.flops_per_token if tracker.flops_per_token else None,

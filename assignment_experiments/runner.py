@@ -238,6 +238,7 @@ def _run(
         checkpoint_every=t.checkpoint_every,
         keep_checkpoints=t.keep_checkpoints,
         early_stopping_patience=t.early_stopping_patience,
+        target_accuracy=t.target_accuracy,
         log_every=config.logging.log_every,
         seed=t.seed,
         precision=t.precision,

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from cs336_basics.models.base import no_weight_decay
@@ -113,9 +113,15 @@ class LanguageModel(nn.Module):
         layers = [block.new_state(batch_size, capacity or 0) for block in self.layers]
         return DecodingCache(layers, capacity)
 
+    accepts_score_mask = True  # forward(..., score_mask=) runs the output layer on the scored positions only
+
     def forward(
-        self, input_ids: Int[Tensor, "b T"], cache: DecodingCache | None = None
-    ) -> Float[Tensor, "b T vocab_size"]:
+        self,
+        input_ids: Int[Tensor, "b T"],
+        cache: DecodingCache | None = None,
+        score_mask: Bool[Tensor, "b T"] | None = None,
+    ) -> Float[Tensor, "b T vocab_size"] | Float[Tensor, "n vocab_size"]:
+        """Logits for every position, or with ``score_mask`` only for its ``n`` True positions (row-major order)."""
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         if cache is not None and len(cache.layers) != len(self.layers):
@@ -141,7 +147,14 @@ class LanguageModel(nn.Module):
             x = collapse_streams(x)  # (b, T, d)
         if cache is not None:
             cache.length += T
-        return self.lm_head(self.ln_final(x[:, prepend:]))  # (b, T, vocab)
+        x = x[:, prepend:]  # (b, T, d)
+        if score_mask is not None:
+            if score_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"score_mask must have the input's shape {tuple(input_ids.shape)}, got {tuple(score_mask.shape)}"
+                )
+            x = x[score_mask]  # (n, d)
+        return self.lm_head(self.ln_final(x))  # (b, T, vocab) or (n, vocab)
 
     def auxiliary_loss(self) -> Tensor:
         """Sum of the weighted auxiliary losses of every sub-module that has one (MoE; zero without)."""

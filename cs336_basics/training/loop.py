@@ -36,7 +36,7 @@ from cs336_basics.optim.clipping import clip_gradients, global_grad_norm
 from cs336_basics.optim.schedules import apply_learning_rate
 from cs336_basics.training.batches import BatchSource
 from cs336_basics.training.checkpoint_files import prune_checkpoints
-from cs336_basics.training.evaluation import batch_loss, evaluate, full_validation
+from cs336_basics.training.evaluation import batch_loss, evaluate, full_validation, scored_logits
 from cs336_basics.training.interrupt import TrainingInterrupted
 
 VAL_SEED_OFFSET = 7919
@@ -63,6 +63,7 @@ class LoopSettings:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     early_stopping_patience: int = 0
+    target_accuracy: float | None = None  # stop once the periodic evaluation's answer accuracy reaches this
     log_every: int = 10
     seed: int = 0
     precision: str = "fp32"
@@ -80,6 +81,7 @@ class LoopState:
     elapsed_s: float = 0.0
     stopped_early: bool = False
     last_val_loss: float = math.nan
+    target_reached_step: int | None = None  # first step whose evaluation reached settings.target_accuracy
 
 
 def rng_states() -> dict[str, Any]:
@@ -204,6 +206,13 @@ class Trainer:
             value /= self.world_size
         return float(value)
 
+    def _scored_logits(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``train_module``'s logits at the scored positions (a wrapper such as DDP hides the model's attributes, so
+        ``accepts_score_mask`` is read from the bare model)."""
+        if mask is not None and getattr(self.model, "accepts_score_mask", False):
+            return self.train_module(inputs, score_mask=mask)
+        return scored_logits(self.train_module, inputs, mask)
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step over ``grad_accum_steps`` micro-batches; returns loss, grad norm and lr."""
         s, step = self.settings, self.state.step
@@ -217,7 +226,7 @@ class Trainer:
             skip_sync = not last and hasattr(self.train_module, "no_sync")
             with self.train_module.no_sync() if skip_sync else contextlib.nullcontext():
                 with self.autocast():
-                    logits = self.train_module(inputs)  # (B, T, V)
+                    logits = self._scored_logits(inputs, mask)  # (B, T, V), or (n, V) at the scored positions
                     loss = batch_loss(logits, targets, mask)[0] + self.model.auxiliary_loss()
                 scaled = loss / s.grad_accum_steps
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -274,6 +283,11 @@ class Trainer:
             st.evals_since_best += 1
         patience = self.settings.early_stopping_patience
         st.stopped_early = bool(patience) and st.evals_since_best >= patience
+        target = self.settings.target_accuracy
+        if target is not None and result.get("accuracy", -1.0) >= target:
+            if st.target_reached_step is None:
+                st.target_reached_step = st.step
+            st.stopped_early = True
         record = {f"val_{k}": v for k, v in result.items() if k != "tokens"}
         self.log(
             {
