@@ -46,6 +46,11 @@ class AttentionSpec:
       :func:`hymba_default_window`, ``A`` layers are global;
     - an int: that window on every non-global attention layer;
     - ``None`` (``null`` in a config): every layer global (what every Hymba run before the paper schedule used).
+
+    ``short_conv`` (``A`` blocks): kernel size of a causal depthwise convolution applied to the attention input before
+    the q/k/v projections (0 = none). It hands attention each token's recent neighbours, the feature an SSM's
+    convolution gives Hymba and a Mamba layer for free (H3 and Based put such a short convolution before their
+    attention-like mixers); the recall study uses it to test that explanation.
     """
 
     num_heads: int = 4
@@ -54,6 +59,7 @@ class AttentionSpec:
     backend: Literal["naive", "torch_sdpa"] = "naive"
     window: int | Literal["auto"] | None = "auto"
     global_layers: list[int] | None = None
+    short_conv: int = 0
 
 
 @dataclass
@@ -231,6 +237,10 @@ class ModelSpec:
             raise ValueError(f"vocab_size and d_model must be >= 1, got {self.vocab_size}, {self.d_model}")
         _check_choice("norm", self.norm, NORMS)
         _check_choice("positions", self.attention.positions, POSITIONS)
+        if not isinstance(self.attention.short_conv, int) or self.attention.short_conv < 0:
+            raise ValueError(
+                f"attention.short_conv must be a kernel size >= 1, or 0 for none; got {self.attention.short_conv!r}"
+            )
         _check_choice("ffn", self.ffn.kind, FFN_KINDS)
         _check_choice("residual", self.residual.kind, RESIDUALS)
         if self.context_length is not None and self.context_length < 1:

@@ -6,18 +6,30 @@ RoPE (default), a learned absolute table (added by the shell before the blocks) 
 orders tokens). A Transformer language model is the plan ``"A" * num_layers``.
 
 State-dict keys follow the CS336 adapter contract (``docs/ADAPTERS.md``): ``attn.{q,k,v,output}_proj``, ``ln1``,
-``ln2``, ``ffn.w1/w2/w3``. Decoding state: a :class:`~cs336_basics.nn.attention.KVCache`.
+``ln2``, ``ffn.w1/w2/w3``. Decoding state: a :class:`~cs336_basics.nn.attention.KVCache` (with
+``attention.short_conv``, a :class:`ShortConvKVState` that also keeps the convolution's last inputs).
 """
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
+
+from torch import Tensor, nn
 
 from cs336_basics.models.block import Block, Branch, register_block
 from cs336_basics.models.ffn import build_dense_ffn, build_moe_ffn
 from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, KVCache
+from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
 from cs336_basics.nn.layers import RMSNorm
+
+
+@dataclass
+class ShortConvKVState:
+    """Decoding state of an attention block with a short convolution: the KV cache and the conv's last inputs."""
+
+    kv: KVCache
+    conv: Tensor  # (b, d_model, short_conv - 1)
 
 
 @register_block("A")
@@ -44,6 +56,8 @@ class TransformerBlock(Block):
         self.ln1 = RMSNorm(d) if spec.norm != "none" else nn.Identity()
         self.ln2 = RMSNorm(d) if spec.norm != "none" else nn.Identity()
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
+        # optional causal depthwise conv on the attention input (key ``short_conv.weight``/``.bias``)
+        self.short_conv = CausalDepthwiseConv1d(d, attn.short_conv) if attn.short_conv else None
         self.uses_positions = attn.positions != "none"
         self.init_residual(spec, ("mixer", "ffn") if self.ffn is not None else ("mixer",))
 
@@ -68,16 +82,31 @@ class TransformerBlock(Block):
         )
         return cls(spec.validate(), 0)
 
-    def make_state(self, batch_size: int, capacity: int) -> KVCache:
-        return self.attn.make_cache(batch_size, capacity)
+    def make_state(self, batch_size: int, capacity: int) -> KVCache | ShortConvKVState:
+        kv = self.attn.make_cache(batch_size, capacity)
+        if self.short_conv is None:
+            return kv
+        conv = self.short_conv.weight.new_zeros(batch_size, self.short_conv.channels, self.short_conv.kernel_size - 1)
+        return ShortConvKVState(kv, conv)
 
-    def branches(self, state: KVCache | None) -> list[Branch]:
+    def _mix(self, h: Tensor, state: KVCache | ShortConvKVState | None) -> Tensor:
+        """Attention over ``h`` (b, T, d), first through the short convolution when there is one."""
+        if self.short_conv is None:
+            return self.attn(h, None, state)
+        conv_state = state.conv if state is not None else None
+        x = h.transpose(1, 2)  # (b, d, T)
+        mixed = self.short_conv(x, conv_state).transpose(1, 2)  # (b, T, d)
+        if state is not None:
+            state.conv = conv_state_after(x, self.short_conv.kernel_size, conv_state)
+        return self.attn(mixed, None, state.kv if state is not None else None)
+
+    def branches(self, state: KVCache | ShortConvKVState | None) -> list[Branch]:
         if self.norm == "post":
-            out = [Branch("mixer", lambda h: self.attn(h, None, state), post=self.ln1)]
+            out = [Branch("mixer", lambda h: self._mix(h, state), post=self.ln1)]
             if self.ffn is not None:
                 out.append(Branch("ffn", self.ffn, post=self.ln2))
             return out
-        out = [Branch("mixer", lambda h: self.attn(self.ln1(h), None, state))]
+        out = [Branch("mixer", lambda h: self._mix(self.ln1(h), state))]
         if self.ffn is not None:
             out.append(Branch("ffn", lambda h: self.ffn(self.ln2(h))))
         return out
