@@ -71,7 +71,9 @@ class LanguageModel(nn.Module):
         d = spec.d_model
         self.vocab_size, self.d_model, self.num_layers = spec.vocab_size, d, spec.num_layers
         self.num_meta_tokens = spec.num_meta_tokens
-        self.learned_positions = spec.attention.positions == "learned"
+        # positions are an attention setting: a plan without positional blocks (pure Mamba) gets no table, as in Zoology
+        positional = any(block_class(letter).uses_positions for letter in spec.plan)
+        self.learned_positions = spec.attention.positions == "learned" and positional
         self.token_embeddings = Embedding(spec.vocab_size, d)
         if self.learned_positions:
             self.position_embeddings = Embedding(spec.context_length, d)
