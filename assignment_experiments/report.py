@@ -279,6 +279,8 @@ def model_settings(model: dict[str, Any]) -> str:
     attention, ssm, ffn = model["attention"], model["ssm"], model["ffn"]
     if set(letters) & {"A", "H"}:
         parts.append(f"{attention['num_heads']} heads, positions {attention['positions']}")
+        if attention.get("short_conv"):
+            parts.append(f"short conv {attention['short_conv']} before attention")
     if set(letters) & {"M", "H"}:
         parts.append(f"d_state {ssm['d_state']}, expand {ssm['expand']}, d_conv {ssm['d_conv']}")
     if ffn["kind"] == "none":
@@ -325,6 +327,11 @@ def run_settings(config: dict[str, Any], summary: dict[str, Any]) -> str:
     train, optim = config["train"], config["optim"]
     steps = summary.get("steps", train["max_steps"])
     stopped = f" (max_steps {_num(train['max_steps'])})" if steps != train["max_steps"] else ""
+    if summary.get("target_reached_step") is not None:
+        stopped = (
+            f" (stopped when accuracy reached the target {_num(train['target_accuracy'])}; "
+            f"max_steps {_num(train['max_steps'])})"
+        )
     accum = f", grad accumulation {train['grad_accum_steps']}" if train["grad_accum_steps"] != 1 else ""
     seen = f" = {_num(summary['tokens_seen'])} tokens" if summary.get("tokens_seen") is not None else ""
     schedule = f"{optim['schedule']} schedule, warmup {_num(optim['warmup_steps'])}"

@@ -40,3 +40,30 @@ def test_moe_study_weights_the_expert_load_by_the_validation_tokens(tmp_path):
     assert result["tokens"] == 2 * 16 == 16 * len(eval_window_starts(69, 16, max_tokens=40))
     for layer in result["layers"].values():
         assert sum(layer["load"]) == pytest.approx(1.0) and len(layer["load"]) == 4
+
+
+def _fake_mqar_run(root, name: str, width: int, accuracies: list[float]):
+    run = root / name
+    run.mkdir(parents=True)
+    options = {"vocab_size": 256, "num_pairs": 8, "seq_len": 64}
+    config = {"model": {"architecture": "transformer", "d_model": width, "context_length": 64},
+              "data": {"source": "synthetic", "task": "mqar", "task_options": options}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "summary.json").write_text(json.dumps({"architecture": "transformer", "final_val_accuracy": accuracies[-1]}))
+    evals = [{"kind": "eval", "step": 100 * (i + 1), "val_accuracy": a} for i, a in enumerate(accuracies)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"kind": "train", "step": 1}, *evals]))
+    return run
+
+
+def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
+    from assignment_experiments.studies import plot_accuracy
+
+    runs = [_fake_mqar_run(tmp_path, "a", 64, [0.1, 0.5]), _fake_mqar_run(tmp_path, "b", 64, [0.2, 0.7]),
+            _fake_mqar_run(tmp_path, "c", 128, [0.9])]  # fmt: skip
+    grid = plot_accuracy.markdown_grid(plot_accuracy.load_points(runs))
+    assert "| transformer | 0.600 +- 0.141 (n=2) | 0.900 |" in grid  # mean and sample std of 0.5 and 0.7
+    curves = plot_accuracy.load_curves(runs)
+    assert [(name, steps, acc) for name, steps, acc, _ in curves][0] == ("a", [100, 200], [0.1, 0.5])
+    assert curves[0][3] == pytest.approx(0.1289, abs=1e-4)  # the floor at 8 pairs, vocab 256
+    assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0

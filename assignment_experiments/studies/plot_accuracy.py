@@ -5,13 +5,20 @@
 
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
 (``model.d_model``, ``data.task_options.seq_len``); runs without an accuracy (not a synthetic task) are skipped.
-Also prints the accuracy grid as a Markdown table (rows: architecture, columns: sequence length x width).
+Also prints the accuracy grid as a Markdown table (rows: architecture, columns: sequence length x width; repeated
+seeds of a cell are shown as mean +- std).
+
+``--vs-step`` plots learning curves instead: each run's periodic evaluation accuracy (``metrics.jsonl``) against the
+training step, one line per run, with the MQAR value-guessing floor dashed, which shows a plateau and its escape::
+
+    uv run python -m assignment_experiments.studies.plot_accuracy runs/mqarz_* --vs-step --out curves.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -38,16 +45,73 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
     return points
 
 
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f} (n={len(values)})"
+
+
 def markdown_grid(points: list[dict]) -> str:
     columns = sorted({(p["seq_len"], p["width"]) for p in points})
     archs = sorted({p["arch"] for p in points})
-    cell = {(p["arch"], p["seq_len"], p["width"]): p["accuracy"] for p in points}
+    cell: dict[tuple, list[float]] = defaultdict(list)
+    for p in points:
+        cell[(p["arch"], p["seq_len"], p["width"])].append(p["accuracy"])
     header = "| architecture | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for arch in archs:
-        values = [cell.get((arch, s, w)) for s, w in columns]
-        lines.append(f"| {arch} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |")
+        lines.append(f"| {arch} | " + " | ".join(_cell(cell.get((arch, s, w), [])) for s, w in columns) + " |")
     return "\n".join(lines)
+
+
+def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float], float | None]]:
+    """(run name, eval steps, eval accuracies, MQAR floor or None) for every run whose metrics hold accuracies."""
+    from assignment_experiments.report import mqar_floor
+
+    curves = []
+    for run_dir in run_dirs:
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            print(f"skipping {run_dir}: no metrics.jsonl", file=sys.stderr)
+            continue
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        evals = [r for r in records if r.get("kind") == "eval" and r.get("val_accuracy") is not None]
+        if not evals:
+            print(f"skipping {run_dir}: no evaluation accuracies", file=sys.stderr)
+            continue
+        data = json.loads((run_dir / "config.json").read_text()).get("data", {})
+        floor = mqar_floor(data.get("task_options", {})) if data.get("task") in ("mqar", "associative_recall") else None
+        curves.append((run_dir.name, [r["step"] for r in evals], [r["val_accuracy"] for r in evals], floor))
+    return curves
+
+
+def plot_curves(curves: list[tuple[str, list[int], list[float], float | None]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, steps, accuracies, _ in curves:
+        ax.plot(steps, accuracies, label=name, linewidth=1.2)
+    floors = sorted({round(floor, 4) for *_, floor in curves if floor is not None})
+    for floor in floors:
+        ax.axhline(floor, color="gray", linestyle="--", linewidth=0.8)
+        ax.text(0.01, floor + 0.01, f"value-guessing floor {floor:.3f}", transform=ax.get_yaxis_transform(),
+                fontsize=7, color="gray")  # fmt: skip
+    ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("answer accuracy (periodic evaluation)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 def plot(points: list[dict], out: Path, title: str) -> None:
@@ -88,13 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of synthetic-task runs")
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
-    parser.add_argument("--title", default="Synthetic-task accuracy vs width", help="plot title (default: %(default)s)")
+    parser.add_argument("--title", default=None, help="plot title (default: by plot kind)")
+    parser.add_argument("--vs-step", action="store_true", help="plot accuracy against training step, one line per run")
     args = parser.parse_args(argv)
+    if args.vs_step:
+        curves = load_curves(args.runs)
+        if not curves:
+            print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
+            return 2
+        plot_curves(curves, args.out, args.title or "Answer accuracy during training")
+        for name, steps, accuracies, _ in curves:
+            print(f"{name}: {accuracies[-1]:.3f} at step {steps[-1]} (best {max(accuracies):.3f})")
+        return 0
     points = load_points(args.runs)
     if not points:
         print("no runs with final_val_accuracy", file=sys.stderr)
         return 2
-    plot(points, args.out, args.title)
+    plot(points, args.out, args.title or "Synthetic-task accuracy vs width")
     print(markdown_grid(points))
     return 0
 
