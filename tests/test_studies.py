@@ -67,3 +67,25 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert curves[0][3] == pytest.approx(0.1289, abs=1e-4)  # the floor at 8 pairs, vocab 256
     assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):
+    from pathlib import Path
+
+    from assignment_experiments.run_suite import load_suite
+    from assignment_experiments.studies import make_mqar_suite
+
+    out = tmp_path / "suites" / "grid.json"
+    args = ["--archs", "transformer", "hymba", "--widths", "64", "128", "--lengths", "64:4", "128:8",
+            "--lrs", "1e-3", "--seeds", "0", "1", "--set", "train.max_steps=500", "--out", str(out)]  # fmt: skip
+    assert make_mqar_suite.main(args) == 0
+    runs = dict(load_suite(Path(out), []))
+    assert len(runs) == 2 * 2 * 2 * 2  # archs x widths x lengths x seeds
+    hymba = runs["mqarz_hymba_d128_L128_lr0.001_s1"]
+    assert (hymba.model.architecture, hymba.model.d_model, hymba.model.context_length) == ("hymba", 128, 128)
+    assert hymba.data.task_options["num_pairs"] == 8 and hymba.train.seed == 1 and hymba.train.max_steps == 500
+    assert (
+        hymba.optim.min_lr == pytest.approx(1e-4) and "width 128, 8 key-value pairs in 128 tokens" in hymba.description
+    )
+    with pytest.raises(SystemExit):
+        make_mqar_suite.main(["--lengths", "8:4", "--out", str(out)])  # 4 pairs and 4 queries need 15+ tokens
