@@ -52,30 +52,31 @@ def parse_set(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+def suite_run(arch: str, width: int, length: int, pairs: int, lr: float, seed: int, prefix: str,
+              extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One suite entry: its name and the overrides (with its own description) on top of mqar_zoology.json."""
+    sets, label = ARCHITECTURES[arch]
+    description = (
+        f"MQAR, Zoology setting: {label}, width {width}, {pairs} key-value pairs in {length} tokens, vocabulary "
+        f"8192, lr {lr:g}, seed {seed}; trained until the target accuracy or max_steps."
+    )
+    options = {"vocab_size": 8192, "num_pairs": pairs, "seq_len": length, "query_placement": "random"}
+    run_set = {"description": description, **sets, "model.d_model": width, "model.context_length": length,
+               "data.task_options": options, "optim.lr": lr, "optim.min_lr": lr / 10, "train.seed": seed,
+               **extra}  # fmt: skip
+    return {"name": f"{prefix}_{arch}_d{width}_L{length}_lr{lr:g}" + (f"_s{seed}" if seed else ""), "set": run_set}
+
+
 def build_suite(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    runs = []
     extra = dict(args.set or [])
-    for length, pairs in args.lengths:
-        for width in args.widths:
-            for arch in args.archs:
-                sets, label = ARCHITECTURES[arch]
-                for lr in args.lrs:
-                    for seed in args.seeds:
-                        name = f"{args.prefix}_{arch}_d{width}_L{length}_lr{lr:g}" + (f"_s{seed}" if seed else "")
-                        description = (
-                            f"MQAR, Zoology setting: {label}, width {width}, {pairs} key-value pairs in {length} tokens, "
-                            f"vocabulary 8192, lr {lr:g}, seed {seed}; trained until the target accuracy or max_steps."
-                        )
-                        options = {
-                            "vocab_size": 8192,
-                            "num_pairs": pairs,
-                            "seq_len": length,
-                            "query_placement": "random",
-                        }
-                        run_set = {"description": description, **sets, "model.d_model": width,
-                                   "model.context_length": length, "data.task_options": options, "optim.lr": lr,
-                                   "optim.min_lr": lr / 10, "train.seed": seed, **extra}  # fmt: skip
-                        runs.append({"name": name, "set": run_set})
+    runs = [
+        suite_run(arch, width, length, pairs, lr, seed, args.prefix, extra)
+        for length, pairs in args.lengths
+        for width in args.widths
+        for arch in args.archs
+        for lr in args.lrs
+        for seed in args.seeds
+    ]
     base = os.path.relpath(CONFIGS / "mqar_zoology.json", out.resolve().parent)
     grid = (
         f"{', '.join(args.archs)} at widths {args.widths}, lengths:pairs "
