@@ -89,3 +89,23 @@ def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):
     )
     with pytest.raises(SystemExit):
         make_mqar_suite.main(["--lengths", "8:4", "--out", str(out)])  # 4 pairs and 4 queries need 15+ tokens
+
+
+def test_scaling_plot_pools_seed_suffixes_and_computes_training_flops(tmp_path):
+    from assignment_experiments.studies import plot_scaling
+
+    def fake(name: str, arch: str, loss: float, params: int, tokens: int = 1000):
+        run = tmp_path / name
+        run.mkdir()
+        summary = {"architecture": arch, "final_val_loss": loss, "num_params_non_embedding": params,
+                   "tokens_seen": tokens, "model_flops_per_token": 6.0 * params, "runtime_s": 10.0}  # fmt: skip
+        (run / "summary.json").write_text(json.dumps(summary))
+        return run
+
+    runs = [fake("t_small", "transformer", 2.0, 100), fake("t_small_s1", "transformer", 2.2, 100),
+            fake("t_big", "transformer", 1.5, 1000), fake("m_small", "mamba", 1.9, 100)]  # fmt: skip
+    rows = {r["group"]: r for r in plot_scaling.pooled([plot_scaling.run_point(r) for r in runs], ["params", "flops"])}
+    assert set(rows) == {"t_small", "t_big", "m_small"} and rows["t_small"]["n"] == 2
+    assert rows["t_small"]["loss"] == pytest.approx(2.1) and rows["t_small"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert rows["t_big"]["flops"] == 6.0 * 1000 * 1000  # flops per token x tokens seen
+    assert plot_scaling.main([*map(str, runs), "--x", "params", "flops", "time", "--out", str(tmp_path / "s.png")]) == 0

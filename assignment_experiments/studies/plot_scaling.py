@@ -1,0 +1,136 @@
+"""Plot final validation loss against model size, training compute or wall-clock, one line per architecture.
+
+    uv run python -m assignment_experiments.studies.plot_scaling runs/ladder_* --x params flops \
+        --out results/studies/scale_ladder/loss_vs_scale.png
+
+For each run: ``summary.json`` gives the architecture (and hybrid pattern), ``final_val_loss``,
+``num_params_non_embedding``, ``tokens_seen``, ``model_flops_per_token`` and ``runtime_s``. The x axes:
+
+- ``params``: non-embedding parameters;
+- ``flops``: training FLOPs, ``model_flops_per_token x tokens_seen`` (the convention of ``models/flops.py``:
+  6 x weight-matrix entries + attention scores, element-wise work such as the selective scan ignored);
+- ``time``: training wall-clock (``runtime_s``; on a shared CPU this is noisy).
+
+Runs whose names differ only in a trailing seed suffix (``_s1``, ``_s2``) are pooled into mean +- sample std (error
+bars). One panel per x axis; prints the pooled points as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+X_AXES = {
+    "params": "non-embedding parameters",
+    "flops": "training FLOPs",
+    "time": "training wall-clock (s)",
+}
+
+
+def run_point(run_dir: Path) -> dict | None:
+    """The run's label and its x values and final loss, or None (with a note) when it has no finished summary."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        print(f"skipping {run_dir}: no summary.json", file=sys.stderr)
+        return None
+    s = json.loads(path.read_text())
+    if s.get("final_val_loss") is None:
+        print(f"skipping {run_dir}: no final_val_loss", file=sys.stderr)
+        return None
+    label = s.get("architecture") or "?"
+    if label == "hybrid" and s.get("pattern"):
+        label = f"hybrid {s['pattern']}"
+    flops = s.get("model_flops_per_token")
+    return {
+        "run": run_dir.name,
+        "label": label,
+        "loss": s["final_val_loss"],
+        "params": s.get("num_params_non_embedding"),
+        "flops": flops * s["tokens_seen"] if flops and s.get("tokens_seen") else None,
+        "time": s.get("runtime_s"),
+    }
+
+
+def seed_group(run_name: str) -> str:
+    """The run's name without a trailing seed suffix (``_s1``, ``_s2``, ...): seeds of one config share it."""
+    return re.sub(r"_s\d+$", "", run_name)
+
+
+def pooled(points: list[dict], axes: list[str]) -> list[dict]:
+    """One row per seed group: label, group name, the mean of each x axis, mean and sample std of the loss, n."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for p in points:
+        groups[seed_group(p["run"])].append(p)
+    rows = []
+    for group, members in sorted(groups.items()):
+        losses = [m["loss"] for m in members]
+        row = {"label": members[0]["label"], "group": group, "loss": statistics.mean(losses), "n": len(losses)}
+        row["std"] = statistics.stdev(losses) if len(losses) > 1 else 0.0
+        for axis in axes:
+            values = [m[axis] for m in members if m[axis] is not None]
+            row[axis] = statistics.mean(values) if len(values) == len(members) else None
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], axes: list[str]) -> str:
+    lines = ["| architecture | runs | " + " | ".join(X_AXES[a] for a in axes) + " | final val loss | seeds |"]
+    lines.append("|" + " --- |" * (len(axes) + 4))
+    for r in sorted(rows, key=lambda r: (r["label"], r[axes[0]] or 0)):
+        cells = " | ".join("-" if r[a] is None else f"{r[a]:.3g}" for a in axes)
+        lines.append(f"| {r['label']} | `{r['group']}` | {cells} | {r['loss']:.3f} +- {r['std']:.3f} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def plot(points: list[dict], axes: list[str], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, panels = plt.subplots(1, len(axes), figsize=(5.5 * len(axes), 4.2), squeeze=False, sharey=True)
+    rows = pooled(points, axes)
+    for ax, axis in zip(panels[0], axes, strict=True):
+        for label in sorted({r["label"] for r in rows}):
+            line = sorted((r[axis], r["loss"], r["std"]) for r in rows if r["label"] == label and r[axis] is not None)
+            if line:
+                xs, means, stds = zip(*line, strict=True)
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel(X_AXES[axis])
+        ax.grid(alpha=0.3, which="both")
+    panels[0][0].set_ylabel("final validation loss")
+    panels[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.studies.plot_scaling", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
+    parser.add_argument("--x", nargs="+", choices=sorted(X_AXES), default=["params", "flops"],
+                        help="x axes, one panel each (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="output PNG")
+    parser.add_argument("--title", default="Final validation loss vs scale", help="plot title (default: %(default)s)")
+    args = parser.parse_args(argv)
+    points = [p for p in (run_point(r) for r in args.runs) if p is not None]
+    if not points:
+        print("no finished runs with a final_val_loss", file=sys.stderr)
+        return 2
+    plot(points, args.x, args.out, args.title)
+    print(markdown(pooled(points, args.x), args.x))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
