@@ -102,6 +102,7 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], float | None]], 
         ax.text(0.01, floor + 0.01, f"value-guessing floor {floor:.3f}", transform=ax.get_yaxis_transform(),
                 fontsize=7, color="gray")  # fmt: skip
     ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlim(left=0)
     ax.set_xlabel("training step")
     ax.set_ylabel("answer accuracy (periodic evaluation)")
     ax.set_ylim(-0.02, 1.02)
