@@ -23,6 +23,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from assignment_experiments.studies.figures import save_figure
+
 
 def load_points(run_dirs: list[Path]) -> list[dict]:
     """One record per finished synthetic-task run: arch label, width, seq_len, accuracy."""
@@ -109,10 +111,7 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], float | None]], 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def plot(points: list[dict], out: Path, title: str) -> None:
@@ -140,11 +139,7 @@ def plot(points: list[dict], out: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("answer accuracy")
     axes[0][-1].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from assignment_experiments.studies.figures import save_figure
+
 X_AXES = {
     "params": "non-embedding parameters",
     "flops": "training FLOPs",
@@ -106,11 +108,7 @@ def plot(points: list[dict], axes: list[str], out: Path, title: str) -> None:
         ax.grid(alpha=0.3, which="both")
     panels[0][0].set_ylabel("final validation loss")
     panels[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, title)
 
 
 def main(argv: list[str] | None = None) -> int:
