@@ -64,6 +64,8 @@ class DecodingCache:
 class LanguageModel(nn.Module):
     """Decoder-only language model over a layer plan; see the module docstring."""
 
+    accepts_score_mask = True  # forward(..., score_mask=) runs the output layer on the scored positions only
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         spec.validate()
@@ -114,8 +116,6 @@ class LanguageModel(nn.Module):
         capacity = None if max_seq_len is None else max_seq_len + self.num_meta_tokens
         layers = [block.new_state(batch_size, capacity or 0) for block in self.layers]
         return DecodingCache(layers, capacity)
-
-    accepts_score_mask = True  # forward(..., score_mask=) runs the output layer on the scored positions only
 
     def forward(
         self,
