@@ -117,6 +117,7 @@ def test_every_number_a_run_entry_states_matches_the_run(name, entries):
     s.check(r"d_ff (\d+)", eq(model["ffn"]["d_ff"]))
     s.check(r"d_state (\d+)", eq(model["ssm"]["d_state"]))
     s.check(r"d_conv (\d+)", eq(model["ssm"]["d_conv"]))
+    s.check(r"short conv (\d+) before attention", eq(model["attention"].get("short_conv")))
     s.check(r"expansion (\d+)", eq(model["residual"]["hc_expansion"]))
     s.check(r"expand (\d+)", eq(model["ssm"]["expand"]))
     s.check(r"meta tokens (\d+)", eq(model["num_meta_tokens"]))
@@ -129,6 +130,8 @@ def test_every_number_a_run_entry_states_matches_the_run(name, entries):
         options.get(key) == _num(value) for key, value in re.findall(r"(\w+) ([\d,]+)", listed))
         or f"task options {options}")  # fmt: skip
     s.check(r"tokenizer vocab ([\d,]+)", eq(data["tokenizer_vocab_size"]))
+    s.check(rf"reached the target ({NUMBER});", lambda value: _close(value, train.get("target_accuracy"), 6)
+            or f"config target_accuracy {train.get('target_accuracy')}")  # fmt: skip
     s.check(r"max_steps ([\d,]+)", eq(train["max_steps"]))
     s.check(r"([\d,]+) steps", eq(summary["steps"]))
     s.check(r"batch (\d+) x (\d+) tokens", lambda b, n: [int(b), int(n)] == [train["batch_size"], length]
