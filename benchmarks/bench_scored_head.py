@@ -1,0 +1,60 @@
+"""Training-step time with the output layer on the answer positions only vs on every position (MQAR, vocab 8192).
+
+    uv run python benchmarks/bench_scored_head.py --steps 10
+
+Builds the model of ``configs/mqar_zoology.json`` (2 layers, width 64, vocabulary 8192) and times forward + backward
+of one batch of 64 sequences, once with ``score_mask`` (the LM head on the 4 answers per sequence, what the trainer
+does for synthetic tasks) and once with the full logits; prints both and their ratio. One thread by default, so the
+figure does not depend on what else the machine runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+CONFIG = Path(__file__).resolve().parents[1] / "assignment_experiments" / "configs" / "mqar_zoology.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    from assignment_experiments.config import load_config
+    from assignment_experiments.run_loading import build_run_model
+    from cs336_basics.data.synthetic import make_task
+    from cs336_basics.training.evaluation import batch_loss
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = load_config(CONFIG)
+    model = build_run_model(config, config.data.task_options["vocab_size"])
+    task = make_task("mqar", **config.data.task_options)
+    inputs, targets, mask = task.sample_batch(64, torch.Generator().manual_seed(0))
+
+    def step(subset: bool) -> None:
+        logits = model(inputs, score_mask=mask) if subset else model(inputs)
+        batch_loss(logits, targets, mask)[0].backward()
+        model.zero_grad(set_to_none=True)
+
+    timings = {}
+    for subset in (True, False):
+        step(subset)  # warm-up
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step(subset)
+        timings[subset] = (time.perf_counter() - started) / args.steps
+    tokens = inputs.numel()
+    for subset, label in ((True, "answer positions only"), (False, "every position")):
+        print(f"{label:>22}: {timings[subset] * 1e3:7.1f} ms/step, {tokens / timings[subset]:10,.0f} tokens/s")
+    print(f"speed-up: {timings[False] / timings[True]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
