@@ -19,7 +19,7 @@ from cs336_basics.models.block import BLOCKS, Block, Branch, register_block, val
 from cs336_basics.models.factory import hybrid_lm, transformer_lm
 from cs336_basics.models.ffn import build_dense_ffn
 from cs336_basics.models.language_model import DecodingCache, LanguageModel
-from cs336_basics.models.spec import ModelSpec
+from cs336_basics.models.spec import AttentionSpec, ModelSpec
 from cs336_basics.nn.layers import RMSNorm
 
 
@@ -136,3 +136,11 @@ def test_a_learned_position_table_starts_small_tied_or_not():
         model = transformer_lm(500, 64, 64, 1, 2, positions="learned", tie_embeddings=tie)
         std = model.position_embeddings.weight.std().item()
         assert 0.016 < std < 0.02, (tie, std)  # 0.02 truncated at 3 sigma
+
+
+def test_learned_positions_are_ignored_by_a_plan_without_attention():
+    """Zoology gives only attention models a position table; a pure-Mamba plan with positions=learned builds none."""
+    mamba = LanguageModel(ModelSpec(50, 16, "MM", attention=AttentionSpec(positions="learned")).validate())
+    hybrid = LanguageModel(ModelSpec(50, 16, "MA", 32, attention=AttentionSpec(2, positions="learned")).validate())
+    assert not hasattr(mamba, "position_embeddings") and not mamba.bounded
+    assert hybrid.position_embeddings.weight.shape == (32, 16)

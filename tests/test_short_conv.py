@@ -50,11 +50,3 @@ def test_cached_decoding_matches_the_full_forward(norm):
 def test_a_bad_kernel_is_refused(bad):
     with pytest.raises(ValueError, match="attention.short_conv must be a kernel size"):
         ModelSpec(50, 16, "A", 32, attention=AttentionSpec(2, short_conv=bad)).validate()
-
-
-def test_learned_positions_are_ignored_by_a_plan_without_attention():
-    """Zoology gives only attention models a position table; a pure-Mamba plan with positions=learned builds none."""
-    mamba = LanguageModel(ModelSpec(50, 16, "MM", attention=AttentionSpec(positions="learned")).validate())
-    hybrid = LanguageModel(ModelSpec(50, 16, "MA", 32, attention=AttentionSpec(2, positions="learned")).validate())
-    assert not hasattr(mamba, "position_embeddings") and not mamba.bounded
-    assert hybrid.position_embeddings.weight.shape == (32, 16)
