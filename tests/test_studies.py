@@ -108,4 +108,7 @@ def test_scaling_plot_pools_seed_suffixes_and_computes_training_flops(tmp_path):
     assert set(rows) == {"t_small", "t_big", "m_small"} and rows["t_small"]["n"] == 2
     assert rows["t_small"]["loss"] == pytest.approx(2.1) and rows["t_small"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert rows["t_big"]["flops"] == 6.0 * 1000 * 1000  # flops per token x tokens seen
+    table = plot_scaling.markdown(list(rows.values()), ["params"])
+    assert "| transformer | `t_small` | 100 | 2.100 ± 0.141 | 2 |" in table
+    assert "| transformer | `t_big` | 1e+03 | 1.500 | 1 |" in table  # one seed: no spread is claimed
     assert plot_scaling.main([*map(str, runs), "--x", "params", "flops", "time", "--out", str(tmp_path / "s.png")]) == 0

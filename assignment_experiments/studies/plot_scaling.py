@@ -85,7 +85,8 @@ def markdown(rows: list[dict], axes: list[str]) -> str:
     lines.append("|" + " --- |" * (len(axes) + 4))
     for r in sorted(rows, key=lambda r: (r["label"], r[axes[0]] or 0)):
         cells = " | ".join("-" if r[a] is None else f"{r[a]:.3g}" for a in axes)
-        lines.append(f"| {r['label']} | `{r['group']}` | {cells} | {r['loss']:.3f} +- {r['std']:.3f} | {r['n']} |")
+        loss = f"{r['loss']:.3f} ± {r['std']:.3f}" if r["n"] > 1 else f"{r['loss']:.3f}"  # no spread from one seed
+        lines.append(f"| {r['label']} | `{r['group']}` | {cells} | {loss} | {r['n']} |")
     return "\n".join(lines)
 
 
