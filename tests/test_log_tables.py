@@ -3,8 +3,8 @@
 Every markdown table above the log's generated "## Results table", and in ``results/studies/*/README.md``, is read:
 a row whose first cell names a run folder under ``results/runs/`` (``lr_0.01``, ``ablate_baseline_s1 (seed 1)``, or a
 pattern ``AMMMMMMA (seed 1)`` of the ``pattern_*`` runs) has each cell of a known column compared with that run's
-``summary.json``, at the precision the cell is printed with; the log's architecture, mHC and MQAR tables, whose rows
-name a model, are checked against the runs each label stands for. Run it alone with
+``summary.json``, at the precision the cell is printed with; the log's architecture, mHC, MQAR and scale-ladder
+learning-rate tables, whose rows name a model, are checked against the runs each label stands for. Run it alone with
 ``uv run pytest tests/test_log_tables.py -q``, or ``uv run python tests/test_log_tables.py`` for the counts."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ COLUMNS = {
     "steps": "steps",
     "tokens": "tokens_seen",
     "averaged (last 3 ckpts)": "averaged_val_loss",
+    "non-embedding params": "num_params_non_embedding",
 }
 
 
@@ -129,7 +130,8 @@ def _summary(name: str) -> dict:
 
 
 def labelled_mismatches() -> tuple[list[str], int]:
-    """Cells of the architecture, mHC and MQAR tables of the log, checked against the runs their labels stand for."""
+    """Cells of the architecture, mHC, MQAR and scale-ladder learning-rate tables of the log, checked against the runs
+    their labels stand for."""
     found, checked = [], 0
 
     def compare(where: str, stated: tuple[float, int], actual) -> None:
@@ -158,6 +160,17 @@ def labelled_mismatches() -> tuple[list[str], int]:
                     elif column == "mean":
                         mean = sum(_summary(run)["final_val_loss"] for run in runs) / 2
                         compare(f"{runs} mean", _numbers(cell)[0], mean)
+            continue
+        if header[:2] == ["rung", "architecture"]:  # the scale ladder's learning-rate check: a cell per (row, lr)
+            for row in rows:
+                rung, arch = row[0], ARCH[row[1]]
+                for column, cell in zip(header[2:], row[2:], strict=True):
+                    lr = column.removeprefix("lr ")
+                    run = f"ladder_{arch}_{rung}" + ("" if lr == "1e-2" else f"_lr{lr}")
+                    if cell:
+                        compare(f"{run} final val loss", _numbers(cell)[0], _summary(run).get("final_val_loss"))
+                    else:
+                        assert not _summary(run), f"{run} has finished but its cell in the ladder's lr table is empty"
             continue
         cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
         if header[0] != "architecture" or not any(cells):
