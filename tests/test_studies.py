@@ -112,3 +112,48 @@ def test_scaling_plot_pools_seed_suffixes_and_computes_training_flops(tmp_path):
     assert "| transformer | `t_small` | 100 | 2.100 ± 0.141 | 2 |" in table
     assert "| transformer | `t_big` | 1e+03 | 1.500 | 1 |" in table  # one seed: no spread is claimed
     assert plot_scaling.main([*map(str, runs), "--x", "params", "flops", "time", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_lr_plot_panels_by_size_and_tokens_pools_seeds_and_says_when_the_best_rate_is_at_an_edge(tmp_path, capsys):
+    from assignment_experiments.studies import plot_lr
+
+    def fake(name: str, arch: str, lr: float, loss: float, params: int, tokens: int = 1000, config: bool = True):
+        run = tmp_path / name
+        run.mkdir()
+        summary = {"architecture": arch, "final_val_loss": loss, "num_params_non_embedding": params,
+                   "tokens_seen": tokens, "model_flops_per_token": 6.0 * params, "runtime_s": 1.0}  # fmt: skip
+        (run / "summary.json").write_text(json.dumps(summary))
+        if config:
+            (run / "config.json").write_text(json.dumps({"optim": {"lr": lr}}))
+        return run
+
+    runs = [
+        fake("t_S_lr1", "transformer", 1e-3, 2.0, 100), fake("t_S_lr3", "transformer", 3e-3, 1.8, 100),
+        fake("t_S_lr3_s1", "transformer", 3e-3, 1.9, 100), fake("t_S_lr10", "transformer", 1e-2, 1.95, 100),
+        fake("m_S_lr1", "mamba", 1e-3, 1.7, 130), fake("m_S_lr3", "mamba", 3e-3, 1.75, 130),
+        fake("t_L_lr1", "transformer", 1e-3, 1.2, 1000, tokens=5000),
+        fake("t_L_same_tokens", "transformer", 1e-3, 1.5, 1000),  # 10x the size at the small runs' tokens
+    ]  # fmt: skip
+    points = [plot_lr.lr_point(r) for r in runs]
+    groups = plot_lr.panels(points, size_ratio=1.5)
+    assert [sorted(p["run"] for p in g) for g in groups] == [
+        ["m_S_lr1", "m_S_lr3", "t_S_lr1", "t_S_lr10", "t_S_lr3", "t_S_lr3_s1"],  # 100 and 130 params: one panel
+        ["t_L_same_tokens"],  # 10x larger: its own panel, although it saw the same tokens
+        ["t_L_lr1"],  # same size, other tokens: its own panel
+    ]
+    lines = plot_lr.curves(groups[0])
+    assert [r["n"] for r in lines["transformer"]] == [1, 2, 1]  # the two runs at 3e-3 are pooled
+    assert lines["transformer"][1]["loss"] == pytest.approx(1.85)
+    assert lines["transformer"][1]["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert plot_lr.best(lines["transformer"])[1] == "inside"
+    assert plot_lr.best(lines["mamba"]) == (lines["mamba"][0], "lowest")  # the best may lie below the rates tried
+    assert plot_lr.best(plot_lr.curves(groups[1])["transformer"])[1] == "only rate"
+
+    assert plot_lr.main([*map(str, runs), fake("no_config", "mamba", 0, 1.0, 100, config=False).as_posix(),
+                         "--out", str(tmp_path / "lr.png")]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert (tmp_path / "lr.png").stat().st_size > 0
+    assert "skipping" in captured.err and "no_config" in captured.err
+    assert "| transformer | 0.001: 2.000, 0.003: 1.850 ± 0.071 (2), 0.01: 1.950 | 0.003 | inside |" in captured.out
+    with pytest.raises(SystemExit):
+        plot_lr.main([str(runs[0]), "--size-ratio", "0.5", "--out", str(tmp_path / "x.png")])
