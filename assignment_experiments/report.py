@@ -411,6 +411,9 @@ def run_entry(
     )
 
 
+OBSERVATIONS_PLACEHOLDER = "_(write what you see and what it means here)_"
+
+
 def _block(key: str, body: str) -> str:
     return f"<!-- generated:{key} -->\n{body}<!-- /generated:{key} -->\n"
 
@@ -433,7 +436,7 @@ def update_log(text: str, blocks: dict[str, str]) -> str:
     for key in new_runs:
         name = key.removeprefix("run:")
         text = text.rstrip("\n") + f"\n\n### {name}\n\n" + _block(key, blocks[key])
-        text += "\n#### Observations\n\n_(write what you see and what it means here)_\n"
+        text += f"\n#### Observations\n\n{OBSERVATIONS_PLACEHOLDER}\n"
     return text
 
 

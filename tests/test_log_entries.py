@@ -88,6 +88,16 @@ def test_every_run_folder_has_a_generated_entry(entries):
     assert not missing, f"no generated entry for {missing}; regenerate with the report command in the log"
 
 
+def test_every_run_entry_has_observations():
+    """The report appends a placeholder under each new entry's Observations heading; the committed log replaces it
+    with what the run shows (or where its study discusses it)."""
+    from assignment_experiments.report import OBSERVATIONS_PLACEHOLDER
+
+    text = (ROOT / "EXPERIMENT_LOG.md").read_text()
+    unfilled = re.findall(r"^### (\S+)\n(?:(?!^### ).*\n)*?" + re.escape(OBSERVATIONS_PLACEHOLDER), text, re.M)
+    assert not unfilled, f"entries without observations: {unfilled}; write them under '#### Observations'"
+
+
 @pytest.mark.parametrize("name", _runs())
 def test_every_number_a_run_entry_states_matches_the_run(name, entries):
     if name not in entries:

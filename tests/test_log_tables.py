@@ -130,8 +130,8 @@ def _summary(name: str) -> dict:
 
 
 def labelled_mismatches() -> tuple[list[str], int]:
-    """Cells of the architecture, mHC, MQAR and scale-ladder learning-rate tables of the log, checked against the runs
-    their labels stand for."""
+    """Cells of the architecture, mHC and MQAR tables and of the scale ladder's and the patterns' learning-rate tables
+    of the log, checked against the runs their labels stand for."""
     found, checked = [], 0
 
     def compare(where: str, stated: tuple[float, int], actual) -> None:
@@ -161,16 +161,21 @@ def labelled_mismatches() -> tuple[list[str], int]:
                         mean = sum(_summary(run)["final_val_loss"] for run in runs) / 2
                         compare(f"{runs} mean", _numbers(cell)[0], mean)
             continue
-        if header[:2] == ["rung", "architecture"]:  # the scale ladder's learning-rate check: a cell per (row, lr)
+        # learning-rate checks, a cell per (row, lr): the scale ladder's (rows: rung, architecture) and the
+        # patterns' of study 12 (rows: pattern); lr 1e-2 is the run without an lr suffix
+        if header[:2] == ["rung", "architecture"] or (header[0] == "pattern" and header[1].startswith("lr ")):
+            ladder = header[0] == "rung"
             for row in rows:
-                rung, arch = row[0], ARCH[row[1]]
-                for column, cell in zip(header[2:], row[2:], strict=True):
+                stem = f"ladder_{ARCH[row[1]]}_{row[0]}" if ladder else f"pattern1k_{row[0]}"
+                for column, cell in zip(
+                    header[2:] if ladder else header[1:], row[2:] if ladder else row[1:], strict=True
+                ):
                     lr = column.removeprefix("lr ")
-                    run = f"ladder_{arch}_{rung}" + ("" if lr == "1e-2" else f"_lr{lr}")
+                    run = stem + ("" if lr == "1e-2" else f"_lr{lr}")
                     if cell:
                         compare(f"{run} final val loss", _numbers(cell)[0], _summary(run).get("final_val_loss"))
                     else:
-                        assert not _summary(run), f"{run} has finished but its cell in the ladder's lr table is empty"
+                        assert not _summary(run), f"{run} has finished but its cell in a learning-rate table is empty"
             continue
         cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
         if header[0] != "architecture" or not any(cells):
