@@ -28,7 +28,7 @@ from assignment_experiments.studies.plot_scaling import run_point
 
 
 def lr_point(run_dir: Path) -> dict | None:
-    """``plot_scaling.run_point`` plus the run's peak learning rate and tokens seen, or None (with a note)."""
+    """``plot_scaling.run_point`` plus the run's peak learning rate, or None (with a note)."""
     point = run_point(run_dir)
     if point is None:
         return None
@@ -37,8 +37,7 @@ def lr_point(run_dir: Path) -> dict | None:
     except (OSError, KeyError, json.JSONDecodeError) as e:
         print(f"skipping {run_dir}: no optim.lr in config.json ({e})", file=sys.stderr)
         return None
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {**point, "lr": float(lr), "tokens": summary.get("tokens_seen")}
+    return {**point, "lr": float(lr)}
 
 
 def panels(points: list[dict], size_ratio: float) -> list[list[dict]]:

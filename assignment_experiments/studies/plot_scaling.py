@@ -54,6 +54,7 @@ def run_point(run_dir: Path) -> dict | None:
         "loss": s["final_val_loss"],
         "params": s.get("num_params_non_embedding"),
         "flops": flops * s["tokens_seen"] if flops and s.get("tokens_seen") else None,
+        "tokens": s.get("tokens_seen"),
         "time": s.get("runtime_s"),
     }
 
