@@ -1,6 +1,8 @@
-"""Run a suite of experiments (a sweep, an ablation set, an architecture study) one after another.
+"""Run a suite of experiments (a sweep, an ablation set, an architecture study), one after another or N at a time.
 
     uv run python -m assignment_experiments.run_suite --suite assignment_experiments/configs/suites/lr_sweep.json
+    ... --parallel 8      # eight runs at once: for grids of small models on one GPU (see parallel_runs)
+    ... --only lr_1e-3    # just this run of the suite (repeatable)
 
 A suite JSON names a base config and a list of runs, each with a ``name`` and ``set`` overrides (and optionally
 its own ``config``)::
@@ -10,7 +12,8 @@ its own ``config``)::
 
 Config paths are relative to the suite file. Every run's config is validated before the first one starts; finished
 runs (``summary.json`` present) are skipped, interrupted ones are resumed; a diverging run is recorded and the suite
-goes on (a learning-rate sweep is expected to find the edge). At the end the suite's runs are reported.
+goes on (a learning-rate sweep is expected to find the edge). At the end the suite's runs are reported (not with
+``--only``, which runs a part of the suite: ``report`` compares any set of runs).
 """
 
 from __future__ import annotations
@@ -53,19 +56,44 @@ def load_suite(path: Path, extra_overrides: list[str]) -> list[tuple[str, Experi
     return runs
 
 
-def run_suite(path: Path, runs_dir: Path, extra_overrides: list[str]) -> dict[str, Any]:
-    """Run (or skip / resume) every run of the suite; returns {name: status}."""
+def select_runs(runs: list[tuple[str, ExperimentConfig]], only: list[str] | None) -> list[tuple[str, ExperimentConfig]]:
+    """The runs named by ``--only`` (in the suite's order), or all of them."""
+    if not only:
+        return runs
+    known = [name for name, _ in runs]
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise ConfigError(f"config error: --only {', '.join(unknown)}: no such run in the suite; its runs: {known}")
+    return [(name, config) for name, config in runs if name in only]
+
+
+def run_suite(
+    path: Path, runs_dir: Path, extra_overrides: list[str], only: list[str] | None = None, parallel: int = 1
+) -> dict[str, Any]:
+    """Run (or skip / resume) the suite's runs, ``parallel`` at a time; returns {name: status}."""
     from assignment_experiments.report import build_report
     from assignment_experiments.runner import run_experiment
     from cs336_basics.training.loop import NonFiniteError
 
     status: dict[str, Any] = {}
-    for name, config in load_suite(path, extra_overrides):
-        run_dir = runs_dir / name
-        if (run_dir / "summary.json").is_file():
+    pending: list[tuple[str, ExperimentConfig]] = []
+    for name, config in select_runs(load_suite(path, extra_overrides), only):
+        if (runs_dir / name / "summary.json").is_file():
             print(f"[suite] {name}: finished already, skipping", flush=True)
             status[name] = "skipped"
-            continue
+        else:
+            pending.append((name, config))
+    if parallel > 1 and pending:
+        from assignment_experiments.parallel_runs import run_parallel, threads_per_child
+
+        threads = threads_per_child(parallel)
+        overrides = {
+            name: [*extra_overrides, *([f"train.num_threads={threads}"] if config.train.num_threads == 0 else [])]
+            for name, config in pending
+        }
+        status.update(run_parallel(path, runs_dir, [name for name, _ in pending], overrides, parallel))
+    for name, config in pending if parallel == 1 else []:
+        run_dir = runs_dir / name
         print(f"[suite] {name}: starting", flush=True)
         try:
             run_experiment(config, name, runs_dir, resume=run_dir.exists())
@@ -74,7 +102,7 @@ def run_suite(path: Path, runs_dir: Path, extra_overrides: list[str]) -> dict[st
             print(f"[suite] {name}: diverged: {error}", flush=True)
             status[name] = "diverged"
     finished = [runs_dir / n for n in status if (runs_dir / n / "summary.json").is_file()]
-    if finished:
+    if finished and not only:
         print(build_report(finished, runs_dir / "report" / path.stem, log_path=None))
     return status
 
@@ -92,10 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION.KEY=VALUE",
         help="override applied to every run of the suite (repeatable), e.g. --set train.max_steps=50",
     )
+    parser.add_argument(
+        "--only", action="append", default=None, metavar="NAME", help="run only this run of the suite (repeatable)"
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N runs at once, each in its own process (for many small runs on one GPU; on a CPU each "
+        "gets cores/N threads unless train.num_threads is set); logs in RUNS_DIR/report/<suite>/logs/",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f"--parallel must be at least 1, got {args.parallel}")
     try:
-        status = run_suite(args.suite, args.runs_dir, args.overrides)
+        status = run_suite(args.suite, args.runs_dir, args.overrides, args.only, args.parallel)
     except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
         from assignment_experiments.exit_codes import classify, suite_rerun_line
 
@@ -104,7 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(suite_rerun_line(error, argv) or outcome[1], file=sys.stderr)
         return outcome[0]
-    return 0 if "diverged" not in status.values() else 3
+    return exit_code(status)
+
+
+def exit_code(status: dict[str, Any]) -> int:
+    """0 when every run finished; 3 when one diverged; 1 when one failed (parallel mode: see its log)."""
+    values = [str(v) for v in status.values()]
+    if any(v.startswith("failed") for v in values):
+        return 1
+    return 3 if "diverged" in values else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""Run a suite's runs as up to N child processes at once (``run_suite --parallel N``).
+
+Why: a small model leaves a GPU mostly idle, waiting for one Python process to launch its kernels (a two-layer
+width-64 MQAR step is a few hundred tiny kernels); several runs side by side give the card work from several
+launchers at once. On a CPU the runs share the cores, so each child gets ``cores // N`` threads unless the suite or
+``--set train.num_threads=...`` says otherwise.
+
+Each child is ``run_suite --suite S --only NAME`` in its own process session: a Ctrl-C in the terminal reaches only
+this parent, which passes each signal on to every child once, so a first signal still means "finish the step, write
+a checkpoint" and a second "stop now", exactly as for one run. A child's output goes to
+``RUNS_DIR/report/<suite>/logs/<name>.log``; this process prints a line when a run starts and when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from assignment_experiments.exit_codes import DIVERGED
+from cs336_basics.training.interrupt import TrainingInterrupted
+
+POLL_S = 0.5
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log: IO[str]
+    log_path: Path
+    started: float = field(default_factory=time.perf_counter)
+
+
+def threads_per_child(jobs: int, cpu_count: int | None = None) -> int:
+    """Threads each of ``jobs`` concurrent CPU runs gets so that together they use the cores once."""
+    return max(1, (cpu_count or os.cpu_count() or 1) // jobs)
+
+
+def child_command(suite: Path, runs_dir: Path, name: str, overrides: Sequence[str]) -> list[str]:
+    args = [sys.executable, "-m", "assignment_experiments.run_suite", "--suite", str(suite)]
+    args += ["--runs-dir", str(runs_dir), "--only", name]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def outcome(returncode: int) -> str:
+    """A child's exit code as a suite status (the codes of :mod:`assignment_experiments.exit_codes`)."""
+    if returncode == 0:
+        return "done"
+    if returncode == DIVERGED:
+        return "diverged"
+    if returncode > 128 or returncode < 0:  # 128 + signal from the runner, or -signal when killed outright
+        return "interrupted"
+    return f"failed (exit {returncode})"
+
+
+def summary_line(run_dir: Path) -> str:
+    """The finished run's final validation loss (and accuracy where it has one), for the end-of-run line."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    if isinstance(summary.get("final_val_loss"), int | float):
+        parts.append(f"final val loss {summary['final_val_loss']:.4f}")
+    if isinstance(summary.get("final_val_accuracy"), int | float):
+        parts.append(f"accuracy {summary['final_val_accuracy']:.3f}")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def forwarded_signals(children: dict[str, Child], received: list[int]) -> Iterator[None]:
+    """While active, SIGINT / SIGTERM to this process are recorded and sent on to every running child."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        print(f"[suite] {signal.Signals(signum).name}: passed on to {len(children)} running run(s)", flush=True)
+        for child in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_parallel(
+    suite: Path, runs_dir: Path, names: Sequence[str], overrides: dict[str, list[str]], jobs: int
+) -> dict[str, str]:
+    """Run ``names`` (runs of ``suite`` not finished yet, in order) at most ``jobs`` at a time, each with its
+    ``--set`` ``overrides[name]``; returns {name: status}.
+
+    After the first signal no new run starts; the running ones checkpoint and stop, and their status is
+    ``interrupted`` (rerunning the same command resumes them)."""
+    log_dir = runs_dir / "report" / suite.stem / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    waiting, children, status, received = list(names), {}, {}, []
+    total = len(waiting)
+    with forwarded_signals(children, received):
+        while waiting or children:
+            while waiting and len(children) < jobs and not received:
+                name = waiting.pop(0)
+                log_path = log_dir / f"{name}.log"
+                log = log_path.open("w")
+                process = subprocess.Popen(
+                    child_command(suite, runs_dir, name, overrides[name]),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # the terminal's Ctrl-C reaches only this parent, which forwards it once
+                )
+                children[name] = Child(name, process, log, log_path)
+                print(f"[suite] {name}: started ({len(children)} running; log {log_path})", flush=True)
+            if received and waiting:
+                for name in waiting:
+                    status[name] = "not started"
+                waiting.clear()
+            time.sleep(POLL_S)
+            for name, child in list(children.items()):
+                returncode = child.process.poll()
+                if returncode is None:
+                    continue
+                child.log.close()
+                del children[name]
+                status[name] = outcome(returncode)
+                minutes = (time.perf_counter() - child.started) / 60
+                result = summary_line(runs_dir / name) if status[name] == "done" else f"see {child.log_path}"
+                done = sum(s == "done" for s in status.values())
+                print(
+                    f"[suite] {name}: {status[name]} after {minutes:.1f} min"
+                    + (f" ({result})" if result else "")
+                    + f" | {done}/{total} done, {len(children)} running, {len(waiting)} waiting",
+                    flush=True,
+                )
+    if received:  # the caller prints the line that resumes the suite, and exits 128 + signal
+        raise TrainingInterrupted(received[0])
+    return status
