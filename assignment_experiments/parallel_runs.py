@@ -8,7 +8,8 @@ launchers at once. On a CPU the runs share the cores, so each child gets ``cores
 Each child is ``run_suite --suite S --only NAME`` in its own process session: a Ctrl-C in the terminal reaches only
 this parent, which passes each signal on to every child once, so a first signal still means "finish the step, write
 a checkpoint" and a second "stop now", exactly as for one run. A child's output goes to
-``RUNS_DIR/report/<suite>/logs/<name>.log``; this process prints a line when a run starts and when it ends.
+``RUNS_DIR/report/<suite>/logs/<name>.log``; this process prints a line when a run starts and when it ends. A parent
+killed outright (SIGKILL, which cannot be passed on) leaves its running children to finish their runs on their own.
 """
 
 from __future__ import annotations
