@@ -208,3 +208,33 @@ def test_a_model_section_the_plan_never_reads_is_named_in_a_warning(base_config)
 
     with pytest.warns(UnusedSettingWarning, match="model.ssm is set, but a transformer with plan 'A' has no layer"):
         config_from_dict(merge(base_config, {"model": {"ssm": {"d_state": 8}}}))
+
+
+def test_every_seed_run_is_its_seed_0_run_but_for_the_seed():
+    """A run named ``X_s<k>`` in any suite must be run ``X`` (in any suite) with only the seed, the description and the
+    baseline it is compared with changed, so that seeds pool as repeats of one setting (a copied entry that lost its
+    base config would not)."""
+    from assignment_experiments.run_suite import load_suite
+
+    configs = {name: config.to_dict() for path in SUITES for name, config in load_suite(path, [])}
+    checked = 0
+    for name, config in configs.items():
+        stem, _, seed = name.rpartition("_s")
+        if not (seed.isdigit() and stem in configs):
+            continue
+        base = configs[stem]
+        assert config["train"]["seed"] != base["train"]["seed"], name
+        differing = sorted(
+            f"{section}.{key}"
+            for section in config
+            if isinstance(config[section], dict)
+            for key in config[section].keys() | base[section].keys()
+            if config[section].get(key) != base[section].get(key)
+        )
+        assert set(differing) <= {"train.seed"} and all(
+            config[k] == base[k]
+            for k in config
+            if not isinstance(config[k], dict) and k not in ("description", "baseline")
+        ), (name, differing)
+        checked += 1
+    assert checked >= 20  # the seed suites of the studies
