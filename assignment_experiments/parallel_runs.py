@@ -15,6 +15,7 @@ killed outright (SIGKILL, which cannot be passed on) leaves its running children
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -115,7 +116,9 @@ def run_parallel(
             while waiting and len(children) < jobs and not received:
                 name = waiting.pop(0)
                 log_path = log_dir / f"{name}.log"
-                log = log_path.open("w")
+                log = log_path.open("a")  # a resumed run's log continues the interrupted one's
+                log.write(f"[suite] {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}: starting {name}\n")
+                log.flush()
                 process = subprocess.Popen(
                     child_command(suite, runs_dir, name, overrides[name]),
                     stdout=log,

@@ -56,7 +56,10 @@ def test_a_childs_exit_code_becomes_its_status_and_the_suites_exit_code(tmp_path
     monkeypatch.setattr(parallel_runs, "child_command", fake_child)
     status = parallel_runs.run_parallel(tmp_path / "s.json", tmp_path, list(codes), {n: [] for n in codes}, jobs=3)
     assert status == {"ok": "done", "nan": "diverged", "locked": "failed (exit 2)"}
-    assert (tmp_path / "report" / "s" / "logs" / "locked.log").read_text() == "child locked\n"
+    log = tmp_path / "report" / "s" / "logs" / "locked.log"
+    assert log.read_text().endswith(": starting locked\nchild locked\n")
+    parallel_runs.run_parallel(tmp_path / "s.json", tmp_path, ["locked"], {"locked": []}, jobs=1)
+    assert log.read_text().count("child locked\n") == 2  # a second attempt appends: the first one's log is kept
     assert "see " in capsys.readouterr().out  # a run that did not finish points to its log
     assert run_suite.exit_code(status) == 1
     assert run_suite.exit_code({"ok": "done", "nan": "diverged"}) == 3
