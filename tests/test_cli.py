@@ -22,8 +22,8 @@ MODULES = [
     "assignment_experiments.studies.train_vit_cifar", "cs336_basics.data.download", "cs336_basics.tokenizer.train",
     "cs336_basics.tokenizer.encode_file", "tests.make_fixtures",
 ]  # fmt: skip
-BENCHMARKS = ["bench_mamba_vs_transformer", "bench_moe", "bench_optim", "bench_stories", "bench_threads",
-              "bench_transformer"]  # fmt: skip
+BENCHMARKS = ["bench_mamba_vs_transformer", "bench_moe", "bench_optim", "bench_parallel_suite", "bench_stories",
+              "bench_threads", "bench_transformer"]  # fmt: skip
 
 
 @pytest.fixture
