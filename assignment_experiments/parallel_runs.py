@@ -35,7 +35,8 @@ POLL_S = 0.5
 
 @dataclass
 class Child:
-    name: str
+    """A running run (keyed by its name in ``run_parallel``): its process, its open log and when it started."""
+
     process: subprocess.Popen
     log: IO[str]
     log_path: Path
@@ -126,7 +127,7 @@ def run_parallel(
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # the terminal's Ctrl-C reaches only this parent, which forwards it once
                 )
-                children[name] = Child(name, process, log, log_path)
+                children[name] = Child(process, log, log_path)
                 print(f"[suite] {name}: started ({len(children)} running; log {log_path})", flush=True)
             if received and waiting:
                 for name in waiting:
