@@ -9,6 +9,10 @@ TASK_CONFIGS = [
     ("mqar", {"vocab_size": 64, "num_pairs": 6, "seq_len": 30}),
     ("mqar", {"vocab_size": 64, "num_pairs": 4, "num_queries": 7, "seq_len": 40}),
     ("mqar", {"vocab_size": 64, "num_pairs": 5, "num_queries": 4, "seq_len": 60, "query_placement": "random"}),
+    (
+        "mqar",
+        {"vocab_size": 64, "num_pairs": 4, "seq_len": 64, "query_placement": "power_law", "reveal_answers": False},
+    ),
     ("copy", {"vocab_size": 10, "copy_len": 9, "seq_len": 24}),
     ("selective_copy", {"vocab_size": 12, "num_tokens": 5, "region_len": 20, "seq_len": 26}),
 ]
@@ -48,8 +52,12 @@ def test_batch_shapes_and_dtypes(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", TASK_CONFIGS)
 def test_targets_are_inputs_shifted_by_one(name, kwargs):
-    x, y, _ = make_task(name, **kwargs).sample_batch(4, torch.Generator().manual_seed(1))
-    assert torch.equal(x[:, 1:], y[:, :-1])
+    x, y, m = make_task(name, **kwargs).sample_batch(4, torch.Generator().manual_seed(1))
+    if kwargs.get("reveal_answers", True):
+        assert torch.equal(x[:, 1:], y[:, :-1])
+    else:  # the answers are targets only: padding sits where the input would repeat them
+        hidden = m[:, :-1]
+        assert torch.equal(x[:, 1:][~hidden], y[:, :-1][~hidden]) and (x[:, 1:][hidden] == 0).all()
 
 
 @pytest.mark.parametrize("name,kwargs", TASK_CONFIGS)
@@ -141,3 +149,56 @@ def test_mqar_value_guess_floor_is_exact_and_matches_guessing_on_sampled_sequenc
     distinct = torch.tensor([len(set(row.tolist())) for row in values], dtype=torch.float64)
     assert (1 / distinct).mean().item() == pytest.approx(floor, rel=0.02)
     assert floor > 1 / pairs  # repeated values make guessing a little easier than 1/P
+
+
+def elimination_scores(inputs: torch.Tensor, mask: torch.Tensor, pairs: int) -> float:
+    """Expected accuracy of guessing, at each query, uniformly among the bound values that no earlier position after
+    the pairs has shown (plain loops; no task internals). Needs no key matching at all."""
+    scores = []
+    for b in range(inputs.shape[0]):
+        row = inputs[b].tolist()
+        bound = {row[i]: row[i + 1] for i in range(0, 2 * pairs, 2)}
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            seen = set(row[2 * pairs : t + 1])
+            candidates = {v for v in bound.values() if v not in seen}
+            scores.append(1 / len(candidates) if bound[row[t]] in candidates else 0.0)
+    return sum(scores) / len(scores)
+
+
+@pytest.mark.parametrize("placement", ["contiguous", "random", "power_law"])
+def test_revealed_answers_let_later_queries_be_answered_by_elimination_and_hidden_ones_do_not(placement):
+    """With the answers in the input, a predictor that never matches keys scores the elimination floor (0.521 at
+    4 pairs), twice the value-guess floor; with them hidden, the same predictor falls to the value-guess floor."""
+    options = {"vocab_size": 8192, "num_pairs": 4, "seq_len": 64, "query_placement": placement}
+    leaky, faithful = (AssociativeRecall(**options, reveal_answers=reveal) for reveal in (True, False))
+    assert leaky.elimination_floor() == pytest.approx((1 / 4 + 1 / 3 + 1 / 2 + 1) / 4, abs=1e-3)
+    assert faithful.elimination_floor() is None
+    for task, expected in ((leaky, leaky.elimination_floor()), (faithful, faithful.value_guess_floor())):
+        inputs, _, mask = task.validation_set(1500, seed=11)
+        assert elimination_scores(inputs, mask, 4) == pytest.approx(expected, abs=0.02)
+
+
+def test_hidden_answers_appear_in_the_input_only_where_they_are_bound():
+    task = AssociativeRecall(vocab_size=8192, num_pairs=4, seq_len=64, query_placement="random", reveal_answers=False)
+    inputs, targets, mask = task.validation_set(64, seed=2)
+    for b in range(64):
+        row = inputs[b].tolist()
+        for value in targets[b][mask[b]].tolist():
+            assert value in row[:8] and value not in row[8:]  # values may repeat among the pairs
+
+
+def test_power_law_placement_draws_slots_with_zoologys_weights():
+    """Pair 0's query is the first draw: slot s (1 = right after the pairs) with probability s^(a-1) / sum."""
+    a, slots = 0.01, (64 + 1 - 8) // 2
+    task = AssociativeRecall(vocab_size=64, num_pairs=4, seq_len=64, query_placement="power_law", power_a=a)
+    inputs, _, mask = task.validation_set(6000, seed=4)
+    first_key = inputs[:, 0]
+    found = (inputs[:, 8:] == first_key[:, None]).float().argmax(dim=1)  # offset of pair 0's query after the pairs
+    weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (a - 1)
+    expected = weights / weights.sum()
+    observed = torch.bincount(found // 2 + 1, minlength=slots + 1)[1:].double() / len(found)
+    assert (found % 2 == 0).all()
+    assert torch.allclose(observed, expected, atol=0.015)
+    assert expected[0] > 5 * expected[-1]  # near slots dominate at a = 0.01
+    with pytest.raises(ValueError, match="power_a"):
+        AssociativeRecall(num_pairs=4, seq_len=64, query_placement="power_law", power_a=0.0)

@@ -6,9 +6,10 @@
 - ``selective_copy`` (Gu & Dao, Mamba): data tokens scattered at random positions among noise tokens, a separator,
   then the data tokens in order (the model must filter the noise, which content-blind recurrences cannot).
 
-Every task is an LM problem on a sequence ``s`` of ``seq_len + 1`` tokens: ``inputs = s[:-1]``, ``targets = s[1:]``
-and ``answer_mask`` marks the target positions that hold an answer (only those count for :func:`accuracy`; the
-trainer may also restrict the loss to them). Token 0 is padding. Sampling uses only the given
+Every task is an LM problem on a sequence ``s`` of ``seq_len + 1`` tokens: ``inputs = s[:-1]`` (with MQAR's answers
+blanked to padding when ``reveal_answers=False``), ``targets = s[1:]`` and ``answer_mask`` marks the target
+positions that hold an answer (only those count for :func:`accuracy`; the trainer may also restrict the loss to
+them). Token 0 is padding. Sampling uses only the given
 ``torch.Generator``, so a batch is a deterministic function of the generator's state;
 :meth:`SyntheticTask.validation_set` draws a fixed evaluation set from a seed.
 """
@@ -64,7 +65,11 @@ class SyntheticTask:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         seqs, answers = self._sample(batch_size, generator)
-        return seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(), answers[:, 1:].contiguous()
+        return self._inputs(seqs, answers), seqs[:, 1:].contiguous(), answers[:, 1:].contiguous()
+
+    def _inputs(self, seqs: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        """The model's input ``(B, seq_len)`` for full sequences ``seqs``: every token but the last."""
+        return seqs[:, :-1].contiguous()
 
     def validation_set(self, num_examples: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A fixed evaluation set: the same ``num_examples`` sequences for the same ``seed``."""
@@ -78,9 +83,17 @@ class SyntheticTask:
 class AssociativeRecall(SyntheticTask):
     """MQAR: keys from ``[1, vocab/2)``, distinct per sequence; values from ``[vocab/2, vocab)``.
 
-    ``query_placement="contiguous"`` puts the queries right after the pairs; ``"random"`` scatters them (as
-    key-value pairs at even offsets, in random slots, padding elsewhere) over the rest of the sequence, as in
-    Zoology, so the distance between a binding and its query varies up to the full length.
+    ``query_placement="contiguous"`` puts the queries right after the pairs; ``"random"`` scatters them (two-token
+    slots at even offsets, chosen uniformly, padding elsewhere) over the rest of the sequence, so the distance between
+    a binding and its query varies up to the full length; ``"power_law"`` draws the slots as Zoology does (Arora et
+    al., 2023): slot ``s`` (1 = right after the pairs) with weight ``s ** (power_a - 1)``, without replacement, the
+    ``i``-th draw holding the query for pair ``i``, so near slots dominate at Zoology's ``power_a = 0.01``.
+
+    ``reveal_answers=True`` (this project's original form, kept as the default so that older configs reproduce)
+    also writes each query's value into the input right after it. A later query can then be answered by
+    elimination, as the value no earlier query has revealed, without matching keys: a shortcut worth
+    :meth:`elimination_floor` (0.52 at 4 pairs), far above :meth:`value_guess_floor`. ``False`` leaves padding
+    there, as Zoology does, so the answer is only ever a target and recall is the only route above the floor.
     """
 
     vocab_size: int = 128
@@ -88,6 +101,8 @@ class AssociativeRecall(SyntheticTask):
     num_queries: int | None = None  # default: num_pairs (every key queried once, in random order)
     seq_len: int = 64
     query_placement: str = "contiguous"
+    power_a: float = 0.01  # only for query_placement="power_law"
+    reveal_answers: bool = True
 
     def __post_init__(self) -> None:
         if self.num_queries is None:
@@ -96,8 +111,17 @@ class AssociativeRecall(SyntheticTask):
             raise ValueError("num_pairs and num_queries must be >= 1")
         if self.vocab_size // 2 - 1 < self.num_pairs:
             raise ValueError(f"vocab_size {self.vocab_size} has too few keys for {self.num_pairs} pairs")
-        if self.query_placement not in ("contiguous", "random"):
-            raise ValueError(f"query_placement must be 'contiguous' or 'random', got {self.query_placement!r}")
+        if self.query_placement not in ("contiguous", "random", "power_law"):
+            raise ValueError(
+                f"query_placement must be 'contiguous', 'random' or 'power_law', got {self.query_placement!r}"
+            )
+        if self.query_placement == "power_law":
+            if not 0 < self.power_a <= 1:
+                raise ValueError(f"power_a must be in (0, 1] (Zoology: 0.01), got {self.power_a}")
+            if self.num_queries > self.num_pairs:
+                raise ValueError("query_placement='power_law' queries each key once: num_queries must be <= num_pairs")
+        if not isinstance(self.reveal_answers, bool):
+            raise ValueError(f"reveal_answers must be true or false, got {self.reveal_answers!r}")
         needed = 2 * (self.num_pairs + self.num_queries)
         if self.seq_len + 1 < needed:
             raise ValueError(
@@ -121,6 +145,23 @@ class AssociativeRecall(SyntheticTask):
         total = V**P
         return sum(Fraction(math.perm(V, d) * stirling[P][d], total) / d for d in range(1, min(P, V) + 1)).__float__()
 
+    def elimination_floor(self) -> float | None:
+        """Accuracy of answering each query with a random one of the values that no earlier query has revealed.
+
+        Needs no recall, only ``reveal_answers=True``: the ``j``-th query (0-based) picks among the ``P - j``
+        unrevealed pairs' values, so it scores the value-guess floor of ``P - j`` pairs; averaged over the queries
+        (``(1/4 + 1/3 + 1/2 + 1) / 4 = 0.521`` at 4 pairs with distinct values). ``None`` when the answers are not
+        revealed, or when keys are queried with repeats (``num_queries > num_pairs``).
+        """
+        if not self.reveal_answers or self.num_queries > self.num_pairs:
+            return None
+        options = {"vocab_size": self.vocab_size, "seq_len": 4 * self.num_pairs}
+        per_query = [
+            AssociativeRecall(num_pairs=self.num_pairs - j, **options).value_guess_floor()
+            for j in range(self.num_queries)
+        ]
+        return sum(per_query) / len(per_query)
+
     def _sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         half, P, Q = self.vocab_size // 2, self.num_pairs, self.num_queries
         keys = _distinct_tokens(batch_size, P, 1, half, generator)  # (B, P)
@@ -133,14 +174,24 @@ class AssociativeRecall(SyntheticTask):
         answers = torch.zeros_like(seqs, dtype=torch.bool)
         seqs[:, 0 : 2 * P : 2], seqs[:, 1 : 2 * P : 2] = keys, values
         slots = torch.arange(Q).expand(batch_size, Q)  # (B, Q): which 2-token slot after the pairs
+        num_slots = (self.seq_len + 1 - 2 * P) // 2
         if self.query_placement == "random":
-            num_slots = (self.seq_len + 1 - 2 * P) // 2
             slots = torch.rand(batch_size, num_slots, generator=generator).argsort(dim=1)[:, :Q].sort(dim=1).values
+        elif self.query_placement == "power_law":
+            weights = torch.arange(1, num_slots + 1, dtype=torch.float64) ** (self.power_a - 1)  # (num_slots,)
+            slots = torch.multinomial(weights.expand(batch_size, num_slots), Q, generator=generator)  # draw order
+            which = torch.arange(Q).expand(batch_size, Q)  # the i-th draw queries pair i
         positions = 2 * P + 2 * slots  # (B, Q) position of each query key
         seqs.scatter_(1, positions, keys.gather(1, which))
         seqs.scatter_(1, positions + 1, values.gather(1, which))
         answers.scatter_(1, positions + 1, True)
         return seqs, answers
+
+    def _inputs(self, seqs: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        inputs = seqs[:, :-1].clone()
+        if not self.reveal_answers:
+            inputs[answers[:, :-1]] = PAD  # the answer is a target only; later queries cannot eliminate it
+        return inputs
 
 
 @dataclass
