@@ -247,12 +247,22 @@ def final_train_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def mqar_floor(task_options: dict[str, Any]) -> float | None:
     """Accuracy of always answering one of the sequence's values at random: the trivial floor of an MQAR run."""
+    return mqar_floors(task_options).get("value-guessing floor")
+
+
+def mqar_floors(task_options: dict[str, Any]) -> dict[str, float]:
+    """The accuracies an MQAR run reaches without recall: guessing among the sequence's values, and, where the task
+    writes each answer into the input (``reveal_answers``), eliminating the values earlier queries have shown."""
     from cs336_basics.data.synthetic import AssociativeRecall
 
     try:
-        return AssociativeRecall(**task_options).value_guess_floor()
+        task = AssociativeRecall(**task_options)
     except (TypeError, ValueError):
-        return None
+        return {}
+    floors = {"value-guessing floor": task.value_guess_floor()}
+    if (elimination := task.elimination_floor()) is not None:
+        floors["elimination floor"] = elimination
+    return floors
 
 
 def _num(value: Any) -> str:
@@ -313,10 +323,11 @@ def data_settings(config: dict[str, Any]) -> str:
         return f"{data['source']} corpus, {data['tokenizer']} tokenizer{vocab}"
     options = data["task_options"]
     if data["task"] in ("mqar", "associative_recall") and {"num_pairs", "seq_len"} <= set(options):
-        placement = options.get("query_placement", "contiguous")
+        placement = options.get("query_placement", "contiguous").replace("_", "-")
+        answers = "answers in the input" if options.get("reveal_answers", True) else "answers not in the input"
         return (
             f"task mqar: {options['num_pairs']} key-value pairs in a {options['seq_len']}-token sequence, "
-            f"vocab {options.get('vocab_size', 128)}, {placement} queries"
+            f"vocab {options.get('vocab_size', 128)}, {placement} queries, {answers}"
         )
     listed = ", ".join(f"{key} {_num(value)}" for key, value in sorted(options.items()))
     return f"task {data['task']}: {listed}"
@@ -393,9 +404,12 @@ def run_entry(
         results.append(f"{column} {_format(s[column])}")
         data = (typed or {}).get("data", {})
         if column == "final_val_accuracy" and data.get("task") in ("mqar", "associative_recall"):
-            floor = mqar_floor(data["task_options"])
-            if floor is not None:
-                results[-1] += f" (trivial floor {floor:.3f})"
+            floors = mqar_floors(data["task_options"])
+            if "value-guessing floor" in floors:
+                results[-1] += f" (trivial floor {floors['value-guessing floor']:.3f}"
+                if "elimination floor" in floors:
+                    results[-1] += f"; answers in the input, elimination floor {floors['elimination floor']:.3f}"
+                results[-1] += ")"
     last = final_train_record(run["metrics"])
     if last is not None:
         results.append(f"final train loss {_format(last['loss'])} (step {_num(last['step'])})")

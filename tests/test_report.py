@@ -230,5 +230,7 @@ def test_an_entry_states_the_runs_own_settings_not_its_inherited_description(tmp
     assert "8 key-value pairs in a 64-token sequence, vocab 256" in settings
     assert "200 steps of batch 32 x 64 tokens = 409,600 tokens" in settings and "AdamW lr 0.003" in settings
     assert "2 layers, d_model 64, 4 heads" in settings
-    assert "final_val_accuracy 0.5 (trivial floor 0.129)" in entry  # 8 values drawn from 128: E[1/distinct]
+    assert "final_val_accuracy 0.5 (trivial floor 0.129; " in entry  # 8 values drawn from 128: E[1/distinct]
+    assert "answers in the input, elimination floor 0.34" in entry  # ~ (1/8 + 1/7 + ... + 1) / 8 = 0.340
+    assert "answers in the input" in settings  # the task's default form
     assert "final train loss 2 (step 200)" in entry

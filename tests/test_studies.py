@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from assignment_experiments.run_experiment import main as run_experiment
 from assignment_experiments.studies import eval_length_generalization, moe_expert_load
@@ -64,7 +65,9 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert "| transformer | 0.600 +- 0.141 (n=2) | 0.900 |" in grid  # mean and sample std of 0.5 and 0.7
     curves = plot_accuracy.load_curves(runs)
     assert [(name, steps, acc) for name, steps, acc, _ in curves][0] == ("a", [100, 200], [0.1, 0.5])
-    assert curves[0][3] == pytest.approx(0.1289, abs=1e-4)  # the floor at 8 pairs, vocab 256
+    floors = curves[0][3]  # at 8 pairs, vocab 256, answers in the input (the task's default)
+    assert floors["value-guessing floor"] == pytest.approx(0.1289, abs=1e-4)
+    assert floors["elimination floor"] == pytest.approx(sum(1 / n for n in range(1, 9)) / 8, abs=0.01)
     assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
 
@@ -84,6 +87,8 @@ def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):
     hymba = runs["mqarz_hymba_d128_L128_lr0.001_s1"]
     assert (hymba.model.architecture, hymba.model.d_model, hymba.model.context_length) == ("hymba", 128, 128)
     assert hymba.data.task_options["num_pairs"] == 8 and hymba.train.seed == 1 and hymba.train.max_steps == 500
+    options = hymba.data.task_options  # the faithful task of the base config, at this length
+    assert (options["seq_len"], options["query_placement"], options["reveal_answers"]) == (128, "power_law", False)
     assert (
         hymba.optim.min_lr == pytest.approx(1e-4) and "width 128, 8 key-value pairs in 128 tokens" in hymba.description
     )
@@ -157,3 +162,29 @@ def test_lr_plot_panels_by_size_and_tokens_pools_seeds_and_says_when_the_best_ra
     assert "| transformer | 0.001: 2.000, 0.003: 1.850 ± 0.071 (2), 0.01: 1.950 | 0.003 | inside |" in captured.out
     with pytest.raises(SystemExit):
         plot_lr.main([str(runs[0]), "--size-ratio", "0.5", "--out", str(tmp_path / "x.png")])
+
+
+def test_mqar_by_query_shows_the_elimination_pattern_of_an_elimination_predictor():
+    """Oracle: a predictor that never matches keys (a random value not yet shown after the pairs) scores
+    1/4, 1/3, 1/2, 1 on the four queries of the revealed task; a recall predictor scores 1 on each."""
+    from assignment_experiments.studies.mqar_by_query import accuracy_by_query, elimination_pattern
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    task = AssociativeRecall(vocab_size=8192, num_pairs=4, seq_len=64, query_placement="random")
+    inputs, targets, mask = task.validation_set(3000, seed=5)
+    rng = torch.Generator().manual_seed(0)
+    eliminate, recall = torch.zeros_like(targets), torch.zeros_like(targets)
+    for b in range(len(inputs)):
+        row = inputs[b].tolist()
+        bound = {row[i]: row[i + 1] for i in range(0, 8, 2)}
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            shown = row[8 : t + 1]  # a value two pairs share can be shown already: then guess among all
+            candidates = sorted({v for v in bound.values() if v not in shown} or set(bound.values()))
+            eliminate[b, t] = candidates[int(torch.randint(len(candidates), (1,), generator=rng))]
+            recall[b, t] = bound[row[t]]
+    assert accuracy_by_query(eliminate, targets, mask) == pytest.approx(elimination_pattern(4, 4), abs=0.03)
+    assert accuracy_by_query(recall, targets, mask) == [1.0] * 4
+    uneven = mask.clone()
+    uneven[0, torch.nonzero(mask[0])[0]] = False
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        accuracy_by_query(recall, targets, uneven)

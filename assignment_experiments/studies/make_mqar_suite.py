@@ -3,11 +3,12 @@
     uv run python -m assignment_experiments.studies.make_mqar_suite --widths 64 128 256 --lengths 64:4 128:8 \
         --lrs 1e-4 4.64e-4 2.15e-3 1e-2 --seeds 0 --out assignment_experiments/configs/suites/my_mqar.json
 
-Every run starts from ``configs/mqar_zoology.json`` (vocabulary 8192, 2 layers, no MLP, one head, tied embeddings,
-stop at ``train.target_accuracy``) and changes only the architecture, ``d_model``, the sequence length with its
-number of key-value pairs (Zoology pairs 64:4, 128:8, 256:16), the learning rate (``min_lr`` = lr / 10) and the
-seed; each run carries its own description. ``--set KEY=VALUE`` adds overrides to every run (e.g. a GPU's
-``train.device=cuda``, Zoology's ``train.batch_size=512``). Run names: ``PREFIX_ARCH_dWIDTH_LLENGTH_lrLR[_sSEED]``.
+Every run starts from ``configs/mqar_zoology.json`` (vocabulary 8192, Zoology's power-law query slots, answers kept
+out of the input, 2 layers, no MLP, one head, tied embeddings, stop at ``train.target_accuracy``) and changes only
+the architecture, ``d_model``, the sequence length with its number of key-value pairs (Zoology pairs 64:4, 128:8,
+256:16), the learning rate (``min_lr`` = lr / 10) and the seed; each run carries its own description.
+``--set KEY=VALUE`` adds overrides to every run (e.g. a GPU's ``train.device=cuda``, Zoology's
+``train.batch_size=512``). Run names: ``PREFIX_ARCH_dWIDTH_LLENGTH_lrLR[_sSEED]``.
 """
 
 from __future__ import annotations
@@ -60,10 +61,9 @@ def suite_run(arch: str, width: int, length: int, pairs: int, lr: float, seed: i
         f"MQAR, Zoology setting: {label}, width {width}, {pairs} key-value pairs in {length} tokens, vocabulary "
         f"8192, lr {lr:g}, seed {seed}; trained until the target accuracy or max_steps."
     )
-    options = {"vocab_size": 8192, "num_pairs": pairs, "seq_len": length, "query_placement": "random"}
     run_set = {"description": description, **sets, "model.d_model": width, "model.context_length": length,
-               "data.task_options": options, "optim.lr": lr, "optim.min_lr": lr / 10, "train.seed": seed,
-               **extra}  # fmt: skip
+               "data.task_options.num_pairs": pairs, "data.task_options.seq_len": length, "optim.lr": lr,
+               "optim.min_lr": lr / 10, "train.seed": seed, **extra}  # fmt: skip
     return {"name": f"{prefix}_{arch}_d{width}_L{length}_lr{lr:g}" + (f"_s{seed}" if seed else ""), "set": run_set}
 
 

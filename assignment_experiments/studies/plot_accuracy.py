@@ -9,7 +9,8 @@ Also prints the accuracy grid as a Markdown table (rows: architecture, columns: 
 seeds of a cell are shown as mean +- std).
 
 ``--vs-step`` plots learning curves instead: each run's periodic evaluation accuracy (``metrics.jsonl``) against the
-training step, one line per run, with the MQAR value-guessing floor dashed, which shows a plateau and its escape::
+training step, one line per run, with the MQAR value-guessing floor dashed (and, for runs whose task writes the answers
+into the input, the elimination floor dotted), which shows a plateau and its escape::
 
     uv run python -m assignment_experiments.studies.plot_accuracy runs/mqarz_* --vs-step --out curves.png
 """
@@ -68,9 +69,10 @@ def markdown_grid(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float], float | None]]:
-    """(run name, eval steps, eval accuracies, MQAR floor or None) for every run whose metrics hold accuracies."""
-    from assignment_experiments.report import mqar_floor
+def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float], dict[str, float]]]:
+    """(run name, eval steps, eval accuracies, MQAR floors by name, empty for other tasks) for every run whose
+    metrics hold accuracies."""
+    from assignment_experiments.report import mqar_floors
 
     curves = []
     for run_dir in run_dirs:
@@ -84,12 +86,13 @@ def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float],
             print(f"skipping {run_dir}: no evaluation accuracies", file=sys.stderr)
             continue
         data = json.loads((run_dir / "config.json").read_text()).get("data", {})
-        floor = mqar_floor(data.get("task_options", {})) if data.get("task") in ("mqar", "associative_recall") else None
-        curves.append((run_dir.name, [r["step"] for r in evals], [r["val_accuracy"] for r in evals], floor))
+        is_mqar = data.get("task") in ("mqar", "associative_recall")
+        floors = mqar_floors(data.get("task_options", {})) if is_mqar else {}
+        curves.append((run_dir.name, [r["step"] for r in evals], [r["val_accuracy"] for r in evals], floors))
     return curves
 
 
-def plot_curves(curves: list[tuple[str, list[int], list[float], float | None]], out: Path, title: str) -> None:
+def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]]], out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,10 +101,10 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], float | None]], 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, steps, accuracies, _ in curves:
         ax.plot(steps, accuracies, label=name, linewidth=1.2)
-    floors = sorted({round(floor, 4) for *_, floor in curves if floor is not None})
-    for floor in floors:
-        ax.axhline(floor, color="gray", linestyle="--", linewidth=0.8)
-        ax.text(0.01, floor + 0.01, f"value-guessing floor {floor:.3f}", transform=ax.get_yaxis_transform(),
+    floors = sorted({(round(value, 4), label) for *_, named in curves for label, value in named.items()})
+    for floor, label in floors:
+        ax.axhline(floor, color="gray", linestyle="--" if label.startswith("value") else ":", linewidth=0.8)
+        ax.text(0.01, floor + 0.01, f"{label} {floor:.3f}", transform=ax.get_yaxis_transform(),
                 fontsize=7, color="gray")  # fmt: skip
     ax.set_xscale("symlog", linthresh=100)
     ax.set_xlim(left=0)

@@ -1,0 +1,96 @@
+"""MQAR accuracy of trained runs split by the query's place in the sequence (first, second, ... query).
+
+    uv run python -m assignment_experiments.studies.mqar_by_query runs/mqarz_transformer_d64_b512 \
+        --out results/studies/mqar_zoology/by_query.md
+
+Recall scores the same on every query. A model that answers by elimination (the value no earlier query has shown,
+possible only when the task writes each answer into the input: ``reveal_answers=True``) scores ``E[1/(P - j)]`` on
+the ``j``-th of ``P`` queries instead: 1/4, 1/3, 1/2, 1 at 4 pairs. The table puts each run's row beside that
+pattern. It needs the run's checkpoint (``checkpoints/``), which run folders keep locally but the repository does
+not; the evaluation set is a fresh one (``--seed``), not the run's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from assignment_experiments.errors import ConfigError
+
+
+def accuracy_by_query(predictions: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor) -> list[float]:
+    """Accuracy of the ``j``-th answer position of each row, for ``j = 0 .. Q-1``; every row has ``Q`` answers.
+
+    ``predictions``, ``targets``, ``answer_mask``: ``(B, T)``.
+    """
+    counts = answer_mask.sum(dim=1)
+    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
+        raise ValueError("every sequence needs the same, non-zero number of answers")
+    correct = (predictions == targets)[answer_mask].view(len(targets), int(counts[0]))  # (B, Q), in sequence order
+    return correct.float().mean(dim=0).tolist()
+
+
+def elimination_pattern(num_pairs: int, num_queries: int) -> list[float]:
+    """What answering by elimination scores on each query (distinct values): ``1 / (P - j)``."""
+    return [1 / (num_pairs - j) for j in range(num_queries)]
+
+
+@torch.no_grad()
+def run_accuracy_by_query(run_dir: Path, num_sequences: int, seed: int) -> tuple[dict, list[float]]:
+    from assignment_experiments.run_loading import load_run
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    run = load_run(run_dir)
+    data = run.config.data
+    if data.source != "synthetic" or data.task not in ("mqar", "associative_recall"):
+        raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
+    task = AssociativeRecall(**data.task_options)
+    inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
+    predictions = torch.cat([run.model(inputs[i : i + 256]).argmax(dim=-1) for i in range(0, num_sequences, 256)])
+    return data.task_options, accuracy_by_query(predictions, targets, mask)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.studies.mqar_by_query", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="MQAR run folders with a checkpoint")
+    parser.add_argument("--sequences", type=int, default=4096, help="evaluation sequences (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=99, help="seed of the evaluation set (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows, patterns, width = [], {}, 0
+    for run_dir in args.runs:
+        try:
+            options, per_query = run_accuracy_by_query(run_dir, args.sequences, args.seed)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            print(f"error: {run_dir}: {error}", file=sys.stderr)
+            return 2
+        revealed = "yes" if options.get("reveal_answers", True) else "no"
+        width = max(width, len(per_query))
+        rows.append((f"`{run_dir.name}`", revealed, per_query, sum(per_query) / len(per_query)))
+        patterns[(options["num_pairs"], len(per_query))] = None
+    for pairs, queries in patterns:
+        pattern = elimination_pattern(pairs, queries)
+        rows.append((f"answering by elimination ({pairs} pairs)", "yes", pattern, sum(pattern) / len(pattern)))
+    header = "| run | answers in input | " + " | ".join(f"query {j + 1}" for j in range(width)) + " | all |"
+    lines = [header, "|" + " --- |" * (width + 3)]
+    for name, revealed, per_query, mean in rows:
+        cells = [f"{a:.3f}" for a in per_query] + [""] * (width - len(per_query))
+        lines.append(f"| {name} | {revealed} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = "uv run python -m assignment_experiments.studies.mqar_by_query " + " ".join(map(str, args.runs))
+        heading = f"Accuracy by query order ({args.sequences} fresh sequences, seed {args.seed}):"
+        args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
