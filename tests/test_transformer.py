@@ -80,6 +80,23 @@ def test_learned_positions_add_a_context_by_d_model_table():
     assert count_parameters(model)["embedding"] == (VOCAB + CONTEXT) * D_MODEL
 
 
+def test_learned_position_table_starts_at_the_chosen_std():
+    """GPT-2's 0.02 by default; ``attention.position_std`` (Zoology's equal scale) is honoured; bad values are named."""
+    from cs336_basics.models.language_model import LanguageModel
+    from cs336_basics.models.spec import AttentionSpec, ModelSpec
+
+    def table_std(**attention) -> float:
+        torch.manual_seed(0)
+        spec = ModelSpec(vocab_size=VOCAB, d_model=64, plan="A", context_length=512,
+                         attention=AttentionSpec(positions="learned", **attention))  # fmt: skip
+        return LanguageModel(spec).position_embeddings.weight.std().item()
+
+    assert table_std() == pytest.approx(0.02 * 0.986, rel=0.03)  # truncated at 3 std: 0.986 of the std
+    assert table_std(position_std=0.125) == pytest.approx(0.125 * 0.986, rel=0.03)
+    with pytest.raises(ValueError, match="position_std"):
+        table_std(position_std=0)
+
+
 def test_tied_embeddings_share_one_matrix_counted_once():
     untied = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS)
     tied = transformer_lm(VOCAB, CONTEXT, D_MODEL, 1, HEADS, tie_embeddings=True)

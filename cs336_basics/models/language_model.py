@@ -46,8 +46,6 @@ from cs336_basics.models.moe import collect_moe_diagnostics
 from cs336_basics.models.spec import ModelSpec
 from cs336_basics.nn.layers import Embedding, Linear, RMSNorm
 
-POSITION_STD = 0.02  # initial std of a learned absolute position table
-
 
 @dataclass
 class DecodingCache:
@@ -79,10 +77,9 @@ class LanguageModel(nn.Module):
         self.token_embeddings = Embedding(spec.vocab_size, d)
         if self.learned_positions:
             self.position_embeddings = Embedding(spec.context_length, d)
-            with torch.no_grad():  # a small table (GPT-2's 0.02): at std 1 it would drown the token embeddings
-                nn.init.trunc_normal_(
-                    self.position_embeddings.weight, std=POSITION_STD, a=-3 * POSITION_STD, b=3 * POSITION_STD
-                )
+            std = spec.attention.position_std  # small (GPT-2's 0.02): at std 1 it would drown the token embeddings
+            with torch.no_grad():
+                nn.init.trunc_normal_(self.position_embeddings.weight, std=std, a=-3 * std, b=3 * std)
         if spec.num_meta_tokens:
             meta = torch.randn(spec.num_meta_tokens, d) * d**-0.5
             self.meta_tokens = no_weight_decay(nn.Parameter(meta))  # learned inputs, not a weight matrix

@@ -51,6 +51,9 @@ class AttentionSpec:
     the q/k/v projections (0 = none). It hands attention each token's recent neighbours, the feature an SSM's
     convolution gives Hymba and a Mamba layer for free (H3 and Based put such a short convolution before their
     attention-like mixers); the recall study uses it to test that explanation.
+
+    ``position_std``: initial std of the learned absolute position table (``positions="learned"``). The default 0.02
+    is GPT-2's; Zoology starts positions and tokens at the same std, so that the position signal is not drowned.
     """
 
     num_heads: int = 4
@@ -60,6 +63,7 @@ class AttentionSpec:
     window: int | Literal["auto"] | None = "auto"
     global_layers: list[int] | None = None
     short_conv: int = 0
+    position_std: float = 0.02
 
 
 @dataclass
@@ -237,6 +241,10 @@ class ModelSpec:
             raise ValueError(f"vocab_size and d_model must be >= 1, got {self.vocab_size}, {self.d_model}")
         _check_choice("norm", self.norm, NORMS)
         _check_choice("positions", self.attention.positions, POSITIONS)
+        if not isinstance(self.attention.position_std, int | float) or not self.attention.position_std > 0:
+            raise ValueError(
+                f"attention.position_std must be a number > 0 (default 0.02), got {self.attention.position_std!r}"
+            )
         if not isinstance(self.attention.short_conv, int) or self.attention.short_conv < 0:
             raise ValueError(
                 f"attention.short_conv must be a kernel size >= 1, or 0 for none; got {self.attention.short_conv!r}"
