@@ -1,13 +1,13 @@
 """MQAR accuracy of trained runs split by the query's place in the sequence (first, second, ... query).
 
     uv run python -m assignment_experiments.studies.mqar_by_query runs/mqarz_transformer_d64_b512 \
-        --out results/studies/mqar_zoology/by_query.md
+        --out results/studies/mqar_zoology/by_query_original.md
 
 Recall scores the same on every query. A model that answers by elimination (the value no earlier query has shown,
 possible only when the task writes each answer into the input: ``reveal_answers=True``) scores ``E[1/(P - j)]`` on
-the ``j``-th of ``P`` queries instead: 1/4, 1/3, 1/2, 1 at 4 pairs. The table puts each run's row beside that
-pattern. It needs the run's checkpoint (``checkpoints/``), which run folders keep locally but the repository does
-not; the evaluation set is a fresh one (``--seed``), not the run's own.
+the ``j``-th of ``P`` queries instead: 1/4, 1/3, 1/2, 1 at 4 pairs. The table puts that pattern beside the runs
+whose answers are in the input. It needs each run's checkpoint (``checkpoints/``), which run folders keep locally
+but the repository does not; the evaluation set is a fresh one (``--seed``), not the run's own.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         revealed = "yes" if options.get("reveal_answers", True) else "no"
         width = max(width, len(per_query))
         rows.append((f"`{run_dir.name}`", revealed, per_query, sum(per_query) / len(per_query)))
-        patterns[(options["num_pairs"], len(per_query))] = None
+        if revealed == "yes":  # elimination is a route only where the answers are in the input
+            patterns[(options["num_pairs"], len(per_query))] = None
     for pairs, queries in patterns:
         pattern = elimination_pattern(pairs, queries)
         rows.append((f"answering by elimination ({pairs} pairs)", "yes", pattern, sum(pattern) / len(pattern)))
