@@ -98,7 +98,9 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    if len(curves) > 10:  # the default cycle repeats after ten colours
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for name, steps, accuracies, _ in curves:
         ax.plot(steps, accuracies, label=name, linewidth=1.2)
     floors = sorted({(round(value, 4), label) for *_, named in curves for label, value in named.items()})
@@ -112,7 +114,7 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]
     ax.set_ylabel("answer accuracy (periodic evaluation)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
     ax.set_title(title)
     save_figure(fig, out)
 
