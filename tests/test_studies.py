@@ -188,3 +188,25 @@ def test_mqar_by_query_shows_the_elimination_pattern_of_an_elimination_predictor
     uneven[0, torch.nonzero(mask[0])[0]] = False
     with pytest.raises(ValueError, match="same, non-zero number"):
         accuracy_by_query(recall, targets, uneven)
+
+
+def test_shuffling_pairs_keeps_recall_and_breaks_the_power_law_position_shortcut():
+    """Oracle: a recall predictor keeps 1.0 on shuffled pairs; answering the k-th query with pair k's value, a cue
+    that Zoology's draw order leaves (0.29 here, above the 0.25 floor), falls to the floor once they are shuffled."""
+    from assignment_experiments.studies.mqar_by_query import shuffle_pairs
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    task = AssociativeRecall(
+        vocab_size=8192, num_pairs=4, seq_len=64, query_placement="power_law", reveal_answers=False
+    )
+    inputs, targets, mask = task.validation_set(8000, seed=7)
+    shuffled = shuffle_pairs(inputs, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled[:, 8:], inputs[:, 8:]) and not torch.equal(shuffled[:, :8], inputs[:, :8])
+    answers = targets[mask].view(-1, 4)  # in sequence order
+    for x, expected in ((inputs, 0.287), (shuffled, 0.25)):
+        positional = (x[:, 1:8:2] == answers).float().mean().item()
+        assert positional == pytest.approx(expected, abs=0.015)
+        bound = [{int(r[i]): int(r[i + 1]) for i in range(0, 8, 2)} for r in x]
+        queried = x[mask].view(-1, 4)
+        recall = torch.tensor([[bound[b][int(k)] for k in queried[b]] for b in range(len(x))])
+        assert torch.equal(recall, answers)

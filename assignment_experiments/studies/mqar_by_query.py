@@ -33,13 +33,30 @@ def accuracy_by_query(predictions: torch.Tensor, targets: torch.Tensor, answer_m
     return correct.float().mean(dim=0).tolist()
 
 
+def shuffle_pairs(inputs: torch.Tensor, num_pairs: int, generator: torch.Generator) -> torch.Tensor:
+    """``inputs`` ``(B, T)`` with each row's ``num_pairs`` leading key-value pairs put in a random order.
+
+    Recall does not care where a pair sits; a positional shortcut does. Zoology's power-law placement gives pair
+    ``i`` the ``i``-th slot draw, so the first query in the sequence is more often pair 0's: a model could score above
+    the floor by answering "the value of the pair whose index is this query's rank". Shuffling breaks that link and
+    keeps everything else (the queries, their distances, the targets).
+    """
+    order = torch.rand(len(inputs), num_pairs, generator=generator).argsort(dim=1)  # (B, P)
+    pairs = inputs[:, : 2 * num_pairs].view(len(inputs), num_pairs, 2)
+    shuffled = inputs.clone()
+    shuffled[:, : 2 * num_pairs] = pairs.gather(1, order[..., None].expand(-1, -1, 2)).flatten(1)
+    return shuffled
+
+
 def elimination_pattern(num_pairs: int, num_queries: int) -> list[float]:
     """What answering by elimination scores on each query (distinct values): ``1 / (P - j)``."""
     return [1 / (num_pairs - j) for j in range(num_queries)]
 
 
 @torch.no_grad()
-def run_accuracy_by_query(run_dir: Path, num_sequences: int, seed: int) -> tuple[dict, list[float]]:
+def run_accuracy_by_query(
+    run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False
+) -> tuple[dict, list[float]]:
     from assignment_experiments.run_loading import load_run
     from cs336_basics.data.synthetic import AssociativeRecall
 
@@ -49,6 +66,8 @@ def run_accuracy_by_query(run_dir: Path, num_sequences: int, seed: int) -> tuple
         raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
     task = AssociativeRecall(**data.task_options)
     inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
+    if shuffle:
+        inputs = shuffle_pairs(inputs, task.num_pairs, torch.Generator().manual_seed(seed + 1))
     predictions = torch.cat([run.model(inputs[i : i + 256]).argmax(dim=-1) for i in range(0, num_sequences, 256)])
     return data.task_options, accuracy_by_query(predictions, targets, mask)
 
@@ -60,13 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="MQAR run folders with a checkpoint")
     parser.add_argument("--sequences", type=int, default=4096, help="evaluation sequences (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=99, help="seed of the evaluation set (default: %(default)s)")
+    parser.add_argument("--shuffle-pairs", action="store_true",
+                        help="put each sequence's pairs in a random order: recall is unchanged, a shortcut through "
+                        "the pairs' positions is not")  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows, patterns, width = [], {}, 0
     for run_dir in args.runs:
         try:
-            options, per_query = run_accuracy_by_query(run_dir, args.sequences, args.seed)
+            options, per_query = run_accuracy_by_query(run_dir, args.sequences, args.seed, args.shuffle_pairs)
         except (ConfigError, ValueError, FileNotFoundError) as error:
             print(f"error: {run_dir}: {error}", file=sys.stderr)
             return 2
@@ -87,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = "uv run python -m assignment_experiments.studies.mqar_by_query " + " ".join(map(str, args.runs))
-        heading = f"Accuracy by query order ({args.sequences} fresh sequences, seed {args.seed}):"
+        flag = " --shuffle-pairs" if args.shuffle_pairs else ""
+        command = (
+            "uv run python -m assignment_experiments.studies.mqar_by_query " + " ".join(map(str, args.runs)) + flag
+        )
+        shuffled = ", pairs shuffled" if args.shuffle_pairs else ""
+        heading = f"Accuracy by query order ({args.sequences} fresh sequences, seed {args.seed}{shuffled}):"
         args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
     return 0
 
