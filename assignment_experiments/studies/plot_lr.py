@@ -115,8 +115,10 @@ def plot(groups: list[list[dict]], out: Path, title: str) -> None:
     from matplotlib.ticker import NullFormatter
 
     labels = sorted({p["label"] for group in groups for p in group})
-    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per model across the panels
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.0 * len(groups), 4.4), squeeze=False)
+    palette = [f"C{i}" for i in range(10)] if len(labels) <= 10 else list(plt.cm.tab20.colors)  # no repeats
+    colors = {label: palette[i % len(palette)] for i, label in enumerate(labels)}  # one colour per model, all panels
+    many = len(labels) > 6  # a long legend goes beside the panels, not over the curves
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.0 * len(groups) + 2.5 * many, 4.4), squeeze=False)
     handles = {}
     for ax, group in zip(axes[0], groups, strict=True):
         for label, line in sorted(curves(group).items()):
@@ -132,8 +134,9 @@ def plot(groups: list[list[dict]], out: Path, title: str) -> None:
         ax.set_title(panel_title(group), fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("final validation loss")
+    placement = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)} if many else {}
     axes[0][-1].legend(
-        [handles[label] for label in labels], labels, fontsize=8, title="star: best rate", title_fontsize=8
+        [handles[label] for label in labels], labels, fontsize=8, title="star: best rate", title_fontsize=8, **placement
     )
     save_figure(fig, out, title)
 
