@@ -165,9 +165,17 @@ def test_every_number_a_run_entry_states_matches_the_run(name, entries):
     r.check(rf"final train loss ({NUMBER}) \(step ([\d,]+)\)", lambda loss, step: (
         _close(loss, last["loss"]) and _num(step) == last["step"]) or f"last train record {last}")  # fmt: skip
     if data["task"] == "mqar":
-        floor = AssociativeRecall(**options).value_guess_floor()
-        r.check(r"\(trivial floor (\d\.\d+)\)", lambda text: round(floor, 3) == float(text) or f"floor {floor}")
+        task = AssociativeRecall(**options)
+        floor, elimination = task.value_guess_floor(), task.elimination_floor()
+        r.check(r"\(trivial floor (\d\.\d+)[;)]", lambda text: round(floor, 3) == float(text) or f"floor {floor}")
+        r.check(
+            r"elimination floor (\d\.\d+)\)",
+            lambda text: (
+                (elimination is not None and round(elimination, 3) == float(text)) or f"elimination floor {elimination}"
+            ),
+        )
         assert "trivial floor" in _field(body, "Results:")
+        assert ("elimination floor" in _field(body, "Results:")) == (elimination is not None)  # exactly when leaky
     r.check(rf"\b([a-z_]+) ({NUMBER})\b", lambda key, text: (
         key in summary and _close(text, summary[key])) or f"summary {key} = {summary.get(key)}")  # fmt: skip
     assert not r.leftover(), f"{name}: results state numbers no check covers: {r.leftover()} in {r.line!r}"
