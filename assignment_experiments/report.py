@@ -245,11 +245,6 @@ def final_train_record(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
     return train[-1] if train else None
 
 
-def mqar_floor(task_options: dict[str, Any]) -> float | None:
-    """Accuracy of always answering one of the sequence's values at random: the trivial floor of an MQAR run."""
-    return mqar_floors(task_options).get("value-guessing floor")
-
-
 def mqar_floors(task_options: dict[str, Any]) -> dict[str, float]:
     """The accuracies an MQAR run reaches without recall: guessing among the sequence's values, and, where the task
     writes each answer into the input (``reveal_answers``), eliminating the values earlier queries have shown."""
