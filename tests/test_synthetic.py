@@ -202,3 +202,14 @@ def test_power_law_placement_draws_slots_with_zoologys_weights():
     assert expected[0] > 5 * expected[-1]  # near slots dominate at a = 0.01
     with pytest.raises(ValueError, match="power_a"):
         AssociativeRecall(num_pairs=4, seq_len=64, query_placement="power_law", power_a=0.0)
+
+
+def test_bad_mqar_placement_and_reveal_answers_are_named_in_one_line():
+    with pytest.raises(
+        ValueError, match="query_placement must be 'contiguous', 'random' or 'power_law', got 'powerlaw'"
+    ):
+        make_task("mqar", query_placement="powerlaw")
+    with pytest.raises(ValueError, match="reveal_answers must be true or false, got 'no'"):
+        make_task("mqar", reveal_answers="no")
+    with pytest.raises(ValueError, match="num_queries must be <= num_pairs"):
+        make_task("mqar", num_pairs=4, num_queries=6, seq_len=64, query_placement="power_law")
