@@ -54,6 +54,9 @@ class ModelConfig:
     norm: Literal["pre", "post", "none"] = "pre"
     tie_embeddings: bool = False
     num_meta_tokens: int = 0
+    norm_layer: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    init: Literal["cs336", "gpt2"] = "cs336"
+    embedding_dropout: float = 0.0
     target_params: int | None = None
     attention: AttentionSpec = field(default_factory=AttentionSpec)
     ssm: SSMSpec = field(default_factory=SSMSpec)
@@ -79,6 +82,9 @@ class ModelConfig:
             norm=self.norm,
             tie_embeddings=self.tie_embeddings,
             num_meta_tokens=self.num_meta_tokens,
+            norm_layer=self.norm_layer,
+            init=self.init,
+            embedding_dropout=self.embedding_dropout,
             attention=self.attention,
             ssm=dataclasses.replace(self.ssm),
             ffn=ffn,

@@ -43,8 +43,10 @@ def build_moe_ffn(d_model: int, spec: FFNSpec) -> MoEFeedForward | None:
 
 
 def build_dense_ffn(d_model: int, spec: FFNSpec) -> nn.Module | None:
-    """The dense feed-forward ``spec`` asks for (None for ``kind="none"``)."""
+    """The dense feed-forward ``spec`` asks for (None for ``kind="none"``; the identity for ``kind="identity"``)."""
     if spec.kind == "none":
         return None
+    if spec.kind == "identity":
+        return nn.Identity()
     d_ff = default_d_ff(d_model, spec.kind) if spec.d_ff is None else spec.d_ff
     return SwiGLU(d_model, d_ff) if spec.kind == "swiglu" else SiLUFFN(d_model, d_ff)

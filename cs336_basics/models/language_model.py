@@ -19,7 +19,8 @@ The interface the trainer, decoder and runner use:
   (:func:`~cs336_basics.models.hyper_connections.mhc_diagnostics`).
 
 Shell details: ``position_embeddings`` (a learned absolute table, initialised at std 0.02 as in GPT-2) exists with
-``attention.positions="learned"``;
+``attention.positions="learned"``; ``embedding_dropout`` applies to tokens plus positions; ``init="gpt2"`` re-draws
+the weights as GPT-2 and Zoology do (:func:`gpt2_init`);
 with ``tie_embeddings`` the head reuses the token-embedding matrix, initialised with std ``d_model**-0.5`` so the
 initial logits have unit scale (N(0, 1) would give std ``sqrt(d_model)``); ``norm="pre"`` puts an RMSNorm before
 the head (post-norm and no-norm models have none); with mHC the hidden state is expanded into ``n`` residual
@@ -44,7 +45,7 @@ from cs336_basics.models.hyper_connections import (
 )
 from cs336_basics.models.moe import collect_moe_diagnostics
 from cs336_basics.models.spec import ModelSpec
-from cs336_basics.nn.layers import Embedding, Linear, RMSNorm
+from cs336_basics.nn.layers import Embedding, Linear, build_norm, dropout
 
 
 @dataclass
@@ -86,12 +87,14 @@ class LanguageModel(nn.Module):
         self.layers = nn.ModuleList(block_class(letter)(spec, i) for i, letter in enumerate(spec.plan))
         for block in self.layers:
             block.connect(list(self.layers))
-        self.ln_final = RMSNorm(d) if spec.norm == "pre" else nn.Identity()
+        self.ln_final = build_norm(spec.norm_layer, d) if spec.norm == "pre" else nn.Identity()
         self.lm_head = Linear(d, spec.vocab_size)
         if spec.tie_embeddings:  # one matrix for input and output: std d^-0.5 gives unit-scale initial logits
             std = d**-0.5
             nn.init.trunc_normal_(self.token_embeddings.weight, std=std, a=-3 * std, b=3 * std)
             self.lm_head.weight = self.token_embeddings.weight
+        if spec.init == "gpt2":
+            gpt2_init(self)
         # Positions are bounded when any block reads them (RoPE) or the shell adds a learned table.
         self.bounded = self.learned_positions or any(block.uses_positions for block in self.layers)
         self.context_length = spec.context_length if self.bounded else None
@@ -134,6 +137,7 @@ class LanguageModel(nn.Module):
         x = self.token_embeddings(input_ids)  # (b, T, d)
         if self.learned_positions:
             x = x + self.position_embeddings(torch.arange(past, past + T, device=input_ids.device))
+        x = dropout(x, self.spec.embedding_dropout, self.training)
         prepend = self.num_meta_tokens if past == 0 else 0  # meta tokens go in once, before the first token
         if prepend:
             x = torch.cat([self.meta_tokens.to(x.dtype).expand(b, -1, -1), x], dim=1)  # (b, M + T, d)
@@ -168,6 +172,37 @@ class LanguageModel(nn.Module):
         wrappers = [m for m in self.modules() if isinstance(m, HyperConnection)]
         out.update({f"mhc/{key}": value for key, value in mhc_diagnostics(wrappers).items()})
         return out
+
+
+GPT2_STD = 0.02
+
+
+def gpt2_init(model: LanguageModel) -> None:
+    """Re-initialise ``model`` as GPT-2 and Zoology's ``_init_weights`` do (``spec.init="gpt2"``).
+
+    Embedding tables (token, position), the head and every linear layer of the attention blocks from N(0, 0.02), their
+    biases at zero; the projections that write into the residual stream (attention ``output_proj``, FFN ``w2``) at
+    ``0.02 / sqrt(2 num_layers)``. Mamba and Hymba blocks, meta tokens and short convolutions keep their own init.
+    """
+    from cs336_basics.models.transformer import TransformerBlock
+
+    residual_std = GPT2_STD / (2 * model.num_layers) ** 0.5
+    with torch.no_grad():
+        tables = [model.token_embeddings, model.lm_head]
+        if model.learned_positions:
+            tables.append(model.position_embeddings)
+        linears = [(m, GPT2_STD) for m in tables]
+        for block in model.layers:
+            if not isinstance(block, TransformerBlock):
+                continue
+            for name, module in block.named_modules():
+                if isinstance(module, Linear):
+                    writes_residual = name.endswith(("output_proj", "w2"))
+                    linears.append((module, residual_std if writes_residual else GPT2_STD))
+        for module, std in linears:
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
 
 def collect_auxiliary_losses(module: nn.Module) -> Tensor:

@@ -21,7 +21,9 @@ from typing import Literal
 
 NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "learned", "none")
-FFN_KINDS = ("swiglu", "silu", "none")
+FFN_KINDS = ("swiglu", "silu", "identity", "none")
+NORM_LAYERS = ("rmsnorm", "layernorm")
+INITS = ("cs336", "gpt2")
 RESIDUALS = ("standard", "mhc")
 HYMBA_FUSIONS = ("paper", "projected")
 
@@ -54,6 +56,9 @@ class AttentionSpec:
 
     ``position_std``: initial std of the learned absolute position table (``positions="learned"``). The default 0.02
     is GPT-2's; Zoology starts positions and tokens at the same std, so that the position signal is not drowned.
+
+    ``bias``: the Q/K/V and output projections have (zero-initialised) biases, as in GPT-2 and Zoology's ``MHA``.
+    ``dropout``: probability of dropping an attention weight in training (Zoology's MQAR runs: 0.1).
     """
 
     num_heads: int = 4
@@ -64,6 +69,8 @@ class AttentionSpec:
     global_layers: list[int] | None = None
     short_conv: int = 0
     position_std: float = 0.02
+    bias: bool = False
+    dropout: float = 0.0
 
 
 @dataclass
@@ -110,13 +117,17 @@ class MoESpec:
 
 @dataclass
 class FFNSpec:
-    """Each block's feed-forward network: dense ``swiglu`` / ``silu``, none, or an MoE when ``moe`` is set.
+    """Each block's feed-forward network: dense ``swiglu`` / ``silu``, ``identity``, none, or an MoE (``moe``).
+
+    ``identity`` adds the normalised stream itself, ``x + norm(x)``: what Zoology's Transformer block does when its
+    state mixer is ``torch.nn.Identity`` (its MQAR runs), since that block returns ``norm2(residual)`` and the next
+    block adds it to the residual. It has no weights beyond the norm's gain (and bias, with ``layernorm``).
 
     ``d_ff=None`` takes the width that keeps SwiGLU and SiLU parameter-matched
     (:func:`~cs336_basics.models.ffn.default_d_ff`); MoE experts use ``moe.d_ff`` or else this ``d_ff``.
     """
 
-    kind: Literal["swiglu", "silu", "none"] = "swiglu"
+    kind: Literal["swiglu", "silu", "identity", "none"] = "swiglu"
     d_ff: int | None = None
     moe: MoESpec | None = None
 
@@ -178,6 +189,14 @@ class ModelSpec:
     ``context_length`` bounds the positions of attention blocks (``None`` for a plan without positional blocks, e.g.
     pure Mamba). ``norm`` places the RMSNorms of ``A`` blocks (``post`` and ``none`` drop the final norm);
     ``num_meta_tokens`` learned inputs are prepended to every sequence (Hymba) and dropped from the logits.
+
+    GPT-2/Zoology switches (the defaults are this project's LLaMA-style model): ``norm_layer`` is the normalisation
+    of ``A`` blocks and before the head (``"rmsnorm"``, or ``"layernorm"`` with gain and bias); ``init="gpt2"``
+    re-initialises the embeddings, the head and every linear layer of the ``A`` blocks from N(0, 0.02), with the
+    projections that write into the residual stream (attention output, FFN ``w2``) at ``0.02 / sqrt(2 num_layers)``,
+    as GPT-2 and Zoology's ``_init_weights`` do (``"cs336"``: truncated normals with std ``sqrt(2 / (fan_in +
+    fan_out))``, a tied token table at ``d_model**-0.5``); other block types keep their own init.
+    ``embedding_dropout`` drops elements of the input embeddings (tokens plus positions) in training.
     """
 
     vocab_size: int
@@ -187,6 +206,9 @@ class ModelSpec:
     norm: Literal["pre", "post", "none"] = "pre"
     tie_embeddings: bool = False
     num_meta_tokens: int = 0
+    norm_layer: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    init: Literal["cs336", "gpt2"] = "cs336"
+    embedding_dropout: float = 0.0
     attention: AttentionSpec = field(default_factory=AttentionSpec)
     ssm: SSMSpec = field(default_factory=SSMSpec)
     ffn: FFNSpec = field(default_factory=FFNSpec)
@@ -240,6 +262,13 @@ class ModelSpec:
         if self.vocab_size < 1 or self.d_model < 1:
             raise ValueError(f"vocab_size and d_model must be >= 1, got {self.vocab_size}, {self.d_model}")
         _check_choice("norm", self.norm, NORMS)
+        _check_choice("norm_layer", self.norm_layer, NORM_LAYERS)
+        _check_choice("init", self.init, INITS)
+        for name, p in (("embedding_dropout", self.embedding_dropout), ("attention.dropout", self.attention.dropout)):
+            if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1) (0 = off), got {p!r}")
+        if not isinstance(self.attention.bias, bool):
+            raise ValueError(f"attention.bias must be true or false, got {self.attention.bias!r}")
         _check_choice("positions", self.attention.positions, POSITIONS)
         if not isinstance(self.attention.position_std, int | float) or not self.attention.position_std > 0:
             raise ValueError(
@@ -279,6 +308,8 @@ class ModelSpec:
         if min(s.d_state, s.d_conv, s.expand) < 1:
             raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
         _check_choice("ssm.init", s.init, ("mamba_simple", "cs336"))
+        if self.ffn.kind == "identity" and (self.ffn.moe is not None or self.ffn.d_ff is not None):
+            raise ValueError("ffn kind 'identity' has no width or experts; drop ffn.d_ff and ffn.moe")
         if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
             raise ValueError(f"d_ff must be >= 1, got {self.ffn.d_ff}")
         moe = self.ffn.moe

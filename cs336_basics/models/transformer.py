@@ -1,7 +1,9 @@
 """The attention block, plan letter ``A``: causal multi-head attention then a feed-forward network.
 
 Modern (LLaMA-style) pre-norm by default: ``x + attn(RMSNorm(x))`` then ``x + ffn(RMSNorm(x))``. The model's
-``norm`` switch gives ``post`` (``RMSNorm(x + f(x))`` after each branch) or ``none``; ``attention.positions`` gives
+``norm`` switch gives ``post`` (``RMSNorm(x + f(x))`` after each branch) or ``none``, and ``norm_layer`` LayerNorm
+instead of RMSNorm (``ffn.kind="identity"`` with LayerNorm is Zoology's block: ``x + attn(LN(x))`` then
+``x + LN(x)``); ``attention.positions`` gives
 RoPE (default), a learned absolute table (added by the shell before the blocks) or none (NoPE: only the causal mask
 orders tokens). A Transformer language model is the plan ``"A" * num_layers``.
 
@@ -21,7 +23,7 @@ from cs336_basics.models.ffn import build_dense_ffn, build_moe_ffn
 from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, KVCache
 from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
-from cs336_basics.nn.layers import RMSNorm
+from cs336_basics.nn.layers import build_norm
 
 
 @dataclass
@@ -52,9 +54,11 @@ class TransformerBlock(Block):
             backend=attn.backend,
             window=spec.attention_window(layer),
             num_prefix=spec.num_meta_tokens,
+            bias=attn.bias,
+            dropout=attn.dropout,
         )
-        self.ln1 = RMSNorm(d) if spec.norm != "none" else nn.Identity()
-        self.ln2 = RMSNorm(d) if spec.norm != "none" else nn.Identity()
+        self.ln1 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
+        self.ln2 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
         # optional causal depthwise conv on the attention input (key ``short_conv.weight``/``.bias``)
         self.short_conv = CausalDepthwiseConv1d(d, attn.short_conv) if attn.short_conv else None

@@ -18,6 +18,8 @@
   ``d_model``), ``output_proj=False`` (return the concatenated heads, no output projection) and ``kv_proj=False``
   (no K/V projections: the caller passes another layer's post-RoPE keys and values as ``shared_kv``, cross-layer KV
   sharing). ``keep_kv=True`` keeps the last call's post-RoPE keys and values in ``last_kv`` for such a consumer.
+- GPT-2/Zoology options: ``bias=True`` gives the Q/K/V and output projections biases (zero-initialised);
+  ``dropout`` drops attention weights in training.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn.functional import scaled_dot_product_attention as torch_sdpa  # only for the opt-in "torch_sdpa" backend
 
 from cs336_basics.nn.functional import masked_softmax, softmax
-from cs336_basics.nn.layers import Linear
+from cs336_basics.nn.layers import Linear, dropout
 
 POSITIONS = ("rope", "none")
 BACKENDS = ("naive", "torch_sdpa")
@@ -41,11 +43,13 @@ def scaled_dot_product_attention(
     K: Float[Tensor, " ... k d_k"],
     V: Float[Tensor, " ... k d_v"],
     mask: Bool[Tensor, " ... q k"] | None = None,
+    dropout_p: float = 0.0,
 ) -> Float[Tensor, " ... q d_v"]:
-    """``softmax(Q K^T / sqrt(d_k)) V``; where ``mask`` is False the attention weight is zero."""
+    """``softmax(Q K^T / sqrt(d_k)) V``; where ``mask`` is False the attention weight is zero. ``dropout_p`` drops
+    attention weights after the softmax (GPT-2's and Zoology's attention dropout; pass 0 outside training)."""
     scores = (Q * (1.0 / math.sqrt(Q.shape[-1]))) @ K.transpose(-2, -1)  # (..., q, k); scaling Q is cheaper
     weights = masked_softmax(scores, mask, dim=-1) if mask is not None else softmax(scores, dim=-1)
-    return weights @ V
+    return dropout(weights, dropout_p, training=True) @ V
 
 
 class RotaryPositionalEmbedding(nn.Module):
@@ -152,6 +156,8 @@ class CausalMultiHeadSelfAttention(nn.Module):
         output_proj: bool = True,
         kv_proj: bool = True,
         keep_kv: bool = False,
+        bias: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         inner = d_model if inner_dim is None else inner_dim
@@ -165,13 +171,17 @@ class CausalMultiHeadSelfAttention(nn.Module):
             raise ValueError(f"sliding window must be a positive number of positions or None, got {window}")
         if num_prefix < 0:
             raise ValueError(f"num_prefix must be >= 0, got {num_prefix}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
+        self.dropout = dropout
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, inner // num_heads
         self.inner_dim, self.backend, self.window, self.num_prefix = inner, backend, window, num_prefix
         self.keep_kv, self.last_kv = keep_kv, None
-        self.q_proj = Linear(d_model, inner, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, inner, device=device, dtype=dtype) if kv_proj else None
-        self.v_proj = Linear(d_model, inner, device=device, dtype=dtype) if kv_proj else None
-        self.output_proj = Linear(inner, d_model, device=device, dtype=dtype) if output_proj else None
+        factory = {"device": device, "dtype": dtype, "bias": bias}
+        self.q_proj = Linear(d_model, inner, **factory)
+        self.k_proj = Linear(d_model, inner, **factory) if kv_proj else None
+        self.v_proj = Linear(d_model, inner, **factory) if kv_proj else None
+        self.output_proj = Linear(inner, d_model, **factory) if output_proj else None
         self.rope = None
         if positions == "rope":
             self.rope = RotaryPositionalEmbedding(theta, self.head_dim, max_seq_len, device)
@@ -194,11 +204,14 @@ class CausalMultiHeadSelfAttention(nn.Module):
         if self.k_proj is None:
             if shared_kv is None:
                 raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
-            q = (x @ self.q_proj.weight.T).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+            q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
             k = v = None
         else:
             qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3I, D)
-            qkv = (x @ qkv_weight.T).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
+            qkv = x @ qkv_weight.T  # (B, T, 3I)
+            if self.q_proj.bias is not None:
+                qkv = qkv + torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+            qkv = qkv.view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
         past = cache.length if cache is not None else (shared_kv[0].shape[2] - T if shared_kv is not None else 0)
         if self.rope is not None:
@@ -223,10 +236,11 @@ class CausalMultiHeadSelfAttention(nn.Module):
     ) -> Float[Tensor, " b h q d"]:
         num_q, num_k = q.shape[2], k.shape[2]
         needs_mask = num_q > 1 or (self.window is not None and num_k > self.window)
+        p = self.dropout if self.training else 0.0
         if self.backend == "torch_sdpa":
             if num_q == num_k and self.window is None:
-                return torch_sdpa(q, k, v, is_causal=True)
+                return torch_sdpa(q, k, v, is_causal=True, dropout_p=p)
             mask = causal_mask(num_q, num_k, self.window, q.device, self.num_prefix) if needs_mask else None
-            return torch_sdpa(q, k, v, attn_mask=mask)
+            return torch_sdpa(q, k, v, attn_mask=mask, dropout_p=p)
         mask = causal_mask(num_q, num_k, self.window, q.device, self.num_prefix) if needs_mask else None
-        return scaled_dot_product_attention(q, k, v, mask)
+        return scaled_dot_product_attention(q, k, v, mask, dropout_p=p)

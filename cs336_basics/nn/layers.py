@@ -2,10 +2,14 @@
 
 Conventions shared by all of them (they fix the state-dict layout of ``docs/ADAPTERS.md``):
 
-- ``Linear`` stores ``weight`` as ``(d_out, d_in)`` and computes ``y = x @ W.T``, with no bias. It is initialised
-  from a normal with ``std = sqrt(2 / (d_in + d_out))`` truncated at +-3 std.
+- ``Linear`` stores ``weight`` as ``(d_out, d_in)`` and computes ``y = x @ W.T``, with no bias unless ``bias=True``
+  (then a zero-initialised ``bias`` key, for GPT-2/Zoology-style layers). It is initialised from a normal with
+  ``std = sqrt(2 / (d_in + d_out))`` truncated at +-3 std.
 - ``Embedding`` stores ``weight`` as ``(vocab, d_model)``, initialised from N(0, 1) truncated at +-3.
-- ``RMSNorm`` upcasts to float32 inside (the mean of squares underflows in bf16/fp16) and returns the input dtype.
+- ``RMSNorm`` upcasts to float32 inside (the mean of squares underflows in bf16/fp16) and returns the input dtype;
+  ``LayerNorm`` (mean and variance, gain and bias: GPT-2's and Zoology's norm) does the same.
+- ``dropout`` zeroes each element with probability ``p`` and scales the rest by ``1 / (1 - p)`` (inverted dropout),
+  only in training; ``Dropout`` is the module form.
 - ``SwiGLU`` is ``w2(silu(w1 x) * w3 x)`` with ``d_ff`` defaulting to 8/3 d_model rounded up to a multiple of 64;
   ``SiLUFFN`` is ``w2(silu(w1 x))`` with ``d_ff`` defaulting to 1.5x SwiGLU's default, so that both FFNs have exactly
   the same parameters.
@@ -23,7 +27,7 @@ from cs336_basics.nn.functional import silu
 
 
 class Linear(nn.Module):
-    """Bias-free affine map ``y = x @ W.T`` with ``W`` of shape ``(out_features, in_features)``."""
+    """Affine map ``y = x @ W.T (+ b)`` with ``W`` of shape ``(out_features, in_features)``; bias-free by default."""
 
     def __init__(
         self,
@@ -31,6 +35,7 @@ class Linear(nn.Module):
         out_features: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -38,12 +43,14 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         std = math.sqrt(2.0 / (in_features + out_features))
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
 
     def forward(self, x: Float[Tensor, " ... d_in"]) -> Float[Tensor, " ... d_out"]:
-        return x @ self.weight.T
+        y = x @ self.weight.T
+        return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 class Embedding(nn.Module):
@@ -92,6 +99,68 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, eps={self.eps}"
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation with a learned gain and bias: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: Float[Tensor, " ... d"]) -> Float[Tensor, " ... d"]:
+        in_dtype = x.dtype
+        x = x.float()
+        centred = x - x.mean(dim=-1, keepdim=True)  # (..., d)
+        inv_std = torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.eps)  # (..., 1): biased variance
+        return (centred * inv_std * self.weight.float() + self.bias.float()).to(in_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+def build_norm(kind: str, d_model: int) -> nn.Module:
+    """The normalisation layer ``kind`` names: ``"rmsnorm"`` (the default everywhere) or ``"layernorm"``."""
+    if kind == "rmsnorm":
+        return RMSNorm(d_model)
+    if kind == "layernorm":
+        return LayerNorm(d_model)
+    raise ValueError(f"norm_layer must be 'rmsnorm' or 'layernorm', got {kind!r}")
+
+
+def dropout(x: Float[Tensor, " ..."], p: float, training: bool) -> Float[Tensor, " ..."]:
+    """Inverted dropout: zero each element with probability ``p`` and scale the survivors by ``1 / (1 - p)``."""
+    if not training or p == 0.0:
+        return x
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    keep = torch.rand_like(x, dtype=torch.float32) >= p
+    return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """:func:`dropout` as a module: active in ``train()`` mode, the identity in ``eval()``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Float[Tensor, " ..."]) -> Float[Tensor, " ..."]:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def default_swiglu_d_ff(d_model: int, multiple_of: int = 64) -> int:
