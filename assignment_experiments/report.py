@@ -286,10 +286,16 @@ def model_settings(model: dict[str, Any]) -> str:
         parts.append(f"{attention['num_heads']} heads, positions {attention['positions']}")
         if attention.get("short_conv"):
             parts.append(f"short conv {attention['short_conv']} before attention")
+        if attention.get("bias"):
+            parts.append("attention biases")
+        if attention.get("dropout"):
+            parts.append(f"attention dropout {_num(attention['dropout'])}")
     if set(letters) & {"M", "H"}:
         parts.append(f"d_state {ssm['d_state']}, expand {ssm['expand']}, d_conv {ssm['d_conv']}")
     if ffn["kind"] == "none":
         parts.append("no FFN")
+    elif ffn["kind"] == "identity":
+        parts.append("identity state mixer (x + norm(x)) instead of an FFN")
     else:
         width = f"d_ff {ffn['d_ff']}" if ffn["d_ff"] is not None else "default d_ff"
         if model.get("target_params") is not None:
@@ -299,7 +305,12 @@ def model_settings(model: dict[str, Any]) -> str:
         if moe:
             expert = f", expert d_ff {moe['d_ff']}" if moe.get("d_ff") is not None else ""
             parts.append(f"MoE {moe['num_experts']} experts top-{moe['top_k']}{expert}")
-    parts.append(f"norm {model['norm']}")
+    norm_layer = model.get("norm_layer", "rmsnorm")
+    parts.append(f"norm {model['norm']}" + (f" ({norm_layer})" if norm_layer != "rmsnorm" else ""))
+    if model.get("init", "cs336") != "cs336":
+        parts.append(f"{model['init']} init")
+    if model.get("embedding_dropout"):
+        parts.append(f"embedding dropout {_num(model['embedding_dropout'])}")
     residual = model["residual"]
     if residual["kind"] != "standard":
         parts.append(f"residual {residual['kind']} expansion {residual['hc_expansion']}")
@@ -344,10 +355,11 @@ def run_settings(config: dict[str, Any], summary: dict[str, Any]) -> str:
     if optim["schedule"] == "wsd":
         schedule += f", decay {_num(optim['decay_steps'])} {optim['decay_shape']}"
     average = f", average of last {train['average_last_k']}" if train["average_last_k"] else ""
+    betas = "" if list(optim["betas"]) == [0.9, 0.95] else f" betas {'/'.join(_num(b) for b in optim['betas'])},"
     return (
         f"{model_settings(config['model'])}; {data_settings(config)}; "
         f"{_num(steps)} steps{stopped} of batch {train['batch_size']} x {sequence_length(config)} tokens{accum}{seen}; "
-        f"AdamW lr {_num(optim['lr'])} -> min_lr {_num(optim['min_lr'])}, {schedule}, weight decay "
+        f"AdamW{betas} lr {_num(optim['lr'])} -> min_lr {_num(optim['min_lr'])}, {schedule}, weight decay "
         f"{_num(optim['weight_decay'])}, grad clip {_num(optim['grad_clip'])}{average}; seed {train['seed']}"
     )
 
