@@ -79,19 +79,21 @@ def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):
     from assignment_experiments.studies import make_mqar_suite
 
     out = tmp_path / "suites" / "grid.json"
-    args = ["--archs", "transformer", "hymba", "--widths", "64", "128", "--lengths", "64:4", "128:8",
+    args = ["--archs", "transformer", "hymba", "mamba", "--widths", "64", "128", "--lengths", "64:4", "128:8",
             "--lrs", "1e-3", "--seeds", "0", "1", "--set", "train.max_steps=500", "--out", str(out)]  # fmt: skip
     assert make_mqar_suite.main(args) == 0
     runs = dict(load_suite(Path(out), []))
-    assert len(runs) == 2 * 2 * 2 * 2  # archs x widths x lengths x seeds
+    assert len(runs) == 3 * 2 * 2 * 2  # archs x widths x lengths x seeds
     hymba = runs["mqarz_hymba_d128_L128_lr0.001_s1"]
     assert (hymba.model.architecture, hymba.model.d_model, hymba.model.context_length) == ("hymba", 128, 128)
     assert hymba.data.task_options["num_pairs"] == 8 and hymba.train.seed == 1 and hymba.train.max_steps == 500
     options = hymba.data.task_options  # the faithful task of the base config, at this length
     assert (options["seq_len"], options["query_placement"], options["reveal_answers"]) == (128, "power_law", False)
-    assert (
-        hymba.optim.min_lr == pytest.approx(1e-4) and "width 128, 8 key-value pairs in 128 tokens" in hymba.description
-    )
+    assert hymba.optim.min_lr == 0.0 and "width 128, 8 key-value pairs in 128 tokens" in hymba.description
+    transformer, mamba = runs["mqarz_transformer_d64_L64_lr0.001"], runs["mqarz_mamba_d64_L64_lr0.001"]
+    recipe = (transformer.model.init, transformer.model.norm_layer, transformer.model.ffn.kind, transformer.optim.betas)
+    assert recipe == ("gpt2", "layernorm", "identity", [0.9, 0.999])  # Zoology's recipe, from the base config
+    assert mamba.model.ffn.kind == "none"  # Zoology's MambaBlock has no state mixer
     with pytest.raises(SystemExit):
         make_mqar_suite.main(["--lengths", "8:4", "--out", str(out)])  # 4 pairs and 4 queries need 15+ tokens
 

@@ -4,9 +4,10 @@
         --lrs 1e-4 4.64e-4 2.15e-3 1e-2 --seeds 0 --out assignment_experiments/configs/suites/my_mqar.json
 
 Every run starts from ``configs/mqar_zoology.json`` (vocabulary 8192, Zoology's power-law query slots, answers kept
-out of the input, 2 layers, no MLP, one head, tied embeddings, stop at ``train.target_accuracy``) and changes only
-the architecture, ``d_model``, the sequence length with its number of key-value pairs (Zoology pairs 64:4, 128:8,
-256:16), the learning rate (``min_lr`` = lr / 10) and the seed; each run carries its own description.
+out of the input, 2 layers, no MLP, one head, tied embeddings, Zoology's model and optimiser recipe, stop at
+``train.target_accuracy``) and changes only the architecture, ``d_model``, the sequence length with its number of
+key-value pairs (Zoology pairs 64:4, 128:8, 256:16), the learning rate (cosine to 0, as Zoology) and the seed; each
+run carries its own description.
 ``--set KEY=VALUE`` adds overrides to every run (e.g. a GPU's ``train.device=cuda``, Zoology's
 ``train.batch_size=512``). Run names: ``PREFIX_ARCH_dWIDTH_LLENGTH_lrLR[_sSEED]``.
 """
@@ -26,7 +27,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ARCHITECTURES: dict[str, tuple[dict[str, Any], str]] = {
     "transformer": ({}, "Transformer (one head, learned positions)"),
     "transformer_conv4": ({"model.attention.short_conv": 4}, "Transformer behind a width-4 causal convolution"),
-    "mamba": ({"model.architecture": "mamba"}, "Mamba (two selective-SSM blocks)"),
+    "mamba": (  # Zoology's MambaBlock has no state mixer, so no identity branch
+        {"model.architecture": "mamba", "model.ffn.kind": "none"},
+        "Mamba (two selective-SSM blocks)",
+    ),
     "hybrid_MA": ({"model.architecture": "hybrid", "model.pattern": "MA"}, "the MA hybrid (Mamba, then attention)"),
     "hymba": (
         {"model.architecture": "hymba", "model.num_meta_tokens": 4, "model.attention.positions": "rope"},
@@ -63,7 +67,7 @@ def suite_run(arch: str, width: int, length: int, pairs: int, lr: float, seed: i
     )
     run_set = {"description": description, **sets, "model.d_model": width, "model.context_length": length,
                "data.task_options.num_pairs": pairs, "data.task_options.seq_len": length, "optim.lr": lr,
-               "optim.min_lr": lr / 10, "train.seed": seed, **extra}  # fmt: skip
+               "train.seed": seed, **extra}  # fmt: skip
     return {"name": f"{prefix}_{arch}_d{width}_L{length}_lr{lr:g}" + (f"_s{seed}" if seed else ""), "set": run_set}
 
 

@@ -77,7 +77,7 @@ class MambaLayer(Block):
         self.mixer = mamba_mixer(d, spec.ssm, out_proj_scale=scale)
         self.ffn_norm = RMSNorm(d) if ffn is not None else None
         self.ffn = ffn
-        if dense is not None:
+        if dense is not None and hasattr(dense, "w2"):  # the identity FFN has no output projection to scale
             with torch.no_grad():
                 dense.w2.weight.mul_(scale)
         self.init_residual(spec, ("mixer", "ffn") if ffn is not None else ("mixer",))
