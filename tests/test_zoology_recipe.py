@@ -181,3 +181,11 @@ def test_bad_recipe_values_are_named(overrides, message):
     options = {"attention": AttentionSpec(2), **overrides}
     with pytest.raises(ValueError, match=message):
         ModelSpec(VOCAB, D, "A", T, **options).validate()
+
+
+@pytest.mark.parametrize("plan", ["AM", "H"])
+def test_identity_ffn_builds_in_every_block_type(plan):
+    spec = ModelSpec(VOCAB, D, plan, T, attention=AttentionSpec(2), ffn=FFNSpec("identity"), init="gpt2").validate()
+    model = LanguageModel(spec)
+    assert model(torch.randint(0, VOCAB, (2, T))).shape == (2, T, VOCAB)
+    assert not any(".ffn." in name for name, _ in model.named_parameters())  # no weights of its own
