@@ -76,8 +76,11 @@ class Embedding(nn.Module):
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square normalisation with a learned gain: ``x / sqrt(mean(x^2) + eps) * weight``."""
+class _GainNorm(nn.Module):
+    """A normalisation over the last dimension with a learned per-feature gain ``weight`` (initialised to 1) and, when
+    the subclass sets ``has_bias``, a learned ``bias`` (initialised to 0)."""
+
+    has_bias = False
 
     def __init__(
         self,
@@ -90,6 +93,15 @@ class RMSNorm(nn.Module):
         self.d_model = d_model
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+        if self.has_bias:
+            self.bias = nn.Parameter(torch.zeros(d_model, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class RMSNorm(_GainNorm):
+    """Root-mean-square normalisation with a learned gain: ``x / sqrt(mean(x^2) + eps) * weight``."""
 
     def forward(self, x: Float[Tensor, " ... d"]) -> Float[Tensor, " ... d"]:
         in_dtype = x.dtype
@@ -97,25 +109,11 @@ class RMSNorm(nn.Module):
         inv_rms = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
         return (x * inv_rms * self.weight.float()).to(in_dtype)
 
-    def extra_repr(self) -> str:
-        return f"{self.d_model}, eps={self.eps}"
 
-
-class LayerNorm(nn.Module):
+class LayerNorm(_GainNorm):
     """Layer normalisation with a learned gain and bias: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
 
-    def __init__(
-        self,
-        d_model: int,
-        eps: float = 1e-5,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        self.d_model = d_model
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(d_model, device=device, dtype=dtype))
+    has_bias = True
 
     def forward(self, x: Float[Tensor, " ... d"]) -> Float[Tensor, " ... d"]:
         in_dtype = x.dtype
@@ -123,9 +121,6 @@ class LayerNorm(nn.Module):
         centred = x - x.mean(dim=-1, keepdim=True)  # (..., d)
         inv_std = torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.eps)  # (..., 1): biased variance
         return (centred * inv_std * self.weight.float() + self.bias.float()).to(in_dtype)
-
-    def extra_repr(self) -> str:
-        return f"{self.d_model}, eps={self.eps}"
 
 
 def build_norm(kind: str, d_model: int) -> nn.Module:
