@@ -128,6 +128,7 @@ def test_every_number_a_run_entry_states_matches_the_run(name, entries):
     s.check(r"d_state (\d+)", eq(model["ssm"]["d_state"]))
     s.check(r"d_conv (\d+)", eq(model["ssm"]["d_conv"]))
     s.check(r"short conv (\d+) before attention", eq(model["attention"].get("short_conv")))
+    s.check(r"(\w+) init", lambda text: text == model.get("init", "cs336") or f"config init {model.get('init')}")
     s.check(rf"attention dropout ({NUMBER})", eq(model["attention"].get("dropout")))
     s.check(rf"embedding dropout ({NUMBER})", eq(model.get("embedding_dropout")))
     s.check(rf"betas ({NUMBER})/({NUMBER}),", lambda a, b: (_close(a, optim["betas"][0], 6) and _close(
