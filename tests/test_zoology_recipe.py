@@ -189,3 +189,32 @@ def test_identity_ffn_builds_in_every_block_type(plan):
     model = LanguageModel(spec)
     assert model(torch.randint(0, VOCAB, (2, T))).shape == (2, T, VOCAB)
     assert not any(".ffn." in name for name, _ in model.named_parameters())  # no weights of its own
+
+
+@pytest.mark.parametrize("fusion", ["paper", "projected"])
+def test_hymba_heads_take_the_attention_bias_and_dropout(fusion):
+    """``attention.bias`` and ``attention.dropout`` reach the attention heads of ``H`` blocks, as of ``A`` blocks."""
+    from cs336_basics.models.spec import HymbaSpec
+
+    torch.manual_seed(0)
+
+    def hymba(bias: bool, p: float) -> LanguageModel:
+        attention = AttentionSpec(2, bias=bias, dropout=p)
+        spec = ModelSpec(VOCAB, D, "HH", T, num_meta_tokens=2, attention=attention, hymba=HymbaSpec(fusion=fusion))
+        return LanguageModel(spec.validate())
+
+    plain, model = hymba(False, 0.0), hymba(True, 0.5)
+    for layer in model.layers:
+        for proj in (layer.attn.q_proj, layer.attn.k_proj, layer.attn.v_proj):
+            assert proj.bias is not None and proj.bias.shape == (proj.weight.shape[0],)
+    assert all(p.bias is None for layer in plain.layers for p in (layer.attn.q_proj, layer.attn.k_proj))
+    ids = torch.randint(0, VOCAB, (2, T))
+    model.train()
+    assert not torch.allclose(model(ids), model(ids))  # the only randomness is the attention dropout
+    for layer in model.layers:
+        layer.attn.dropout = 0.0
+    torch.testing.assert_close(model(ids), model(ids))
+    model.eval()
+    for layer in model.layers:
+        layer.attn.dropout = 0.5
+    torch.testing.assert_close(model(ids), model(ids))  # off in eval

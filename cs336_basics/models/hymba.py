@@ -16,8 +16,9 @@ do in one layer, for input ``x`` (``d_model`` wide) and the SSM's inner width ``
 output projection, the Mamba mixer's own ``out_proj`` is removed, each branch is normalised without a gain and scaled
 by ``beta_attn`` / ``beta_ssm`` (initialised to one, the reference's norm-weight init: one scale per channel, not a
 gain times a beta), then ``out_proj`` (``I -> d_model``). Remaining deviations from the reference, all outside the
-fusion: Q/K/V and the Mamba input are separate bias-free projections (the reference's single ``in_proj`` is their
-concatenation, with a bias); attention is full multi-head (Hymba-1.5B uses grouped-query attention, 5 K/V heads for
+fusion: Q/K/V and the Mamba input are separate projections, bias-free by default (the reference's single
+``in_proj`` is their concatenation, with a bias; ``attention.bias`` gives Q/K/V biases, and ``attention.dropout``
+drops attention weights in training, as in ``A`` blocks); attention is full multi-head (Hymba-1.5B uses grouped-query attention, 5 K/V heads for
 25 query heads); the Mamba mixer is this project's Mamba-1 block (no dt/B/C RMSNorms as in Hymba-1.5B's
 ``mamba_inner_layernorms``); ``out_proj`` has this project's ``Linear`` init (truncated normal,
 ``std = sqrt(2 / (fan_in + fan_out))``; the reference: normal, std 0.02); Hymba-1.5B slides 1024 positions and the
@@ -135,6 +136,8 @@ class HymbaLayer(Block):
             output_proj=not paper,
             kv_proj=not self.shares_kv,
             keep_kv=keep_kv,
+            bias=attn.bias,
+            dropout=attn.dropout,
         )
         self.mixer = mamba_mixer(d, spec.ssm)
         if paper:
