@@ -218,3 +218,16 @@ def test_hymba_heads_take_the_attention_bias_and_dropout(fusion):
     for layer in model.layers:
         layer.attn.dropout = 0.5
     torch.testing.assert_close(model(ids), model(ids))  # off in eval
+
+
+@pytest.mark.parametrize("positions", ["rope", "learned", "none"])
+def test_hymba_heads_follow_the_position_setting(positions):
+    """``attention.positions`` reaches ``H`` heads as ``A`` heads: RoPE only for "rope", the shell's table for
+    "learned", nothing for "none" (an unbounded model, as a NoPE Transformer)."""
+    spec = ModelSpec(VOCAB, D, "HA", T, num_meta_tokens=2, attention=AttentionSpec(2, positions=positions))
+    model = LanguageModel(spec.validate())
+    hymba, attention = model.layers
+    assert (hymba.attn.rope is not None) == (attention.attn.rope is not None) == (positions == "rope")
+    assert model.learned_positions == (positions == "learned")
+    assert (model.context_length is None) == (positions == "none")
+    assert model(torch.randint(0, VOCAB, (2, T))).shape == (2, T, VOCAB)

@@ -5,7 +5,7 @@ do in one layer, for input ``x`` (``d_model`` wide) and the SSM's inner width ``
 
 1. one input projection gives the attention's Q, K, V and the Mamba branch's input and gate, all at width ``I``
    (the attention heads have ``head_dim = I / num_heads``);
-2. the attention heads (RoPE; sliding window in most layers, the meta tokens always visible; no output projection)
+2. the attention heads (RoPE, or ``attention.positions`` as in ``A`` blocks; sliding window in most layers, the meta tokens always visible; no output projection)
    and the Mamba heads (conv, selective scan, gate; no output projection) run on the same input;
 3. each branch output is RMS-normalised with a learned per-channel scale (the paper's ``beta_1``, ``beta_2``; in the
    reference code the gains of ``pre_avg_layernorm1/2``), the two are averaged (the reference divides the sum by 2;
@@ -127,6 +127,7 @@ class HymbaLayer(Block):
         self.attn = CausalMultiHeadSelfAttention(
             d,
             attn.num_heads,
+            positions="rope" if attn.positions == "rope" else "none",  # learned positions are added by the shell
             max_seq_len=(spec.context_length or 0) + spec.num_meta_tokens,
             theta=attn.rope_theta,
             backend=attn.backend,
@@ -151,6 +152,7 @@ class HymbaLayer(Block):
         self.out_proj = Linear(inner, d)
         self.ffn_norm = RMSNorm(d)
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
+        self.uses_positions = attn.positions != "none"
         self.init_residual(spec, ("mixer", "ffn"))
         self._producer: list[HymbaLayer] = []  # set by connect(); a list so the producer is not a submodule
 
