@@ -50,3 +50,11 @@ def test_cached_decoding_matches_the_full_forward(norm):
 def test_a_bad_kernel_is_refused(bad):
     with pytest.raises(ValueError, match="attention.short_conv must be a kernel size"):
         ModelSpec(50, 16, "A", 32, attention=AttentionSpec(2, short_conv=bad)).validate()
+
+
+@pytest.mark.parametrize("plan", ["H", "MM", "HM"])
+def test_a_plan_without_attention_layers_refuses_it(plan):
+    """Only ``A`` blocks build the convolution: elsewhere the setting would be silently ignored."""
+    with pytest.raises(ValueError, match=f"plan '{plan}' has none; remove it"):
+        ModelSpec(50, 16, plan, 32, attention=AttentionSpec(2, short_conv=4)).validate()
+    ModelSpec(50, 16, plan + "A", 32, attention=AttentionSpec(2, short_conv=4)).validate()  # one A layer is enough

@@ -278,6 +278,11 @@ class ModelSpec:
             raise ValueError(
                 f"attention.short_conv must be a kernel size >= 1, or 0 for none; got {self.attention.short_conv!r}"
             )
+        if self.attention.short_conv and "A" not in self.plan:
+            raise ValueError(
+                f"attention.short_conv applies to A (attention) layers and plan {self.plan!r} has none; remove it "
+                "(M and H layers convolve in their SSM branch: ssm.d_conv)"
+            )
         _check_choice("ffn", self.ffn.kind, FFN_KINDS)
         _check_choice("residual", self.residual.kind, RESIDUALS)
         if self.context_length is not None and self.context_length < 1:
