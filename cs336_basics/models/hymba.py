@@ -5,8 +5,9 @@ do in one layer, for input ``x`` (``d_model`` wide) and the SSM's inner width ``
 
 1. one input projection gives the attention's Q, K, V and the Mamba branch's input and gate, all at width ``I``
    (the attention heads have ``head_dim = I / num_heads``);
-2. the attention heads (RoPE, or ``attention.positions`` as in ``A`` blocks; sliding window in most layers, the meta tokens always visible; no output projection)
-   and the Mamba heads (conv, selective scan, gate; no output projection) run on the same input;
+2. the attention heads (RoPE, or ``attention.positions`` as in ``A`` blocks; sliding window in most layers, the meta
+   tokens always visible; no output projection) and the Mamba heads (conv, selective scan, gate; no output
+   projection) run on the same input;
 3. each branch output is RMS-normalised with a learned per-channel scale (the paper's ``beta_1``, ``beta_2``; in the
    reference code the gains of ``pre_avg_layernorm1/2``), the two are averaged (the reference divides the sum by 2;
    with learned scales the factor only rescales beta), and one output projection ``I -> d_model`` follows:
@@ -18,11 +19,11 @@ by ``beta_attn`` / ``beta_ssm`` (initialised to one, the reference's norm-weight
 gain times a beta), then ``out_proj`` (``I -> d_model``). Remaining deviations from the reference, all outside the
 fusion: Q/K/V and the Mamba input are separate projections, bias-free by default (the reference's single
 ``in_proj`` is their concatenation, with a bias; ``attention.bias`` gives Q/K/V biases, and ``attention.dropout``
-drops attention weights in training, as in ``A`` blocks); attention is full multi-head (Hymba-1.5B uses grouped-query attention, 5 K/V heads for
-25 query heads); the Mamba mixer is this project's Mamba-1 block (no dt/B/C RMSNorms as in Hymba-1.5B's
-``mamba_inner_layernorms``); ``out_proj`` has this project's ``Linear`` init (truncated normal,
-``std = sqrt(2 / (fan_in + fan_out))``; the reference: normal, std 0.02); Hymba-1.5B slides 1024 positions and the
-minimal reference 2048 of 4096, here ``attention.window="auto"`` gives half the context
+drops attention weights in training, as in ``A`` blocks); attention is full multi-head (Hymba-1.5B uses
+grouped-query attention, 5 K/V heads for 25 query heads); the Mamba mixer is this project's Mamba-1 block (no
+dt/B/C RMSNorms as in Hymba-1.5B's ``mamba_inner_layernorms``); ``out_proj`` has this project's ``Linear`` init
+(truncated normal, ``std = sqrt(2 / (fan_in + fan_out))``; the reference: normal, std 0.02); Hymba-1.5B slides 1024
+positions and the minimal reference 2048 of 4096, here ``attention.window="auto"`` gives half the context
 (:func:`~cs336_basics.models.spec.hymba_default_window`) in all but the first, middle and last layer, and a window
 ``w`` covers ``w`` positions including the query itself (the reference's mask ``q - k <= w`` covers ``w + 1``).
 
