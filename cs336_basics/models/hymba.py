@@ -128,18 +128,11 @@ class HymbaLayer(Block):
         self.attn = CausalMultiHeadSelfAttention(
             d,
             attn.num_heads,
-            positions="rope" if attn.positions == "rope" else "none",  # learned positions are added by the shell
-            max_seq_len=(spec.context_length or 0) + spec.num_meta_tokens,
-            theta=attn.rope_theta,
-            backend=attn.backend,
-            window=spec.attention_window(layer),
-            num_prefix=spec.num_meta_tokens,
             inner_dim=inner,
             output_proj=not paper,
             kv_proj=not self.shares_kv,
             keep_kv=keep_kv,
-            bias=attn.bias,
-            dropout=attn.dropout,
+            **spec.attention_options(layer),
         )
         self.mixer = mamba_mixer(d, spec.ssm)
         if paper:

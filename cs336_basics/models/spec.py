@@ -233,6 +233,21 @@ class ModelSpec:
             window = hymba_default_window(self.context_length) if self.plan[layer] == "H" else None
         return None if layer in self.global_layers() else window
 
+    def attention_options(self, layer: int) -> dict:
+        """Keyword arguments of ``CausalMultiHeadSelfAttention`` that every block type's attention in layer ``layer``
+        takes from the spec (positions, window, backend, bias, dropout...), so that no block can drop one."""
+        attn = self.attention
+        return {
+            "positions": "rope" if attn.positions == "rope" else "none",  # learned positions are added by the shell
+            "max_seq_len": (self.context_length or 0) + self.num_meta_tokens,
+            "theta": attn.rope_theta,
+            "backend": attn.backend,
+            "window": self.attention_window(layer),
+            "num_prefix": self.num_meta_tokens,
+            "bias": attn.bias,
+            "dropout": attn.dropout,
+        }
+
     def kv_producer(self, layer: int) -> int:
         """The layer whose keys and values layer ``layer`` attends over (itself unless ``hymba.kv_sharing``).
 

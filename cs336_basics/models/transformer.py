@@ -45,18 +45,7 @@ class TransformerBlock(Block):
         d, attn = spec.d_model, spec.attention
         moe = build_moe_ffn(d, spec.ffn)
         self.norm = spec.norm
-        self.attn = CausalMultiHeadSelfAttention(
-            d,
-            attn.num_heads,
-            positions="rope" if attn.positions == "rope" else "none",  # learned positions are added by the shell
-            max_seq_len=(spec.context_length or 0) + spec.num_meta_tokens,
-            theta=attn.rope_theta,
-            backend=attn.backend,
-            window=spec.attention_window(layer),
-            num_prefix=spec.num_meta_tokens,
-            bias=attn.bias,
-            dropout=attn.dropout,
-        )
+        self.attn = CausalMultiHeadSelfAttention(d, attn.num_heads, **spec.attention_options(layer))
         self.ln1 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
         self.ln2 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
