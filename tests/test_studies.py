@@ -43,14 +43,18 @@ def test_moe_study_weights_the_expert_load_by_the_validation_tokens(tmp_path):
         assert sum(layer["load"]) == pytest.approx(1.0) and len(layer["load"]) == 4
 
 
-def _fake_mqar_run(root, name: str, width: int, accuracies: list[float]):
+def _fake_mqar_run(root, name: str, width: int, accuracies: list[float], lr: float | None = None, **model):
     run = root / name
     run.mkdir(parents=True)
     options = {"vocab_size": 256, "num_pairs": 8, "seq_len": 64}
-    config = {"model": {"architecture": "transformer", "d_model": width, "context_length": 64},
+    config = {"model": {"architecture": "transformer", "d_model": width, "context_length": 64, **model},
               "data": {"source": "synthetic", "task": "mqar", "task_options": options}}  # fmt: skip
+    if lr is not None:
+        config["optim"] = {"lr": lr}
     (run / "config.json").write_text(json.dumps(config))
-    (run / "summary.json").write_text(json.dumps({"architecture": "transformer", "final_val_accuracy": accuracies[-1]}))
+    summary = {"architecture": config["model"]["architecture"], "final_val_accuracy": accuracies[-1],
+               "target_reached_step": 100 * len(accuracies) if accuracies[-1] >= 0.99 else None}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
     evals = [{"kind": "eval", "step": 100 * (i + 1), "val_accuracy": a} for i, a in enumerate(accuracies)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"kind": "train", "step": 1}, *evals]))
     return run
@@ -70,6 +74,35 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert floors["elimination floor"] == pytest.approx(sum(1 / n for n in range(1, 9)) / 8, abs=0.01)
     assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_accuracy_grid_takes_each_cells_best_learning_rate_and_names_variants(tmp_path):
+    from assignment_experiments.studies import plot_accuracy
+
+    runs = [_fake_mqar_run(tmp_path, f"{name}_s{seed}", 64, [acc], lr=lr)
+            for name, lr, seed, acc in [("lo", 1e-3, 0, 0.3), ("lo", 1e-3, 1, 0.9), ("hi", 1e-2, 0, 0.7),
+                                        ("hi", 1e-2, 1, 0.7)]]  # fmt: skip
+    runs.append(_fake_mqar_run(tmp_path, "conv", 64, [1.0], lr=1e-2, attention={"short_conv": 4}))
+    runs.append(_fake_mqar_run(tmp_path, "noconv", 64, [0.2], lr=1e-2, architecture="hymba", ssm={"d_conv": 1}))
+    points = plot_accuracy.load_points(runs)
+    assert {p["arch"] for p in points} == {"transformer", "transformer +conv4", "hymba (ssm conv 1)"}
+    assert [p["floor"] for p in points] == [pytest.approx(0.1289, abs=1e-4)] * len(runs)
+    grid = plot_accuracy.markdown_grid(points)
+    # lr 1e-2 (mean 0.7) beats lr 1e-3 (mean 0.6 despite its 0.9 seed): Zoology's best-rate cell, with the rate named
+    assert "| transformer | 0.700 +- 0.000 (n=2, lr 0.01) |" in grid
+    assert "| transformer +conv4 | 1.000 at lr 0.01 |" in grid
+    steps = plot_accuracy.markdown_steps_grid(points)
+    assert "| transformer +conv4 | 100 |" in steps and "| transformer | - / - |" in steps
+    assert plot_accuracy.main([*map(str, runs), "--out", str(tmp_path / "w.png")]) == 0
+    assert (tmp_path / "w.png").stat().st_size > 0
+    # runs that stop at the target: the rate that reaches it on every seed, fastest, wins over a last-decimal edge
+    slow = [_fake_mqar_run(tmp_path, f"slow_s{i}", 128, [0.5, 0.6, 0.995], lr=1e-2) for i in range(2)]
+    fast = [_fake_mqar_run(tmp_path, f"fast_s{i}", 128, [0.5, 0.991], lr=1e-3) for i in range(2)]
+    missed = [
+        _fake_mqar_run(tmp_path, f"miss_s{i}", 128, [0.5, 0.6, 0.7, acc], lr=3e-3) for i, acc in [(0, 0.99), (1, 0.98)]
+    ]
+    cells = plot_accuracy.best_cells(plot_accuracy.load_points(slow + fast + missed), field="reached_step")
+    assert cells[("transformer", 64, 128)] == (1e-3, [200, 200])
 
 
 def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):

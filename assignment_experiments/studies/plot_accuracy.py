@@ -4,9 +4,15 @@
         --out results/studies/associative_recall/accuracy_vs_width.png
 
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
-(``model.d_model``, ``data.task_options.seq_len``); runs without an accuracy (not a synthetic task) are skipped.
-Also prints the accuracy grid as a Markdown table (rows: architecture, columns: sequence length x width; repeated
-seeds of a cell are shown as mean +- std).
+(``model.d_model``, ``data.task_options.seq_len``, ``optim.lr``); runs without an accuracy (not a synthetic task) are
+skipped. The line label is the architecture plus what sets a variant apart (a short convolution before attention, an
+SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled; where a cell was trained
+at several learning rates, the best one is shown, as Zoology's figure does (its lr is printed): the best mean accuracy
+or, for runs that stop at a target accuracy, the rate at which most seeds reached it, fastest. The plot
+draws that mean with each seed as a dot and, for MQAR, the value-guessing floor of each panel dashed. It also prints
+the grid as a Markdown table (rows: architecture, columns: sequence length x width; mean +- std over seeds). Where the
+runs stopped at a target accuracy (``train.target_accuracy``), a second plot row and a second table give the step at
+which each seed reached it: when every line ends at the target, that is where they differ.
 
 ``--vs-step`` plots learning curves instead: each run's periodic evaluation accuracy (``metrics.jsonl``) against the
 training step, one line per run, with the MQAR value-guessing floor dashed (and, for runs whose task writes the answers
@@ -27,8 +33,24 @@ from pathlib import Path
 from assignment_experiments.studies.figures import save_figure
 
 
+def variant_label(config: dict, summary: dict) -> str:
+    """The architecture as a plot line names it: hybrids with their pattern, plus the settings that make a variant
+    (``+conv4`` for a short convolution before attention, ``ssm conv 1`` for an SSM without its time convolution)."""
+    model = config["model"]
+    arch = summary.get("architecture") or model["architecture"]
+    pattern = summary.get("pattern") or model.get("pattern")
+    label = f"{arch} {pattern}" if arch == "hybrid" and pattern else arch
+    if short_conv := (model.get("attention") or {}).get("short_conv"):
+        label += f" +conv{short_conv}"
+    if (model.get("ssm") or {}).get("d_conv") == 1:
+        label += " (ssm conv 1)"
+    return label
+
+
 def load_points(run_dirs: list[Path]) -> list[dict]:
-    """One record per finished synthetic-task run: arch label, width, seq_len, accuracy."""
+    """One record per finished synthetic-task run: arch label, width, seq_len, lr, accuracy, MQAR floor (or None)."""
+    from assignment_experiments.report import mqar_floors
+
     points = []
     for run_dir in run_dirs:
         summary_path, config_path = run_dir / "summary.json", run_dir / "config.json"
@@ -40,32 +62,85 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         if accuracy is None:
             print(f"skipping {run_dir}: no final_val_accuracy", file=sys.stderr)
             continue
-        arch = summary.get("architecture") or config["model"]["architecture"]
-        pattern = summary.get("pattern") or config["model"].get("pattern")
-        label = f"{arch} {pattern}" if arch == "hybrid" and pattern else arch
-        seq_len = config["data"].get("task_options", {}).get("seq_len") or config["model"]["context_length"]
-        points.append({"arch": label, "width": config["model"]["d_model"], "seq_len": seq_len, "accuracy": accuracy})
+        data = config["data"]
+        seq_len = data.get("task_options", {}).get("seq_len") or config["model"]["context_length"]
+        is_mqar = data.get("task") in ("mqar", "associative_recall")
+        floor = mqar_floors(data.get("task_options", {})).get("value-guessing floor") if is_mqar else None
+        points.append({"arch": variant_label(config, summary), "width": config["model"]["d_model"],
+                       "seq_len": seq_len, "lr": config.get("optim", {}).get("lr"), "accuracy": accuracy,
+                       "floor": floor, "reached_step": summary.get("target_reached_step"),
+                       "seed": config.get("train", {}).get("seed", 0),
+                       "max_steps": config.get("train", {}).get("max_steps")})  # fmt: skip
     return points
 
 
-def _cell(values: list[float]) -> str:
+def _rank(seeds: list[dict]) -> tuple[float, float, float]:
+    """How good one learning rate's seeds are, larger is better: the share of seeds that reached the target, then how
+    fast (minus the median step), then the mean final accuracy. A run that stops at the target ends a little above or
+    below it by chance, so among rates that all reach it, the speed decides, not the last decimal."""
+    reached = [p["reached_step"] for p in seeds if p.get("reached_step") is not None]
+    speed = -statistics.median(reached) if reached else float("-inf")
+    return len(reached) / len(seeds), speed, statistics.mean(p["accuracy"] for p in seeds)
+
+
+def best_cells(points: list[dict], field: str = "accuracy") -> dict[tuple, tuple[float | None, list]]:
+    """(arch, seq_len, width) -> (lr, each seed's ``field`` in seed order) at the cell's best learning rate
+    (``_rank``: without a target accuracy, simply the best mean accuracy)."""
+    by_lr: dict[tuple, list[dict]] = defaultdict(list)
+    for p in points:
+        by_lr[(p["arch"], p["seq_len"], p["width"], p["lr"])].append(p)
+    best: dict[tuple, tuple[float | None, list[dict]]] = {}
+    for (arch, seq_len, width, lr), seeds in sorted(by_lr.items(), key=lambda kv: str(kv[0])):
+        key = (arch, seq_len, width)
+        if key not in best or _rank(seeds) > _rank(best[key][1]):
+            best[key] = (lr, seeds)
+    by_seed = {key: (lr, sorted(seeds, key=lambda p: p["seed"])) for key, (lr, seeds) in best.items()}
+    return {key: (lr, [p[field] for p in seeds]) for key, (lr, seeds) in by_seed.items()}
+
+
+def _cell(values: list[float], lr: float | None = None) -> str:
+    """One seed's accuracy, or mean +- sample std (n) over several; with the cell's learning rate when given."""
     if not values:
         return "-"
+    rate = f"lr {lr:g}" if lr is not None else ""
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f} (n={len(values)})"
+        return f"{values[0]:.3f}" + (f" at {rate}" if rate else "")
+    spread = f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+    return f"{spread} (n={len(values)}" + (f", {rate}" if rate else "") + ")"
 
 
 def markdown_grid(points: list[dict]) -> str:
+    """Rows: architectures; columns: (sequence length, width); each cell the best learning rate's seeds, with that
+    rate named when the runs used more than one."""
     columns = sorted({(p["seq_len"], p["width"]) for p in points})
     archs = sorted({p["arch"] for p in points})
-    cell: dict[tuple, list[float]] = defaultdict(list)
-    for p in points:
-        cell[(p["arch"], p["seq_len"], p["width"])].append(p["accuracy"])
+    several_lrs = len({p["lr"] for p in points}) > 1
+    cells = best_cells(points)
     header = "| architecture | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for arch in archs:
-        lines.append(f"| {arch} | " + " | ".join(_cell(cell.get((arch, s, w), [])) for s, w in columns) + " |")
+        row = []
+        for s, w in columns:
+            lr, values = cells.get((arch, s, w), (None, []))
+            row.append(_cell(values, lr if several_lrs else None))
+        lines.append(f"| {arch} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown_steps_grid(points: list[dict]) -> str:
+    """The same cells as ``markdown_grid``, as the step at which each seed reached the run's target accuracy ("-"
+    for a seed that did not): where every architecture ends at the target, this is what tells them apart."""
+    columns = sorted({(p["seq_len"], p["width"]) for p in points})
+    archs = sorted({p["arch"] for p in points})
+    cells = best_cells(points, field="reached_step")
+    header = "| steps to target | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 1)]
+    for arch in archs:
+        row = []
+        for s, w in columns:
+            steps = cells.get((arch, s, w), (None, []))[1]
+            row.append(" / ".join("-" if step is None else f"{step:,}" for step in steps) or " ")
+        lines.append(f"| {arch} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -120,31 +195,71 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]
 
 
 def plot(points: list[dict], out: Path, title: str) -> None:
+    """Accuracy vs width, one panel per sequence length; when runs stopped at a target accuracy, a second row with the
+    step each seed reached it (a cross at the step cap for a seed that did not), which separates lines that all end at
+    the target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     seq_lens = sorted({p["seq_len"] for p in points})
-    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5 * len(seq_lens), 4), squeeze=False, sharey=True)
-    for ax, seq_len in zip(axes[0], seq_lens, strict=True):
-        lines: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        for p in points:
-            if p["seq_len"] == seq_len:
-                lines[p["arch"]].append((p["width"], p["accuracy"]))
-        for arch in sorted(lines):
-            xs, ys = zip(*sorted(lines[arch]), strict=True)
-            ax.plot(xs, ys, marker="o", label=arch)
-        widths = sorted({p["width"] for p in points})
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(widths, [str(w) for w in widths])
-        ax.set_xlabel("d_model")
+    widths = sorted({p["width"] for p in points})
+    archs = sorted({p["arch"] for p in points})
+    colours = {arch: plt.cm.tab10.colors[i % 10] for i, arch in enumerate(archs)}
+    cells = best_cells(points)
+    with_steps = any(p.get("reached_step") is not None for p in points)
+    steps_cells = best_cells(points, field="reached_step") if with_steps else {}
+    caps = best_cells(points, field="max_steps") if with_steps else {}
+    rows = 2 if with_steps else 1
+    fig, axes = plt.subplots(rows, len(seq_lens), figsize=(5 * len(seq_lens), 4 * rows), squeeze=False, sharey="row")
+    for col, seq_len in enumerate(seq_lens):
+        ax = axes[0][col]
+        for arch in archs:
+            here = sorted((w, values) for (a, s, w), (_, values) in cells.items() if a == arch and s == seq_len)
+            if not here:
+                continue
+            xs = [w for w, _ in here]
+            ax.plot(xs, [statistics.mean(v) for _, v in here], marker="o", color=colours[arch], label=arch)
+            for w, values in here:  # every seed, so a mean of 0.5 from one solved and one failed run shows as such
+                ax.scatter([w] * len(values), values, color=colours[arch], alpha=0.35, s=14, linewidths=0)
+        floors = {p["floor"] for p in points if p["seq_len"] == seq_len and p["floor"] is not None}
+        for floor in floors:
+            ax.axhline(floor, color="gray", linestyle="--", linewidth=0.8)
+            ax.text(0.01, floor + 0.01, f"guessing floor {floor:.3f}", transform=ax.get_yaxis_transform(),
+                    fontsize=7, color="gray")  # fmt: skip
         ax.set_title(f"sequence length {seq_len}")
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("answer accuracy")
-    axes[0][-1].legend()
+        if with_steps:
+            _plot_steps(axes[1][col], archs, colours, seq_len, steps_cells, caps)
+        for row in range(rows):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xticks(widths, [str(w) for w in widths])
+            axes[row][col].set_xlabel("d_model")
+            axes[row][col].grid(alpha=0.3)
+    axes[0][0].set_ylabel("answer accuracy (mean over seeds; dots: seeds)")
+    if with_steps:
+        axes[1][0].set_ylabel("step the target was reached (x: not by the cap)")
+    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=8)  # every architecture, whichever panel has it
     save_figure(fig, out, title)
+
+
+def _plot_steps(ax, archs: list[str], colours: dict, seq_len: int, steps_cells: dict, caps: dict) -> None:
+    """One panel of the steps-to-target row: the median over the seeds that reached the target, every seed a dot."""
+    for arch in archs:
+        here = sorted((w, values) for (a, s, w), (_, values) in steps_cells.items() if a == arch and s == seq_len)
+        medians = [(w, statistics.median(v for v in values if v is not None)) for w, values in here
+                   if any(v is not None for v in values)]  # fmt: skip
+        if medians:
+            ax.plot(*zip(*medians, strict=True), marker="o", color=colours[arch], label=arch)
+        for w, values in here:
+            cap = caps[(arch, seq_len, w)][1]
+            reached = [v for v in values if v is not None]
+            missed = [c for v, c in zip(values, cap, strict=True) if v is None and c is not None]
+            ax.scatter([w] * len(reached), reached, color=colours[arch], alpha=0.35, s=14, linewidths=0)
+            ax.scatter([w] * len(missed), missed, color=colours[arch], marker="x", s=30)
+    ax.set_yscale("log")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plot(points, args.out, args.title or "Synthetic-task accuracy vs width")
     print(markdown_grid(points))
+    if any(p["reached_step"] is not None for p in points):
+        print()
+        print(markdown_steps_grid(points))
     return 0
 
 
