@@ -129,10 +129,55 @@ def _summary(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# Study 11's width and length tables (plot_accuracy's output): rows name the architecture as the plot labels it
+ZOOLOGY_WIDTH = {"hybrid MA": "hybrid_MA", "transformer": "transformer", "transformer +conv4": "transformer_conv4"}
+LR_PART = {"0.01": "", "0.00215": "_lr2e-3"}
+
+
+def _check_width_table(header, rows, cells, compare, best_lr) -> None:
+    """Each accuracy cell ("mean ± sd (n=N, lr X)" or "value at lr X") against the mean and sample sd of its seeds'
+    final accuracies; each steps cell ("a / b / c") against the seeds' target_reached_step at the accuracy table's
+    lr."""
+    import statistics
+
+    for row in rows:
+        arch = ZOOLOGY_WIDTH[row[0]]
+        for match, column, cell in zip(cells, header, row, strict=True):
+            if not match:
+                continue
+            length, width = match.groups()
+            stem = f"mqarzr_{arch}_d{width}" + ("" if length == "64" else f"_L{length}")
+            if header[0] == "architecture":
+                lr = re.search(r"lr ([\d.e-]+)", cell).group(1)
+                best_lr[(row[0], column)] = LR_PART[lr]
+                count = re.search(r"n=(\d+)", cell)
+                runs = [
+                    f"{stem}{LR_PART[lr]}_drop_b999" + (f"_s{i}" if i else "")
+                    for i in range(int(count[1]) if count else 1)
+                ]
+                values = [_summary(run)["final_val_accuracy"] for run in runs]
+                stated = _numbers(cell.split(" (")[0].split(" at ")[0])
+                compare(f"{runs} mean accuracy", stated[0], statistics.mean(values))
+                if len(values) > 1:
+                    compare(f"{runs} accuracy sd", stated[1], statistics.stdev(values))
+            else:
+                steps = [part.strip() for part in cell.split(" / ")]
+                for seed, part in enumerate(steps):
+                    run = f"{stem}{best_lr[(row[0], column)]}_drop_b999" + (f"_s{seed}" if seed else "")
+                    reached = _summary(run).get("target_reached_step")
+                    if part == "-":
+                        assert reached is None, (
+                            f"{run}: the table says it never reached the target, it did at {reached}"
+                        )
+                    else:
+                        compare(f"{run} steps to target", _numbers(part)[0], reached)
+
+
 def labelled_mismatches() -> tuple[list[str], int]:
     """Cells of the architecture, mHC and MQAR tables and of the scale ladder's and the patterns' learning-rate tables
     of the log, checked against the runs their labels stand for."""
     found, checked = [], 0
+    best_lr: dict[tuple[str, str], str] = {}  # study 11's width table: (row, column) -> the run-name part of its lr
 
     def compare(where: str, stated: tuple[float, int], actual) -> None:
         nonlocal checked
@@ -178,6 +223,11 @@ def labelled_mismatches() -> tuple[list[str], int]:
                         assert not _summary(run), f"{run} has finished but its cell in a learning-rate table is empty"
             continue
         cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
+        if header[0] == "steps to target" or (
+            header[0] == "architecture" and any(" lr " in c for r in rows for c in r)
+        ):
+            _check_width_table(header, rows, cells, compare, best_lr)
+            continue
         if header[0] != "architecture" or not any(cells):
             continue
         long = any(column.startswith("params (") for column in header)  # the 1000-step table (mqar1k_*)
