@@ -109,39 +109,36 @@ def _cell(values: list[float], lr: float | None = None) -> str:
     return f"{spread} (n={len(values)}" + (f", {rate}" if rate else "") + ")"
 
 
-def markdown_grid(points: list[dict]) -> str:
-    """Rows: architectures; columns: (sequence length, width); each cell the best learning rate's seeds, with that
-    rate named when the runs used more than one."""
+def _markdown_table(points: list[dict], corner: str, field: str, cell) -> str:
+    """Rows: architectures; columns: (sequence length, width); each cell ``cell(lr, seed values of field)`` at the
+    cell's best learning rate."""
     columns = sorted({(p["seq_len"], p["width"]) for p in points})
-    archs = sorted({p["arch"] for p in points})
-    several_lrs = len({p["lr"] for p in points}) > 1
-    cells = best_cells(points)
-    header = "| architecture | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |"
-    lines = [header, "|" + " --- |" * (len(columns) + 1)]
-    for arch in archs:
-        row = []
-        for s, w in columns:
-            lr, values = cells.get((arch, s, w), (None, []))
-            row.append(_cell(values, lr if several_lrs else None))
+    cells = best_cells(points, field=field)
+    lines = [
+        f"| {corner} | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |",
+        "|" + " --- |" * (len(columns) + 1),
+    ]
+    for arch in sorted({p["arch"] for p in points}):
+        row = [cell(*cells.get((arch, s, w), (None, []))) for s, w in columns]
         lines.append(f"| {arch} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def markdown_grid(points: list[dict]) -> str:
+    """Final accuracy: each cell the best learning rate's seeds, with that rate named when the runs used more than
+    one."""
+    several_lrs = len({p["lr"] for p in points}) > 1
+    return _markdown_table(points, "architecture", "accuracy", lambda lr, v: _cell(v, lr if several_lrs else None))
 
 
 def markdown_steps_grid(points: list[dict]) -> str:
     """The same cells as ``markdown_grid``, as the step at which each seed reached the run's target accuracy ("-"
     for a seed that did not): where every architecture ends at the target, this is what tells them apart."""
-    columns = sorted({(p["seq_len"], p["width"]) for p in points})
-    archs = sorted({p["arch"] for p in points})
-    cells = best_cells(points, field="reached_step")
-    header = "| steps to target | " + " | ".join(f"L={s}, d={w}" for s, w in columns) + " |"
-    lines = [header, "|" + " --- |" * (len(columns) + 1)]
-    for arch in archs:
-        row = []
-        for s, w in columns:
-            steps = cells.get((arch, s, w), (None, []))[1]
-            row.append(" / ".join("-" if step is None else f"{step:,}" for step in steps) or " ")
-        lines.append(f"| {arch} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+
+    def steps(_lr, values: list) -> str:
+        return " / ".join("-" if step is None else f"{step:,}" for step in values) or " "
+
+    return _markdown_table(points, "steps to target", "reached_step", steps)
 
 
 def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float], dict[str, float]]]:
