@@ -245,3 +245,37 @@ def test_attention_without_output_projection_and_with_shared_keys():
     torch.testing.assert_close(consumer(h, shared_kv=(k, v)), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="shared_kv"):
         consumer(h)
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
+def test_attention_weights_are_the_probabilities_the_forward_pass_uses(backend):
+    """Oracle: the torch-native probabilities softmax(QK^T/sqrt(d) + mask) with RoPE, a window and a visible prefix;
+    and mixing V with them, then the output projection, reproduces the layer's own output."""
+    attn = CausalMultiHeadSelfAttention(16, 2, max_seq_len=16, window=4, num_prefix=2, backend=backend, bias=True)
+    with torch.no_grad():
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.output_proj):
+            proj.bias.normal_()
+    attn.eval()
+    x = torch.randn(3, 10, 16)
+    probs = attn.attention_weights(x)  # (B, H, T, T)
+    split = lambda t: t.view(3, 10, 2, 8).transpose(1, 2)  # (B, H, T, hd)
+    q, k, v = (split(F.linear(x, getattr(attn, f"{n}_proj").weight, getattr(attn, f"{n}_proj").bias)) for n in "qkv")
+    q, k = complex_rope(q, torch.arange(10), 10000.0), complex_rope(k, torch.arange(10), 10000.0)
+    scores = (q @ k.transpose(-2, -1)) / 8**0.5
+    expected = torch.softmax(scores.masked_fill(~PREFIX_WINDOW_MASK, float("-inf")), dim=-1)
+    torch.testing.assert_close(probs, expected, rtol=1e-4, atol=1e-6)
+    mixed = (probs @ v).transpose(1, 2).reshape(3, 10, 16)
+    torch.testing.assert_close(attn.output_proj(mixed), attn(x), rtol=1e-4, atol=1e-5)
+    assert attn.attention_weights(x[0]).shape == (2, 10, 10)  # unbatched input keeps its leading shape
+
+
+def test_attention_weights_of_a_layer_that_reads_shared_keys():
+    producer = CausalMultiHeadSelfAttention(8, 2, max_seq_len=16, inner_dim=12, output_proj=False, keep_kv=True)
+    consumer = CausalMultiHeadSelfAttention(8, 2, max_seq_len=16, inner_dim=12, output_proj=False, kv_proj=False)
+    x, h = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    producer(x)
+    k, v = producer.last_kv
+    probs = consumer.attention_weights(h, shared_kv=(k, v))
+    torch.testing.assert_close((probs @ v).transpose(1, 2).reshape(2, 6, 12), consumer(h, shared_kv=(k, v)))
+    with pytest.raises(ValueError, match="shared_kv"):
+        consumer.attention_weights(h)

@@ -200,27 +200,10 @@ class CausalMultiHeadSelfAttention(nn.Module):
         """Attend causally; ``shared_kv`` (required without K/V projections) is another layer's ``last_kv``."""
         *lead, T, D = x.shape
         x = x.reshape(-1, T, D)  # (B, T, D)
-        B = x.shape[0]
-        if self.k_proj is None:
-            if shared_kv is None:
-                raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
-            q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-            k = v = None
-        else:
-            qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3I, D)
-            qkv = x @ qkv_weight.T  # (B, T, 3I)
-            if self.q_proj.bias is not None:
-                qkv = qkv + torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
-            qkv = qkv.view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
+        if self.k_proj is None and shared_kv is None:
+            raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
         past = cache.length if cache is not None else (shared_kv[0].shape[2] - T if shared_kv is not None else 0)
-        if self.rope is not None:
-            if token_positions is None:
-                token_positions = torch.arange(past, past + T, device=x.device)  # (T,)
-            else:
-                token_positions = token_positions.reshape(-1, T)[:, None, :]  # (B or 1, 1, T): same for every head
-            q = self.rope(q, token_positions)
-            k = self.rope(k, token_positions) if k is not None else None
+        q, k, v = self._project(x, past, token_positions)
         if shared_kv is not None:
             k, v = shared_kv  # (B, H, past + T, hd): already rotated and cached by the producer
         elif cache is not None:
@@ -230,6 +213,50 @@ class CausalMultiHeadSelfAttention(nn.Module):
         y = self._attend(q, k, v)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(*lead, T, self.inner_dim)  # (..., T, I)
         return self.output_proj(y) if self.output_proj is not None else y
+
+    def _project(
+        self, x: Float[Tensor, " b t d_model"], past: int, token_positions: Int[Tensor, " ... t"] | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Q, K and V ``(B, H, T, hd)`` of ``x``, rotated for positions ``past ..`` (or ``token_positions``) when
+        RoPE is on; K and V are None without K/V projections."""
+        B, T, _ = x.shape
+        if self.k_proj is None:
+            q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+            k = v = None
+        else:
+            qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (3I, D)
+            qkv = x @ qkv_weight.T  # (B, T, 3I)
+            if self.q_proj.bias is not None:
+                qkv = qkv + torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+            qkv = qkv.view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd) each
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(past, past + T, device=x.device)  # (T,)
+            else:
+                token_positions = token_positions.reshape(-1, T)[:, None, :]  # (B or 1, 1, T): same for every head
+            q = self.rope(q, token_positions)
+            k = self.rope(k, token_positions) if k is not None else None
+        return q, k, v
+
+    @torch.no_grad()
+    def attention_weights(
+        self, x: Float[Tensor, " ... seq d_model"], shared_kv: tuple[Tensor, Tensor] | None = None
+    ) -> Float[Tensor, " ... heads seq seq"]:
+        """The attention probabilities this layer gives ``x`` (a whole sequence, no cache), without dropout.
+
+        For interpretability probes (which position each query reads); ``forward`` never materialises them on the
+        ``torch_sdpa`` backend, so this recomputes them from the same projections, mask and softmax.
+        """
+        *lead, T, D = x.shape
+        if self.k_proj is None and shared_kv is None:
+            raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
+        q, k, _ = self._project(x.reshape(-1, T, D), 0, None)
+        if k is None:
+            k = shared_kv[0]
+        scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, T)
+        weights = masked_softmax(scores, causal_mask(T, k.shape[2], self.window, x.device, self.num_prefix), dim=-1)
+        return weights.reshape(*lead, self.num_heads, T, k.shape[2])
 
     def _attend(
         self, q: Float[Tensor, " b h q d"], k: Float[Tensor, " b h k d"], v: Float[Tensor, " b h k d"]

@@ -1,0 +1,188 @@
+"""Where each attention layer of a trained MQAR run looks: has it formed the two heads that recall needs?
+
+    uv run python -m assignment_experiments.studies.mqar_attention runs/mqarzr_transformer_d64_drop_b999 \
+        runs/mqarzr_transformer_d256_lr2e-3_drop_b999 --out results/studies/mqar_zoology/attention_probe.md
+
+Pure attention recalls MQAR with a two-step circuit. At the position of each value, one head reads the previous
+position (the key that binds it), so that position now carries both key and value. At a query, a second head
+attends to the position whose copied key matches the query's key, which is the matching value's position, and reads
+the value off it. A model stuck on the value-guessing floor can lack either step, and the two scores below tell which:
+
+- **previous-token score**: the attention weight a value position ``2j + 1`` gives to its key at ``2j``, averaged
+  over the pairs (1.0 = a perfect previous-token head; chance is ``1 / (2j + 2)``).
+- **retrieval score**: the weight a query position gives to the value position of the pair it asks about, averaged
+  over the queries (1.0 = perfect retrieval; chance is ``1 / (number of positions the query can see)``, printed
+  beside it).
+
+Each attention layer gets both scores (for each, the best of its heads), since which layer takes which step is up to
+training. A layer whose input already carries the previous token (a short convolution or a Mamba layer before it)
+needs no previous-token head. Like ``mqar_by_query``, this reads the run's checkpoint (``--checkpoint``; a running
+run's latest one works too, which traces the circuit forming) on a fresh evaluation set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from assignment_experiments.errors import ConfigError
+from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, causal_mask
+
+
+@dataclass
+class LayerScores:
+    """One attention layer's circuit scores (each the best head's mean) and the retrieval score's chance level."""
+
+    layer: str
+    previous_token: float
+    retrieval: float
+    retrieval_chance: float
+
+
+def pair_of_query(inputs: torch.Tensor, query_positions: torch.Tensor, num_pairs: int) -> torch.Tensor:
+    """For each query, the index ``j`` of the pair whose key the query repeats.
+
+    ``inputs``: ``(B, T)`` with keys at ``0, 2, .., 2P - 2``; ``query_positions``: ``(B, Q)``. Keys are distinct
+    within a sequence, so each query matches exactly one pair.
+    """
+    keys = inputs[:, 0 : 2 * num_pairs : 2]  # (B, P)
+    asked = inputs.gather(1, query_positions)  # (B, Q)
+    matches = asked[:, :, None] == keys[:, None, :]  # (B, Q, P)
+    if not bool((matches.sum(dim=-1) == 1).all()):
+        raise ValueError("every query must repeat exactly one of its sequence's keys")
+    return matches.float().argmax(dim=-1)  # (B, Q)
+
+
+def circuit_scores(
+    weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
+) -> tuple[float, float]:
+    """(previous-token score, retrieval score) of one layer's attention, each the best head's mean.
+
+    ``weights``: ``(B, H, T', T')`` attention probabilities, where the last ``T`` of the ``T'`` positions are the
+    sequence (any extra leading positions are prefix tokens such as Hymba's meta tokens); ``inputs`` and
+    ``answer_mask``: ``(B, T)``, the mask marking the positions whose next-token prediction is an answer (the
+    queries).
+    """
+    B, H, total, _ = weights.shape
+    offset = total - inputs.shape[1]
+    values = offset + torch.arange(1, 2 * num_pairs, 2)  # (P,) value positions; each key sits just before
+    previous = weights[:, :, values, values - 1].mean(dim=(0, 2))  # (H,)
+    counts = answer_mask.sum(dim=1)
+    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
+        raise ValueError("every sequence needs the same, non-zero number of queries")
+    queries = answer_mask.nonzero()[:, 1].view(B, int(counts[0]))  # (B, Q), in sequence order
+    target = 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q) the matching value's position
+    rows = torch.arange(B)[:, None, None]
+    heads = torch.arange(H)[None, :, None]
+    read = weights[rows, heads, (offset + queries)[:, None, :], (offset + target)[:, None, :]]  # (B, H, Q)
+    return float(previous.max()), float(read.mean(dim=(0, 2)).max())
+
+
+@torch.no_grad()
+def probe_model(
+    model: torch.nn.Module, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int, chunk: int = 64
+) -> tuple[list[LayerScores], torch.Tensor]:
+    """Circuit scores of every attention layer of ``model`` on ``inputs`` ``(B, T)``, and its predictions ``(B, T)``.
+
+    Runs ``chunk`` sequences at a time (the logits of a large vocabulary dominate the memory).
+    """
+    named = [(name, m) for name, m in model.named_modules() if isinstance(m, CausalMultiHeadSelfAttention)]
+    if not named:
+        raise ConfigError("config error: the model has no attention layer to probe")
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in named}
+
+    def capture(name: str, module: CausalMultiHeadSelfAttention):
+        def hook(_module, args, kwargs):
+            captured[name].append(module.attention_weights(args[0], shared_kv=kwargs.get("shared_kv")))
+
+        return hook
+
+    hooks = [module.register_forward_pre_hook(capture(name, module), with_kwargs=True) for name, module in named]
+    try:
+        predictions = torch.cat([model(inputs[i : i + chunk]).argmax(dim=-1) for i in range(0, len(inputs), chunk)])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    scores = []
+    for name, module in named:
+        weights = torch.cat(captured[name])  # (B, H, T', T')
+        previous, retrieval = circuit_scores(weights, inputs, answer_mask, num_pairs)
+        total = weights.shape[-1]
+        visible = causal_mask(total, total, module.window, None, module.num_prefix).sum(dim=-1)  # (T',)
+        queries = answer_mask.nonzero()[:, 1] + (total - inputs.shape[1])
+        chance = float((1.0 / visible[queries].double()).mean())
+        scores.append(LayerScores(name, previous, retrieval, chance))
+    return scores, predictions
+
+
+def probe_run(run_dir: Path, checkpoint: str, num_sequences: int, seed: int) -> tuple[int, float, list[LayerScores]]:
+    """(checkpoint step, accuracy, per-layer scores) of an MQAR run folder on a fresh evaluation set."""
+    from assignment_experiments.run_loading import load_run
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    run = load_run(run_dir, checkpoint=checkpoint)
+    data = run.config.data
+    if data.source != "synthetic" or data.task not in ("mqar", "associative_recall"):
+        raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
+    task = AssociativeRecall(**data.task_options)
+    inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
+    scores, predictions = probe_model(run.model, inputs, mask, task.num_pairs)
+    accuracy = float((predictions == targets)[mask].float().mean())
+    return run.step, accuracy, scores
+
+
+def markdown_table(rows: list[tuple[str, int, float, list[LayerScores]]]) -> str:
+    """One line per (run, attention layer)."""
+    lines = [
+        "| run | step | accuracy | layer | previous-token score | retrieval score | retrieval chance |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, step, accuracy, scores in rows:
+        for layer in scores:
+            lines.append(
+                f"| `{name}` | {step} | {accuracy:.3f} | `{layer.layer}` | {layer.previous_token:.3f} | "
+                f"{layer.retrieval:.3f} | {layer.retrieval_chance:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m assignment_experiments.studies.mqar_attention", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="MQAR run folders with a checkpoint")
+    parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number (default: latest)")
+    parser.add_argument("--sequences", type=int, default=512, help="evaluation sequences (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=99, help="seed of the evaluation set (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    if args.sequences < 1:
+        print("error: --sequences must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    rows = []
+    for run_dir in args.runs:
+        try:
+            step, accuracy, scores = probe_run(run_dir, args.checkpoint, args.sequences, args.seed)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            print(f"error: {run_dir}: {error}", file=sys.stderr)
+            return 2
+        rows.append((run_dir.name, step, accuracy, scores))
+    table = markdown_table(rows)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = "uv run python -m assignment_experiments.studies.mqar_attention " + " ".join(map(str, args.runs))
+        if args.checkpoint != "latest":
+            command += f" --checkpoint {args.checkpoint}"
+        heading = f"Attention circuit scores ({args.sequences} fresh sequences, seed {args.seed}):"
+        args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
