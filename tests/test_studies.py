@@ -245,3 +245,56 @@ def test_shuffling_pairs_keeps_recall_and_breaks_the_power_law_position_shortcut
         queried = x[mask].view(-1, 4)
         recall = torch.tensor([[bound[b][int(k)] for k in queried[b]] for b in range(len(x))])
         assert torch.equal(recall, answers)
+
+
+def _mqar_set(num: int = 40, seed: int = 3):
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    task = AssociativeRecall(vocab_size=64, num_pairs=4, seq_len=32, query_placement="power_law", reveal_answers=False)
+    return task.validation_set(num, seed=seed)
+
+
+def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_its_chance():
+    """Oracles written out position by position: a previous-token head plus a retrieval head score (1, 1) even
+    beside a uniform head; uniform causal attention scores 1/(visible positions) on each, here after a 2-token
+    prefix (Hymba's meta tokens), so that the probe must shift every position by it."""
+    from assignment_experiments.studies.mqar_attention import circuit_scores
+
+    inputs, _, mask = _mqar_set()
+    B, T, prefix = inputs.shape[0], inputs.shape[1], 2
+    uniform = torch.ones(T + prefix, T + prefix).tril()
+    uniform = (uniform / uniform.sum(dim=-1, keepdim=True)).expand(B, 1, -1, -1)
+    circuit = torch.zeros(B, 1, T + prefix, T + prefix)
+    previous_chance, retrieval_chance = [], []
+    for b in range(B):
+        row = inputs[b].tolist()
+        key_at = {row[i]: i for i in range(0, 8, 2)}
+        for j in range(4):
+            circuit[b, 0, prefix + 2 * j + 1, prefix + 2 * j] = 1.0
+            previous_chance.append(1 / (prefix + 2 * j + 2))
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            circuit[b, 0, prefix + t, prefix + key_at[row[t]] + 1] = 1.0
+            retrieval_chance.append(1 / (prefix + t + 1))
+    assert circuit_scores(torch.cat([uniform, circuit], dim=1), inputs, mask, 4) == (1.0, 1.0)
+    previous, retrieval = circuit_scores(uniform, inputs, mask, 4)
+    assert previous == pytest.approx(sum(previous_chance) / len(previous_chance), rel=1e-5)
+    assert retrieval == pytest.approx(sum(retrieval_chance) / len(retrieval_chance), rel=1e-5)
+
+
+def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_path, capsys):
+    from assignment_experiments.studies import mqar_attention
+
+    task = '{"vocab_size": 64, "num_pairs": 4, "seq_len": 32, "query_placement": "power_law", "reveal_answers": false}'
+    run = train(tmp_path, "mqar", "data.source=synthetic", "data.task=mqar", f"data.task_options={task}",
+                "data.path=null", "model.context_length=32", "model.num_layers=2")  # fmt: skip
+    out = tmp_path / "probe.md"
+    assert mqar_attention.main([str(run), "--sequences", "40", "--seed", "3", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `mqar`")]
+    assert [row.split(" | ")[3] for row in rows] == ["`layers.0.attn`", "`layers.1.attn`"]
+    _, _, mask = _mqar_set()
+    chance = (1.0 / (torch.nonzero(mask)[:, 1].double() + 1)).mean().item()  # queries see positions 0..t
+    assert all(row.split(" | ")[-1] == f"{chance:.3f} |" for row in rows)
+    assert all(0.0 <= float(row.split(" | ")[i]) <= 1.0 for row in rows for i in (4, 5))
+    text_run = train(tmp_path, "text")
+    assert mqar_attention.main([str(text_run)]) == 2
+    assert "is not an MQAR run" in capsys.readouterr().err
