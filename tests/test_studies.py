@@ -255,9 +255,10 @@ def _mqar_set(num: int = 40, seed: int = 3):
 
 
 def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_its_chance():
-    """Oracles written out position by position: a previous-token head plus a retrieval head score (1, 1) even
-    beside a uniform head; uniform causal attention scores 1/(visible positions) on each, here after a 2-token
-    prefix (Hymba's meta tokens), so that the probe must shift every position by it."""
+    """Oracles written out position by position: a previous-token head plus a retrieval head score (1, 1) with all
+    of the query's weight on values, even beside a uniform head; uniform causal attention scores 1/(visible
+    positions) on each and puts P/(visible positions) on the values, here after a 2-token prefix (Hymba's meta
+    tokens), so that the probe must shift every position by it."""
     from assignment_experiments.studies.mqar_attention import circuit_scores
 
     inputs, _, mask = _mqar_set()
@@ -265,7 +266,7 @@ def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_it
     uniform = torch.ones(T + prefix, T + prefix).tril()
     uniform = (uniform / uniform.sum(dim=-1, keepdim=True)).expand(B, 1, -1, -1)
     circuit = torch.zeros(B, 1, T + prefix, T + prefix)
-    previous_chance, retrieval_chance = [], []
+    previous_chance, retrieval_chance, mass_chance = [], [], []
     for b in range(B):
         row = inputs[b].tolist()
         key_at = {row[i]: i for i in range(0, 8, 2)}
@@ -275,10 +276,12 @@ def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_it
         for t in torch.nonzero(mask[b]).flatten().tolist():
             circuit[b, 0, prefix + t, prefix + key_at[row[t]] + 1] = 1.0
             retrieval_chance.append(1 / (prefix + t + 1))
-    assert circuit_scores(torch.cat([uniform, circuit], dim=1), inputs, mask, 4) == (1.0, 1.0)
-    previous, retrieval = circuit_scores(uniform, inputs, mask, 4)
+            mass_chance.append(4 / (prefix + t + 1))
+    assert circuit_scores(torch.cat([uniform, circuit], dim=1), inputs, mask, 4) == (1.0, 1.0, 1.0)
+    previous, retrieval, mass = circuit_scores(uniform, inputs, mask, 4)
     assert previous == pytest.approx(sum(previous_chance) / len(previous_chance), rel=1e-5)
     assert retrieval == pytest.approx(sum(retrieval_chance) / len(retrieval_chance), rel=1e-5)
+    assert mass == pytest.approx(sum(mass_chance) / len(mass_chance), rel=1e-5)
 
 
 def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_path, capsys):
@@ -294,7 +297,7 @@ def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_pa
     _, _, mask = _mqar_set()
     chance = (1.0 / (torch.nonzero(mask)[:, 1].double() + 1)).mean().item()  # queries see positions 0..t
     assert all(row.split(" | ")[-1] == f"{chance:.3f} |" for row in rows)
-    assert all(0.0 <= float(row.split(" | ")[i]) <= 1.0 for row in rows for i in (4, 5))
+    assert all(0.0 <= float(row.split(" | ")[i]) <= 1.0 for row in rows for i in (4, 5, 6))
     text_run = train(tmp_path, "text")
     assert mqar_attention.main([str(text_run)]) == 2
     assert "is not an MQAR run" in capsys.readouterr().err

@@ -6,18 +6,23 @@
 Pure attention recalls MQAR with a two-step circuit. At the position of each value, one head reads the previous
 position (the key that binds it), so that position now carries both key and value. At a query, a second head
 attends to the position whose copied key matches the query's key, which is the matching value's position, and reads
-the value off it. A model stuck on the value-guessing floor can lack either step, and the two scores below tell which:
+the value off it. A model stuck on the value-guessing floor can lack either step, and the scores below tell which:
 
 - **previous-token score**: the attention weight a value position ``2j + 1`` gives to its key at ``2j``, averaged
   over the pairs (1.0 = a perfect previous-token head; chance is ``1 / (2j + 2)``).
 - **retrieval score**: the weight a query position gives to the value position of the pair it asks about, averaged
   over the queries (1.0 = perfect retrieval; chance is ``1 / (number of positions the query can see)``, printed
   beside it).
+- **value mass**: the weight the same head gives the query to all ``P`` value positions together. A head that has
+  learned where values sit but not which one to read spreads it evenly, so its retrieval score is about ``1 / P`` of
+  its value mass: the value-guessing floor as an attention pattern. Retrieval close to the value mass is recall.
 
-Each attention layer gets both scores (for each, the best of its heads), since which layer takes which step is up to
-training. A layer whose input already carries the previous token (a short convolution or a Mamba layer before it)
-needs no previous-token head. Like ``mqar_by_query``, this reads the run's checkpoint (``--checkpoint``; a running
-run's latest one works too, which traces the circuit forming) on a fresh evaluation set.
+Each attention layer gets the scores (each from its best head), since which layer takes which step is up to training.
+The scores describe the pure-attention circuit. A layer whose input already carries the previous token (a short
+convolution or a Mamba layer before it) needs no previous-token head, and after a convolution a query may read the
+pair from the positions just after the value, which the retrieval score does not count. Like ``mqar_by_query``, this
+reads the run's checkpoint (``--checkpoint``; a running run's latest one works too, which traces the circuit forming)
+on a fresh evaluation set.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, causal_mask
 
 @dataclass
 class LayerScores:
-    """One attention layer's circuit scores (each the best head's mean) and the retrieval score's chance level."""
+    """One attention layer's circuit scores and the retrieval score's chance level (see the module docstring)."""
 
     layer: str
     previous_token: float
     retrieval: float
+    value_mass: float
     retrieval_chance: float
 
 
@@ -59,13 +65,14 @@ def pair_of_query(inputs: torch.Tensor, query_positions: torch.Tensor, num_pairs
 
 def circuit_scores(
     weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
-) -> tuple[float, float]:
-    """(previous-token score, retrieval score) of one layer's attention, each the best head's mean.
+) -> tuple[float, float, float]:
+    """(previous-token score, retrieval score, value mass) of one layer's attention.
 
-    ``weights``: ``(B, H, T', T')`` attention probabilities, where the last ``T`` of the ``T'`` positions are the
-    sequence (any extra leading positions are prefix tokens such as Hymba's meta tokens); ``inputs`` and
-    ``answer_mask``: ``(B, T)``, the mask marking the positions whose next-token prediction is an answer (the
-    queries).
+    The previous-token score is the best head's; the retrieval score and the value mass are those of the head that
+    retrieves best. ``weights``: ``(B, H, T', T')`` attention probabilities, where the last ``T`` of the ``T'``
+    positions are the sequence (any extra leading positions are prefix tokens such as Hymba's meta tokens);
+    ``inputs`` and ``answer_mask``: ``(B, T)``, the mask marking the positions whose next-token prediction is an
+    answer (the queries).
     """
     B, H, total, _ = weights.shape
     offset = total - inputs.shape[1]
@@ -74,12 +81,15 @@ def circuit_scores(
     counts = answer_mask.sum(dim=1)
     if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
         raise ValueError("every sequence needs the same, non-zero number of queries")
-    queries = answer_mask.nonzero()[:, 1].view(B, int(counts[0]))  # (B, Q), in sequence order
-    target = 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q) the matching value's position
+    queries = offset + answer_mask.nonzero()[:, 1].view(B, int(counts[0]))  # (B, Q), in sequence order
+    target = offset + 2 * pair_of_query(inputs, queries - offset, num_pairs) + 1  # (B, Q) the matching value
     rows = torch.arange(B)[:, None, None]
     heads = torch.arange(H)[None, :, None]
-    read = weights[rows, heads, (offset + queries)[:, None, :], (offset + target)[:, None, :]]  # (B, H, Q)
-    return float(previous.max()), float(read.mean(dim=(0, 2)).max())
+    read = weights[rows, heads, queries[:, None, :], target[:, None, :]].mean(dim=(0, 2))  # (H,)
+    at_queries = weights[rows, heads, queries[:, None, :]]  # (B, H, Q, T')
+    mass = at_queries[..., values].sum(dim=-1).mean(dim=(0, 2))  # (H,)
+    best = int(read.argmax())
+    return float(previous.max()), float(read[best]), float(mass[best])
 
 
 @torch.no_grad()
@@ -110,12 +120,12 @@ def probe_model(
     scores = []
     for name, module in named:
         weights = torch.cat(captured[name])  # (B, H, T', T')
-        previous, retrieval = circuit_scores(weights, inputs, answer_mask, num_pairs)
+        previous, retrieval, mass = circuit_scores(weights, inputs, answer_mask, num_pairs)
         total = weights.shape[-1]
         visible = causal_mask(total, total, module.window, None, module.num_prefix).sum(dim=-1)  # (T',)
         queries = answer_mask.nonzero()[:, 1] + (total - inputs.shape[1])
         chance = float((1.0 / visible[queries].double()).mean())
-        scores.append(LayerScores(name, previous, retrieval, chance))
+        scores.append(LayerScores(name, previous, retrieval, mass, chance))
     return scores, predictions
 
 
@@ -138,14 +148,14 @@ def probe_run(run_dir: Path, checkpoint: str, num_sequences: int, seed: int) -> 
 def markdown_table(rows: list[tuple[str, int, float, list[LayerScores]]]) -> str:
     """One line per (run, attention layer)."""
     lines = [
-        "| run | step | accuracy | layer | previous-token score | retrieval score | retrieval chance |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| run | step | accuracy | layer | previous-token score | retrieval score | value mass | retrieval chance |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, step, accuracy, scores in rows:
         for layer in scores:
             lines.append(
                 f"| `{name}` | {step} | {accuracy:.3f} | `{layer.layer}` | {layer.previous_token:.3f} | "
-                f"{layer.retrieval:.3f} | {layer.retrieval_chance:.3f} |"
+                f"{layer.retrieval:.3f} | {layer.value_mass:.3f} | {layer.retrieval_chance:.3f} |"
             )
     return "\n".join(lines)
 
