@@ -262,3 +262,37 @@ if __name__ == "__main__":
         print(f"{document}: {checked} cells checked", *found, sep="\n  ")
     found, checked = labelled_mismatches()
     print(f"EXPERIMENT_LOG.md tables labelled by model: {checked} cells checked", *found, sep="\n  ")
+
+
+PROBE = ROOT / "results" / "studies" / "mqar_zoology" / "attention_probe.md"
+
+
+def _probe_rows() -> dict[tuple[str, str], list[str]]:
+    """``attention_probe.md`` (``studies.mqar_attention``'s output): (run, layer) -> [accuracy, previous-token,
+    retrieval, value mass, chance]."""
+    rows = {}
+    for line in PROBE.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[3].startswith("layers."):
+            rows[(cells[0], cells[3].split(".")[1])] = [cells[2], cells[4], cells[5], cells[6], cells[7]]
+    return rows
+
+
+def test_study_11_attention_probe_table_matches_the_probe_output():
+    """Each row of the log's circuit-probe table (one run, both attention layers) against the probe's own file."""
+    probe = _probe_rows()
+    header = ["layer 0: previous-token", "layer 0: retrieval / value mass"]
+    tables = [t for t in _hand_written_tables() if t[0][3:5] == header]
+    assert len(tables) == 1 and len(tables[0]) > 12, "the circuit-probe table is missing or its header changed"
+    for row in tables[0][2:]:
+        run = row[0].strip("`")
+        layers = [layer for layer in ("0", "1") if (run, layer) in probe]
+        assert layers, f"{run} is not in {PROBE.name}"
+        first = probe[(run, layers[0])]
+        assert row[2] == first[0] and row[7] == first[4], run  # accuracy and chance are per run
+        for layer, (previous, pair) in zip(("0", "1"), ((row[3], row[4]), (row[5], row[6])), strict=True):
+            if (run, layer) not in probe:
+                assert previous == pair == "(no attention)", run
+                continue
+            values = probe[(run, layer)]
+            assert previous == values[1] and pair == f"{values[2]} / {values[3]}", f"{run} layer {layer}"
