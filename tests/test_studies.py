@@ -291,7 +291,10 @@ def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_pa
     run = train(tmp_path, "mqar", "data.source=synthetic", "data.task=mqar", f"data.task_options={task}",
                 "data.path=null", "model.context_length=32", "model.num_layers=2")  # fmt: skip
     out = tmp_path / "probe.md"
-    assert mqar_attention.main([str(run), "--sequences", "40", "--seed", "3", "--out", str(out)]) == 0
+    plot = tmp_path / "circuit.png"
+    args = [str(run), "--sequences", "40", "--seed", "3", "--out", str(out), "--plot", str(plot)]
+    assert mqar_attention.main(args) == 0
+    assert plot.stat().st_size > 0 and "(1 of 1 runs have two attention layers)" in capsys.readouterr().out
     rows = [line for line in out.read_text().splitlines() if line.startswith("| `mqar`")]
     assert [row.split(" | ")[3] for row in rows] == ["`layers.0.attn`", "`layers.1.attn`"]
     _, _, mask = _mqar_set()

@@ -160,6 +160,34 @@ def markdown_table(rows: list[tuple[str, int, float, list[LayerScores]]]) -> str
     return "\n".join(lines)
 
 
+def plot_circuit(rows: list[tuple[str, int, float, list[LayerScores]]], out: Path, title: str) -> int:
+    """Scatter of the two-attention-layer runs: layer 0's previous-token score against layer 1's retrieval score,
+    coloured by accuracy; returns how many runs it drew. Runs with another number of attention layers are left out
+    (the circuit's two steps need two layers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    two = [(name, acc, scores) for name, _, acc, scores in rows if len(scores) == 2]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    if two:
+        xs = [scores[0].previous_token for _, _, scores in two]
+        ys = [scores[1].retrieval for _, _, scores in two]
+        dots = ax.scatter(xs, ys, c=[acc for _, acc, _ in two], cmap="viridis", vmin=0.0, vmax=1.0, s=36)
+        fig.colorbar(dots, ax=ax, label="accuracy")
+        chance = max(scores[1].retrieval_chance for _, _, scores in two)
+        ax.axhline(chance, color="grey", linestyle=":", label=f"retrieval chance (up to {chance:.3f})")
+        ax.legend(loc="upper left")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title=title,
+           xlabel="layer 0: previous-token score", ylabel="layer 1: retrieval score")  # fmt: skip
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return len(two)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m assignment_experiments.studies.mqar_attention", description=__doc__.splitlines()[0]
@@ -169,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=512, help="evaluation sequences (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=99, help="seed of the evaluation set (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument("--plot", type=Path, help="also draw layer 0's previous-token score against layer 1's "
+                        "retrieval score, one dot per two-layer run, to this PNG")  # fmt: skip
+    parser.add_argument("--title", default="MQAR: the two steps of the recall circuit", help="the plot's title")
     args = parser.parse_args(argv)
     if args.sequences < 1:
         print("error: --sequences must be >= 1", file=sys.stderr)
@@ -191,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             command += f" --checkpoint {args.checkpoint}"
         heading = f"Attention circuit scores ({args.sequences} fresh sequences, seed {args.seed}):"
         args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
+    if args.plot:
+        drawn = plot_circuit(rows, args.plot, args.title)
+        print(f"wrote {args.plot} ({drawn} of {len(rows)} runs have two attention layers)")
     return 0
 
 
