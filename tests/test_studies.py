@@ -254,6 +254,13 @@ def _mqar_set(num: int = 40, seed: int = 3):
     return task.validation_set(num, seed=seed)
 
 
+def _train_mqar(tmp_path, *overrides: str):
+    """A tiny run on the faithful MQAR task of ``_mqar_set`` (the same task options)."""
+    task = '{"vocab_size": 64, "num_pairs": 4, "seq_len": 32, "query_placement": "power_law", "reveal_answers": false}'
+    sets = ["data.source=synthetic", "data.task=mqar", f"data.task_options={task}", "data.path=null"]
+    return train(tmp_path, "mqar", *sets, "model.context_length=32", *overrides)
+
+
 def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_its_chance():
     """Oracles written out position by position: a previous-token head plus a retrieval head score (1, 1) with all
     of the query's weight on values, even beside a uniform head; uniform causal attention scores 1/(visible
@@ -287,9 +294,7 @@ def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_it
 def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_path, capsys):
     from assignment_experiments.studies import mqar_attention
 
-    task = '{"vocab_size": 64, "num_pairs": 4, "seq_len": 32, "query_placement": "power_law", "reveal_answers": false}'
-    run = train(tmp_path, "mqar", "data.source=synthetic", "data.task=mqar", f"data.task_options={task}",
-                "data.path=null", "model.context_length=32", "model.num_layers=2")  # fmt: skip
+    run = _train_mqar(tmp_path, "model.num_layers=2")
     out = tmp_path / "probe.md"
     plot = tmp_path / "circuit.png"
     args = [str(run), "--sequences", "40", "--seed", "3", "--out", str(out), "--plot", str(plot)]
@@ -304,3 +309,18 @@ def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_pa
     text_run = train(tmp_path, "text")
     assert mqar_attention.main([str(text_run)]) == 2
     assert "is not an MQAR run" in capsys.readouterr().err
+
+
+def test_mqar_attention_traces_every_kept_checkpoint(tmp_path, capsys):
+    from assignment_experiments.studies import mqar_attention
+
+    run = _train_mqar(tmp_path, "train.max_steps=4", "train.keep_checkpoints=5")
+    out, trace = tmp_path / "probe.md", tmp_path / "trace.png"
+    args = [str(run), "--checkpoint", "all", "--sequences", "8", "--out", str(out), "--trace", str(trace)]
+    assert mqar_attention.main(args) == 0
+    steps = [line.split(" | ")[1] for line in out.read_text().splitlines() if line.startswith("| `mqar`")]
+    layers = len(steps) // 2
+    assert steps == ["2"] * layers + ["4"] * layers and layers >= 1  # every checkpoint, oldest first
+    assert "--checkpoint all --sequences 8 --seed 99" in out.read_text() and trace.stat().st_size > 0
+    assert mqar_attention.main([str(run), "--trace", str(trace)]) == 2
+    assert "add --checkpoint all" in capsys.readouterr().err

@@ -36,6 +36,7 @@ import torch
 
 from assignment_experiments.errors import ConfigError
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, causal_mask
+from cs336_basics.training.checkpoint_files import list_checkpoints
 
 
 @dataclass
@@ -188,31 +189,77 @@ def plot_circuit(rows: list[tuple[str, int, float, list[LayerScores]]], out: Pat
     return len(two)
 
 
+def plot_trace(rows: list[tuple[str, int, float, list[LayerScores]]], out: Path, title: str) -> None:
+    """The scores against the training step, one panel per run: accuracy, the best previous-token score and the best
+    retrieval score over the attention layers (each labelled with the layer it came from at the last step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys(name for name, *_ in rows))
+    fig, axes = plt.subplots(len(runs), 1, figsize=(7.5, 3.2 * len(runs)), squeeze=False, sharex=True)
+    for ax, run in zip(axes[:, 0], runs, strict=True):
+        own = sorted((step, acc, scores) for name, step, acc, scores in rows if name == run)
+        steps = [step for step, _, _ in own]
+        last = own[-1][2]
+        prev_layer = max(range(len(last)), key=lambda i: last[i].previous_token)
+        read_layer = max(range(len(last)), key=lambda i: last[i].retrieval)
+        ax.plot(steps, [acc for _, acc, _ in own], color="black", label="accuracy")
+        ax.plot(steps, [sc[prev_layer].previous_token for _, _, sc in own], marker=".",
+                label=f"previous-token score ({last[prev_layer].layer})")  # fmt: skip
+        ax.plot(steps, [sc[read_layer].retrieval for _, _, sc in own], marker=".",
+                label=f"retrieval score ({last[read_layer].layer})")  # fmt: skip
+        ax.plot(steps, [sc[read_layer].value_mass for _, _, sc in own], linestyle="--",
+                label=f"value mass ({last[read_layer].layer})")  # fmt: skip
+        ax.set(ylim=(-0.02, 1.02), title=run, ylabel="score")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center left", fontsize=8)
+    axes[-1, 0].set_xlabel("training step (checkpoint)")
+    fig.suptitle(title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m assignment_experiments.studies.mqar_attention", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", type=Path, help="MQAR run folders with a checkpoint")
-    parser.add_argument("--checkpoint", default="latest", help="latest, best or a step number (default: latest)")
+    parser.add_argument("--checkpoint", default="latest",
+                        help="latest, best, a step number, or all: every kept checkpoint, which traces the circuit "
+                        "forming when the run kept them (train.keep_checkpoints) (default: latest)")  # fmt: skip
     parser.add_argument("--sequences", type=int, default=512, help="evaluation sequences (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=99, help="seed of the evaluation set (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     parser.add_argument("--plot", type=Path, help="also draw layer 0's previous-token score against layer 1's "
                         "retrieval score, one dot per two-layer run, to this PNG")  # fmt: skip
-    parser.add_argument("--title", default="MQAR: the two steps of the recall circuit", help="the plot's title")
+    parser.add_argument("--trace", type=Path, help="with --checkpoint all: draw the scores against the step, one "
+                        "panel per run, to this PNG")  # fmt: skip
+    parser.add_argument("--title", default="MQAR: the two steps of the recall circuit", help="the plots' title")
     args = parser.parse_args(argv)
     if args.sequences < 1:
         print("error: --sequences must be >= 1", file=sys.stderr)
+        return 2
+    if args.trace and args.checkpoint != "all":
+        print("error: --trace draws scores over the checkpoints; add --checkpoint all", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
     rows = []
     for run_dir in args.runs:
         try:
-            step, accuracy, scores = probe_run(run_dir, args.checkpoint, args.sequences, args.seed)
+            which = [args.checkpoint]
+            if args.checkpoint == "all":
+                which = [str(int(p.stem.removeprefix("step_"))) for p in list_checkpoints(run_dir / "checkpoints")]
+                if not which:
+                    raise FileNotFoundError(f"{run_dir} has no checkpoints/step_*.pt")
+            for checkpoint in which:
+                step, accuracy, scores = probe_run(run_dir, checkpoint, args.sequences, args.seed)
+                rows.append((run_dir.name, step, accuracy, scores))
         except (ConfigError, ValueError, FileNotFoundError) as error:
             print(f"error: {run_dir}: {error}", file=sys.stderr)
             return 2
-        rows.append((run_dir.name, step, accuracy, scores))
     table = markdown_table(rows)
     print(table)
     if args.out:
@@ -220,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         command = "uv run python -m assignment_experiments.studies.mqar_attention " + " ".join(map(str, args.runs))
         if args.checkpoint != "latest":
             command += f" --checkpoint {args.checkpoint}"
+        if (args.sequences, args.seed) != (512, 99):
+            command += f" --sequences {args.sequences} --seed {args.seed}"
         heading = f"Attention circuit scores ({args.sequences} fresh sequences, seed {args.seed}):"
         args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
     if args.plot:
         drawn = plot_circuit(rows, args.plot, args.title)
         print(f"wrote {args.plot} ({drawn} of {len(rows)} runs have two attention layers)")
+    if args.trace:
+        plot_trace(rows, args.trace, args.title)
+        print(f"wrote {args.trace}")
     return 0
 
 
