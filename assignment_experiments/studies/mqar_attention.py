@@ -216,7 +216,8 @@ def plot_trace(rows: list[tuple[str, int, float, list[LayerScores]]], out: Path,
         ax.grid(alpha=0.3)
         ax.legend(loc="center left", fontsize=8)
     axes[-1, 0].set_xlabel("training step (checkpoint)")
-    fig.suptitle(title)
+    fig.tight_layout()
+    fig.suptitle(title, y=1.0 + 0.1 / len(runs))  # above the panel titles
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
