@@ -279,3 +279,11 @@ def test_attention_weights_of_a_layer_that_reads_shared_keys():
     torch.testing.assert_close((probs @ v).transpose(1, 2).reshape(2, 6, 12), consumer(h, shared_kv=(k, v)))
     with pytest.raises(ValueError, match="shared_kv"):
         consumer.attention_weights(h)
+    # the last 2 positions against all 6 shared keys: queries rotated for positions 4 and 5, as forward does; a layer
+    # with its own K/V projections also attends over the shared keys when given them
+    own = CausalMultiHeadSelfAttention(8, 2, max_seq_len=16, inner_dim=12, output_proj=False)
+    for layer in (consumer, own):
+        probs = layer.attention_weights(h[:, 4:], shared_kv=(k, v))
+        assert probs.shape == (2, 2, 2, 6)
+        mixed = (probs @ v).transpose(1, 2).reshape(2, 2, 12)
+        torch.testing.assert_close(mixed, layer(h[:, 4:], shared_kv=(k, v)), rtol=1e-4, atol=1e-5)

@@ -242,8 +242,9 @@ class CausalMultiHeadSelfAttention(nn.Module):
     @torch.no_grad()
     def attention_weights(
         self, x: Float[Tensor, " ... seq d_model"], shared_kv: tuple[Tensor, Tensor] | None = None
-    ) -> Float[Tensor, " ... heads seq seq"]:
-        """The attention probabilities this layer gives ``x`` (a whole sequence, no cache), without dropout.
+    ) -> Float[Tensor, " ... heads seq keys"]:
+        """The attention probabilities this layer gives ``x`` (no cache), without dropout: ``(..., H, T, T)``, or
+        ``(..., H, T, L)`` over the ``L`` keys of ``shared_kv``, whose last ``T`` positions ``x`` holds.
 
         For interpretability probes (which position each query reads); ``forward`` never materialises them on the
         ``torch_sdpa`` backend, so this recomputes them from the same projections, mask and softmax.
@@ -251,10 +252,11 @@ class CausalMultiHeadSelfAttention(nn.Module):
         *lead, T, D = x.shape
         if self.k_proj is None and shared_kv is None:
             raise ValueError("this attention has no K/V projections; pass the producer layer's keys as shared_kv")
-        q, k, _ = self._project(x.reshape(-1, T, D), 0, None)
-        if k is None:
-            k = shared_kv[0]
-        scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, T)
+        past = shared_kv[0].shape[2] - T if shared_kv is not None else 0  # as in forward: x continues those keys
+        q, k, _ = self._project(x.reshape(-1, T, D), past, None)
+        if shared_kv is not None:
+            k = shared_kv[0]  # (B, H, past + T, hd), as forward attends over them
+        scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, past + T)
         weights = masked_softmax(scores, causal_mask(T, k.shape[2], self.window, x.device, self.num_prefix), dim=-1)
         return weights.reshape(*lead, self.num_heads, T, k.shape[2])
 
