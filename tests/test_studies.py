@@ -289,6 +289,18 @@ def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_it
     assert previous == pytest.approx(sum(previous_chance) / len(previous_chance), rel=1e-5)
     assert retrieval == pytest.approx(sum(retrieval_chance) / len(retrieval_chance), rel=1e-5)
     assert mass == pytest.approx(sum(mass_chance) / len(mass_chance), rel=1e-5)
+    # the value mass is the retrieving head's: a head spread evenly over the values (mass 1, retrieval 1/4) beside one
+    # that reads half the right value and half its own position (mass 1/2, retrieval 1/2) reports (1/2, 1/2)
+    even, half = uniform.clone(), uniform.clone()
+    for b in range(B):
+        row = inputs[b].tolist()
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            even[b, 0, prefix + t] = 0.0
+            even[b, 0, prefix + t, prefix + 1 : prefix + 8 : 2] = 0.25
+            half[b, 0, prefix + t] = 0.0
+            half[b, 0, prefix + t, prefix + row.index(row[t]) + 1] = 0.5
+            half[b, 0, prefix + t, prefix + t] = 0.5
+    assert circuit_scores(torch.cat([even, half], dim=1), inputs, mask, 4)[1:] == (0.5, 0.5)
 
 
 def test_mqar_attention_probe_reads_each_attention_layer_of_a_trained_run(tmp_path, capsys):
@@ -324,3 +336,31 @@ def test_mqar_attention_traces_every_kept_checkpoint(tmp_path, capsys):
     assert "--checkpoint all --sequences 8 --seed 99" in out.read_text() and trace.stat().st_size > 0
     assert mqar_attention.main([str(run), "--trace", str(trace)]) == 2
     assert "add --checkpoint all" in capsys.readouterr().err
+
+
+def test_mqar_attention_probe_streams_hymba_with_meta_tokens_windows_and_shared_keys():
+    """Hymba with 2 meta tokens, sliding windows of 3 and cross-layer KV sharing: every attention layer is probed
+    (the consumers through the producer's keys), running 7 sequences at a time gives what one chunk gives, and the
+    chance in a windowed layer is 0 for a value outside the window (oracle written out per query)."""
+    from assignment_experiments.studies.mqar_attention import probe_model
+    from cs336_basics.models.factory import hymba_lm
+
+    inputs, _, mask = _mqar_set(20)
+    sizes = {"vocab_size": 64, "context_length": 32, "d_model": 16, "num_layers": 4, "num_heads": 2, "d_ff": 32}
+    hymba = {"d_state": 4, "scan_backend": "chunked", "num_meta_tokens": 2, "window": 3, "global_layers": [0]}
+    model = hymba_lm(**sizes, **hymba, kv_sharing=True).eval()
+    scores, predictions = probe_model(model, inputs, mask, 4, chunk=64)
+    streamed, again = probe_model(model, inputs, mask, 4, chunk=7)
+    assert [s.layer for s in scores] == [f"layers.{i}.attn" for i in range(4)] and torch.equal(predictions, again)
+    for one, other in zip(scores, streamed, strict=True):
+        assert one.layer == other.layer and one.retrieval_chance == other.retrieval_chance
+        for field in ("previous_token", "retrieval", "value_mass"):
+            assert getattr(one, field) == pytest.approx(getattr(other, field), rel=1e-5, abs=1e-7)
+    windowed = []
+    for b in range(len(inputs)):
+        row = inputs[b].tolist()
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            value = row.index(row[t]) + 1  # the first occurrence of the query's key is its pair's key
+            windowed.append((1 / (2 + 3)) if t - value < 3 else 0.0)  # 2 meta tokens + the window's 3 positions
+    assert scores[0].retrieval_chance > scores[1].retrieval_chance  # layer 0 is global
+    assert scores[1].retrieval_chance == pytest.approx(sum(windowed) / len(windowed), rel=1e-9)

@@ -9,10 +9,10 @@ attends to the position whose copied key matches the query's key, which is the m
 the value off it. A model stuck on the value-guessing floor can lack either step, and the scores below tell which:
 
 - **previous-token score**: the attention weight a value position ``2j + 1`` gives to its key at ``2j``, averaged
-  over the pairs (1.0 = a perfect previous-token head; chance is ``1 / (2j + 2)``).
+  over the pairs (1.0 = a perfect previous-token head; chance is ``1 / (M + 2j + 2)`` after ``M`` prefix tokens).
 - **retrieval score**: the weight a query position gives to the value position of the pair it asks about, averaged
-  over the queries (1.0 = perfect retrieval; chance is ``1 / (number of positions the query can see)``, printed
-  beside it).
+  over the queries (1.0 = perfect retrieval; chance is ``1 / (number of positions the query can see)``, or 0 where a
+  sliding window hides the value, printed beside it).
 - **value mass**: the weight the same head gives the query to all ``P`` value positions together. A head that has
   learned where values sit but not which one to read spreads it evenly, so its retrieval score is about ``1 / P`` of
   its value mass: the value-guessing floor as an attention pattern. Retrieval close to the value mass is recall.
@@ -64,33 +64,62 @@ def pair_of_query(inputs: torch.Tensor, query_positions: torch.Tensor, num_pairs
     return matches.float().argmax(dim=-1)  # (B, Q)
 
 
-def circuit_scores(
-    weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
-) -> tuple[float, float, float]:
-    """(previous-token score, retrieval score, value mass) of one layer's attention.
+def _query_positions(answer_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, Q)`` positions of each row's queries, in sequence order; every row must have the same ``Q > 0``."""
+    counts = answer_mask.sum(dim=1)
+    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
+        raise ValueError("every sequence needs the same, non-zero number of queries")
+    return answer_mask.nonzero()[:, 1].view(len(answer_mask), int(counts[0]))
 
-    The previous-token score is the best head's; the retrieval score and the value mass are those of the head that
-    retrieves best. ``weights``: ``(B, H, T', T')`` attention probabilities, where the last ``T`` of the ``T'``
-    positions are the sequence (any extra leading positions are prefix tokens such as Hymba's meta tokens);
-    ``inputs`` and ``answer_mask``: ``(B, T)``, the mask marking the positions whose next-token prediction is an
-    answer (the queries).
+
+def head_scores(
+    weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each head's mean previous-token score, retrieval score and value mass, three ``(H,)`` tensors.
+
+    ``weights``: ``(B, H, T', T')`` attention probabilities, where the last ``T`` of the ``T'`` positions are the
+    sequence (any extra leading positions are prefix tokens such as Hymba's meta tokens); ``inputs`` and
+    ``answer_mask``: ``(B, T)``, the mask marking the positions whose next-token prediction is an answer (the
+    queries).
     """
     B, H, total, _ = weights.shape
     offset = total - inputs.shape[1]
     values = offset + torch.arange(1, 2 * num_pairs, 2)  # (P,) value positions; each key sits just before
     previous = weights[:, :, values, values - 1].mean(dim=(0, 2))  # (H,)
-    counts = answer_mask.sum(dim=1)
-    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
-        raise ValueError("every sequence needs the same, non-zero number of queries")
-    queries = offset + answer_mask.nonzero()[:, 1].view(B, int(counts[0]))  # (B, Q), in sequence order
-    target = offset + 2 * pair_of_query(inputs, queries - offset, num_pairs) + 1  # (B, Q) the matching value
-    rows = torch.arange(B)[:, None, None]
-    heads = torch.arange(H)[None, :, None]
-    read = weights[rows, heads, queries[:, None, :], target[:, None, :]].mean(dim=(0, 2))  # (H,)
-    at_queries = weights[rows, heads, queries[:, None, :]]  # (B, H, Q, T')
-    mass = at_queries[..., values].sum(dim=-1).mean(dim=(0, 2))  # (H,)
+    queries = _query_positions(answer_mask)  # (B, Q)
+    target = offset + 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q) the matching value
+    rows, heads, at = torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], (offset + queries)[:, None, :]
+    read = weights[rows, heads, at, target[:, None, :]].mean(dim=(0, 2))  # (H,)
+    mass = weights[rows, heads, at][..., values].sum(dim=-1).mean(dim=(0, 2))  # (B, H, Q, T') -> (H,)
+    return previous, read, mass
+
+
+def best_head(previous: torch.Tensor, read: torch.Tensor, mass: torch.Tensor) -> tuple[float, float, float]:
+    """(the best previous-token score, the best retrieval score, that retrieving head's value mass)."""
     best = int(read.argmax())
     return float(previous.max()), float(read[best]), float(mass[best])
+
+
+def circuit_scores(
+    weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
+) -> tuple[float, float, float]:
+    """(previous-token score, retrieval score, value mass) of one layer's attention ``weights`` (see
+    :func:`head_scores`): the previous-token score is the best head's; the retrieval score and the value mass are
+    those of the head that retrieves best."""
+    return best_head(*head_scores(weights, inputs, answer_mask, num_pairs))
+
+
+def retrieval_chance(
+    module: CausalMultiHeadSelfAttention, total: int, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
+) -> float:
+    """The retrieval score of a head that spreads each query evenly over the ``total`` positions the layer lets it
+    see: ``1 / visible``, or 0 where a sliding window hides the matching value."""
+    allowed = causal_mask(total, total, module.window, None, module.num_prefix)  # (T', T')
+    offset = total - inputs.shape[1]
+    queries = _query_positions(answer_mask)  # (B, Q)
+    target = offset + 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q)
+    at = offset + queries
+    return float((allowed[at, target].double() / allowed[at].sum(dim=-1).double()).mean())
 
 
 @torch.no_grad()
@@ -99,35 +128,41 @@ def probe_model(
 ) -> tuple[list[LayerScores], torch.Tensor]:
     """Circuit scores of every attention layer of ``model`` on ``inputs`` ``(B, T)``, and its predictions ``(B, T)``.
 
-    Runs ``chunk`` sequences at a time (the logits of a large vocabulary dominate the memory).
+    Runs ``chunk`` sequences at a time and keeps only each head's running sums, so neither the logits of a large
+    vocabulary nor the ``(T', T')`` attention maps of every sequence are held at once.
     """
     named = [(name, m) for name, m in model.named_modules() if isinstance(m, CausalMultiHeadSelfAttention)]
     if not named:
         raise ConfigError("config error: the model has no attention layer to probe")
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in named}
+    sums: dict[str, list[torch.Tensor]] = {}
+    totals: dict[str, int] = {}
+    current: dict[str, torch.Tensor] = {}  # the chunk being run
 
     def capture(name: str, module: CausalMultiHeadSelfAttention):
         def hook(_module, args, kwargs):
-            captured[name].append(module.attention_weights(args[0], shared_kv=kwargs.get("shared_kv")))
+            weights = module.attention_weights(args[0], shared_kv=kwargs.get("shared_kv"))  # (b, H, T', T')
+            scores = head_scores(weights, current["inputs"], current["mask"], num_pairs)
+            n = len(current["inputs"])
+            sums[name] = [n * s + old for s, old in zip(scores, sums.get(name, (0, 0, 0)), strict=True)]
+            totals[name] = weights.shape[-1]
 
         return hook
 
     hooks = [module.register_forward_pre_hook(capture(name, module), with_kwargs=True) for name, module in named]
+    predictions = []
     try:
-        predictions = torch.cat([model(inputs[i : i + chunk]).argmax(dim=-1) for i in range(0, len(inputs), chunk)])
+        for i in range(0, len(inputs), chunk):
+            current.update(inputs=inputs[i : i + chunk], mask=answer_mask[i : i + chunk])
+            predictions.append(model(current["inputs"]).argmax(dim=-1))
     finally:
         for hook in hooks:
             hook.remove()
     scores = []
     for name, module in named:
-        weights = torch.cat(captured[name])  # (B, H, T', T')
-        previous, retrieval, mass = circuit_scores(weights, inputs, answer_mask, num_pairs)
-        total = weights.shape[-1]
-        visible = causal_mask(total, total, module.window, None, module.num_prefix).sum(dim=-1)  # (T',)
-        queries = answer_mask.nonzero()[:, 1] + (total - inputs.shape[1])
-        chance = float((1.0 / visible[queries].double()).mean())
+        previous, retrieval, mass = best_head(*(s / len(inputs) for s in sums[name]))
+        chance = retrieval_chance(module, totals[name], inputs, answer_mask, num_pairs)
         scores.append(LayerScores(name, previous, retrieval, mass, chance))
-    return scores, predictions
+    return scores, torch.cat(predictions)
 
 
 def probe_run(run_dir: Path, checkpoint: str, num_sequences: int, seed: int) -> tuple[int, float, list[LayerScores]]:
