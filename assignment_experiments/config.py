@@ -399,7 +399,9 @@ def _resolve(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-RESUMABLE_CHANGES = ("train.max_steps", "logging.")  # keys a resumed run may change (length and reporting only)
+# keys a resumed run may change: its length, its thread count (speed only; float sums may round differently, so a
+# run resumed on another count is no longer bit-identical to an uninterrupted one) and its reporting
+RESUMABLE_CHANGES = ("train.max_steps", "train.num_threads", "logging.")
 
 
 def flatten_config(raw: dict[str, Any], prefix: str = "", keep_whole: tuple[str, ...] = ()) -> dict[str, Any]:

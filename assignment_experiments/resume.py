@@ -126,7 +126,8 @@ def check_resume(
         hint = f", or allow the optimizer change with --allow-change {optim[0]}=VALUE" if optim else ""
         raise ConfigError(
             f"config error: {run_dir} was trained with a different config ({'; '.join(blocked)}); only "
-            f"train.max_steps and logging.* may change on --resume: use its config.json or a new --name{hint}"
+            f"train.max_steps, train.num_threads and logging.* may change on --resume: use its config.json or a new "
+            f"--name{hint}"
         )
     differences = identity_changes(extra.get("data_identity", {}), identity)
     if differences:

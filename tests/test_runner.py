@@ -186,11 +186,12 @@ def test_resume_with_a_changed_config_exits_2_naming_the_keys_and_keeps_the_run(
     assert (tmp_path / "runs" / "r" / "config.json").read_text() == saved
 
 
-def test_resume_may_extend_max_steps_and_change_logging(tmp_path):
+def test_resume_may_extend_max_steps_and_change_threads_and_logging(tmp_path):
     config = tiny_config(tmp_path, max_steps=2, eval_every=2, checkpoint_every=2)
     args = ["--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--resume"]
-    assert main(args[:-1]) == 0
-    assert main([*args, "--set", "train.max_steps=4", "--set", "logging.log_every=1"]) == 0
+    assert main([*args[:-1], "--set", "train.num_threads=1"]) == 0
+    changes = ["train.max_steps=4", "logging.log_every=1", "train.num_threads=2"]
+    assert main([*args, *(item for change in changes for item in ("--set", change))]) == 0
     assert json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())["steps"] == 4
 
 
