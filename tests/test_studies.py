@@ -76,6 +76,17 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_accuracy_plot_leaves_out_excluded_runs(tmp_path, capsys):
+    from assignment_experiments.studies import plot_accuracy
+
+    runs = [_fake_mqar_run(tmp_path, "a", 64, [0.5]), _fake_mqar_run(tmp_path, "a_trace", 64, [0.9]),
+            _fake_mqar_run(tmp_path, "b_long", 64, [0.7])]  # fmt: skip
+    args = [*map(str, runs), "--out", str(tmp_path / "w.png"), "--exclude", "*_trace", "--exclude", "*_long"]
+    assert plot_accuracy.main(args) == 0
+    assert "| transformer | 0.500 |" in capsys.readouterr().out  # only run a; with the others: 0.700 +- 0.200 (n=3)
+    assert plot_accuracy.main([*args[:-4], "--exclude", "*"]) == 2  # nothing left is the usual one-line error
+
+
 def test_accuracy_grid_takes_each_cells_best_learning_rate_and_names_variants(tmp_path):
     from assignment_experiments.studies import plot_accuracy
 

@@ -24,6 +24,7 @@ into the input, the elimination floor dotted), which shows a plateau and its esc
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import statistics
 import sys
@@ -267,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
     parser.add_argument("--title", default=None, help="plot title (default: by plot kind)")
     parser.add_argument("--vs-step", action="store_true", help="plot accuracy against training step, one line per run")
+    parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                        help="leave out runs whose folder name matches this shell pattern (repeatable), e.g. runs "
+                        "that a glob catches but that trained on another budget")  # fmt: skip
     args = parser.parse_args(argv)
+    args.runs = [run for run in args.runs if not any(fnmatch.fnmatchcase(run.name, p) for p in args.exclude)]
     if args.vs_step:
         curves = load_curves(args.runs)
         if not curves:
