@@ -20,6 +20,8 @@
   sharing). ``keep_kv=True`` keeps the last call's post-RoPE keys and values in ``last_kv`` for such a consumer.
 - GPT-2/Zoology options: ``bias=True`` gives the Q/K/V and output projections biases (zero-initialised);
   ``dropout`` drops attention weights in training.
+- ``attention_weights(x)`` returns the probabilities the layer gives a sequence, for probes such as
+  ``assignment_experiments/studies/mqar_attention.py``.
 """
 
 from __future__ import annotations
