@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from assignment_experiments.errors import ConfigError
+from assignment_experiments.studies.mqar_by_query import load_mqar_run, query_positions
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, causal_mask
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -64,14 +65,6 @@ def pair_of_query(inputs: torch.Tensor, query_positions: torch.Tensor, num_pairs
     return matches.float().argmax(dim=-1)  # (B, Q)
 
 
-def _query_positions(answer_mask: torch.Tensor) -> torch.Tensor:
-    """``(B, Q)`` positions of each row's queries, in sequence order; every row must have the same ``Q > 0``."""
-    counts = answer_mask.sum(dim=1)
-    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
-        raise ValueError("every sequence needs the same, non-zero number of queries")
-    return answer_mask.nonzero()[:, 1].view(len(answer_mask), int(counts[0]))
-
-
 def head_scores(
     weights: torch.Tensor, inputs: torch.Tensor, answer_mask: torch.Tensor, num_pairs: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,7 +79,7 @@ def head_scores(
     offset = total - inputs.shape[1]
     values = offset + torch.arange(1, 2 * num_pairs, 2)  # (P,) value positions; each key sits just before
     previous = weights[:, :, values, values - 1].mean(dim=(0, 2))  # (H,)
-    queries = _query_positions(answer_mask)  # (B, Q)
+    queries = query_positions(answer_mask)  # (B, Q)
     target = offset + 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q) the matching value
     rows, heads, at = torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], (offset + queries)[:, None, :]
     read = weights[rows, heads, at, target[:, None, :]].mean(dim=(0, 2))  # (H,)
@@ -116,7 +109,7 @@ def retrieval_chance(
     see: ``1 / visible``, or 0 where a sliding window hides the matching value."""
     allowed = causal_mask(total, total, module.window, None, module.num_prefix)  # (T', T')
     offset = total - inputs.shape[1]
-    queries = _query_positions(answer_mask)  # (B, Q)
+    queries = query_positions(answer_mask)  # (B, Q)
     target = offset + 2 * pair_of_query(inputs, queries, num_pairs) + 1  # (B, Q)
     at = offset + queries
     return float((allowed[at, target].double() / allowed[at].sum(dim=-1).double()).mean())
@@ -167,14 +160,7 @@ def probe_model(
 
 def probe_run(run_dir: Path, checkpoint: str, num_sequences: int, seed: int) -> tuple[int, float, list[LayerScores]]:
     """(checkpoint step, accuracy, per-layer scores) of an MQAR run folder on a fresh evaluation set."""
-    from assignment_experiments.run_loading import load_run
-    from cs336_basics.data.synthetic import AssociativeRecall
-
-    run = load_run(run_dir, checkpoint=checkpoint)
-    data = run.config.data
-    if data.source != "synthetic" or data.task not in ("mqar", "associative_recall"):
-        raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
-    task = AssociativeRecall(**data.task_options)
+    run, task = load_mqar_run(run_dir, checkpoint)
     inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
     scores, predictions = probe_model(run.model, inputs, mask, task.num_pairs)
     accuracy = float((predictions == targets)[mask].float().mean())

@@ -26,11 +26,29 @@ def accuracy_by_query(predictions: torch.Tensor, targets: torch.Tensor, answer_m
 
     ``predictions``, ``targets``, ``answer_mask``: ``(B, T)``.
     """
+    queries = query_positions(answer_mask).shape[1]
+    correct = (predictions == targets)[answer_mask].view(len(targets), queries)  # (B, Q), in sequence order
+    return correct.float().mean(dim=0).tolist()
+
+
+def query_positions(answer_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, Q)`` positions of each row's answers (its queries), in order; every row needs the same ``Q > 0``."""
     counts = answer_mask.sum(dim=1)
     if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
         raise ValueError("every sequence needs the same, non-zero number of answers")
-    correct = (predictions == targets)[answer_mask].view(len(targets), int(counts[0]))  # (B, Q), in sequence order
-    return correct.float().mean(dim=0).tolist()
+    return answer_mask.nonzero()[:, 1].view(len(answer_mask), int(counts[0]))
+
+
+def load_mqar_run(run_dir: Path, checkpoint: str = "latest"):
+    """``(LoadedRun, AssociativeRecall)`` of an MQAR run folder; ConfigError for a run on another task."""
+    from assignment_experiments.run_loading import load_run
+    from cs336_basics.data.synthetic import AssociativeRecall
+
+    run = load_run(run_dir, checkpoint=checkpoint)
+    data = run.config.data
+    if data.source != "synthetic" or data.task not in ("mqar", "associative_recall"):
+        raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
+    return run, AssociativeRecall(**data.task_options)
 
 
 def shuffle_pairs(inputs: torch.Tensor, num_pairs: int, generator: torch.Generator) -> torch.Tensor:
@@ -57,19 +75,12 @@ def elimination_pattern(num_pairs: int, num_queries: int) -> list[float]:
 def run_accuracy_by_query(
     run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False
 ) -> tuple[dict, list[float]]:
-    from assignment_experiments.run_loading import load_run
-    from cs336_basics.data.synthetic import AssociativeRecall
-
-    run = load_run(run_dir)
-    data = run.config.data
-    if data.source != "synthetic" or data.task not in ("mqar", "associative_recall"):
-        raise ConfigError(f"config error: {run_dir} is not an MQAR run (data.task {data.task!r})")
-    task = AssociativeRecall(**data.task_options)
+    run, task = load_mqar_run(run_dir)
     inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
     if shuffle:
         inputs = shuffle_pairs(inputs, task.num_pairs, torch.Generator().manual_seed(seed + 1))
     predictions = torch.cat([run.model(inputs[i : i + 256]).argmax(dim=-1) for i in range(0, num_sequences, 256)])
-    return data.task_options, accuracy_by_query(predictions, targets, mask)
+    return run.config.data.task_options, accuracy_by_query(predictions, targets, mask)
 
 
 def main(argv: list[str] | None = None) -> int:
