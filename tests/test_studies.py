@@ -67,6 +67,10 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
             _fake_mqar_run(tmp_path, "c", 128, [0.9])]  # fmt: skip
     grid = plot_accuracy.markdown_grid(plot_accuracy.load_points(runs))
     assert "| transformer | 0.600 +- 0.141 (n=2) | 0.900 |" in grid  # mean and sample std of 0.5 and 0.7
+    hymba = _fake_mqar_run(tmp_path, "h", 64, [0.3], architecture="hymba")  # a cell with no runs says so in both tables
+    points = plot_accuracy.load_points([*runs, hymba])
+    assert "| hymba | 0.300 | not run |" in plot_accuracy.markdown_grid(points)
+    assert "| hymba | - | not run |" in plot_accuracy.markdown_steps_grid(points)
     curves = plot_accuracy.load_curves(runs)
     assert [(name, steps, acc) for name, steps, acc, _ in curves][0] == ("a", [100, 200], [0.1, 0.5])
     floors = curves[0][3]  # at 8 pairs, vocab 256, answers in the input (the task's default)

@@ -101,13 +101,14 @@ def best_cells(points: list[dict], field: str = "accuracy") -> dict[tuple, tuple
 
 def _cell(values: list[float], lr: float | None = None) -> str:
     """One seed's accuracy, or mean +- sample std (n) over several; with the cell's learning rate when given."""
-    if not values:
-        return "-"
     rate = f"lr {lr:g}" if lr is not None else ""
     if len(values) == 1:
         return f"{values[0]:.3f}" + (f" at {rate}" if rate else "")
     spread = f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
     return f"{spread} (n={len(values)}" + (f", {rate}" if rate else "") + ")"
+
+
+NOT_RUN = "not run"  # a grid cell with no runs; "-" is a seed that did not reach the target
 
 
 def _markdown_table(points: list[dict], corner: str, field: str, cell) -> str:
@@ -120,7 +121,7 @@ def _markdown_table(points: list[dict], corner: str, field: str, cell) -> str:
         "|" + " --- |" * (len(columns) + 1),
     ]
     for arch in sorted({p["arch"] for p in points}):
-        row = [cell(*cells.get((arch, s, w), (None, []))) for s, w in columns]
+        row = [cell(*cells[(arch, s, w)]) if (arch, s, w) in cells else NOT_RUN for s, w in columns]
         lines.append(f"| {arch} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -137,7 +138,7 @@ def markdown_steps_grid(points: list[dict]) -> str:
     for a seed that did not): where every architecture ends at the target, this is what tells them apart."""
 
     def steps(_lr, values: list) -> str:
-        return " / ".join("-" if step is None else f"{step:,}" for step in values) or " "
+        return " / ".join("-" if step is None else f"{step:,}" for step in values)
 
     return _markdown_table(points, "steps to target", "reached_step", steps)
 
