@@ -130,7 +130,8 @@ def _summary(name: str) -> dict:
 
 
 # Study 11's width and length tables (plot_accuracy's output): rows name the architecture as the plot labels it
-ZOOLOGY_WIDTH = {"hybrid MA": "hybrid_MA", "transformer": "transformer", "transformer +conv4": "transformer_conv4"}
+ZOOLOGY_WIDTH = {"hybrid MA": "hybrid_MA", "transformer": "transformer", "transformer +conv4": "transformer_conv4",
+                 "hymba": "hymba", "mamba": "mamba"}  # fmt: skip
 LR_PART = {"0.01": "", "0.00215": "_lr2e-3"}
 
 
@@ -147,6 +148,10 @@ def _check_width_table(header, rows, cells, compare, best_lr) -> None:
                 continue
             length, width = match.groups()
             stem = f"mqarzr_{arch}_d{width}" + ("" if length == "64" else f"_L{length}")
+            if cell == "not run":
+                ran = [run for lr in LR_PART.values() if _summary(run := f"{stem}{lr}_drop_b999")]
+                assert not ran, f"{ran}: finished, but its cell in study 11's width table says 'not run'"
+                continue
             if header[0] == "architecture":
                 lr = re.search(r"lr ([\d.e-]+)", cell).group(1)
                 best_lr[(row[0], column)] = LR_PART[lr]
