@@ -12,8 +12,11 @@ its own ``config``)::
 
 Config paths are relative to the suite file. Every run's config is validated before the first one starts; finished
 runs (``summary.json`` present) are skipped, interrupted ones are resumed; a diverging run is recorded and the suite
-goes on (a learning-rate sweep is expected to find the edge). At the end the suite's runs are reported (not with
-``--only``, which runs a part of the suite: ``report`` compares any set of runs).
+goes on (a learning-rate sweep is expected to find the edge), and so does a run that cannot start: its line is
+printed and its folder left as it was. One whose folder holds another config makes the suite exit 1, as with
+``--parallel``; one that another process is training does not, so two processes over one suite share its runs. At
+the end the suite's runs are reported (not with ``--only``, which runs a part of the suite: ``report`` compares any
+set of runs).
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ def run_suite(
     path: Path, runs_dir: Path, extra_overrides: list[str], only: list[str] | None = None, parallel: int = 1
 ) -> dict[str, Any]:
     """Run (or skip / resume) the suite's runs, ``parallel`` at a time; returns {name: status}."""
+    from assignment_experiments.exit_codes import USER_ERROR, user_error_types
     from assignment_experiments.report import build_report
+    from assignment_experiments.run_lock import RunLocked
     from assignment_experiments.runner import run_experiment
     from cs336_basics.training.loop import NonFiniteError
 
@@ -94,6 +99,10 @@ def run_suite(
         status.update(run_parallel(path, runs_dir, [name for name, _ in pending], overrides, parallel))
     for name, config in pending if parallel == 1 else []:
         run_dir = runs_dir / name
+        if (run_dir / "summary.json").is_file():  # another process over the same suite finished it meanwhile
+            print(f"[suite] {name}: finished meanwhile, skipping", flush=True)
+            status[name] = "skipped"
+            continue
         print(f"[suite] {name}: starting", flush=True)
         try:
             run_experiment(config, name, runs_dir, resume=run_dir.exists())
@@ -101,6 +110,12 @@ def run_suite(
         except NonFiniteError as error:
             print(f"[suite] {name}: diverged: {error}", flush=True)
             status[name] = "diverged"
+        except RunLocked as error:  # another process is training it: its work, not a failure of this suite
+            print(f"[suite] {name}: not run: {error}", flush=True)
+            status[name] = "held by another process"
+        except user_error_types() as error:  # it cannot start here (its folder holds another config, ...)
+            print(f"[suite] {name}: not run: {error}", flush=True)
+            status[name] = f"failed (exit {USER_ERROR})"
     finished = [runs_dir / n for n in status if (runs_dir / n / "summary.json").is_file()]
     if finished and not only:
         print(build_report(finished, runs_dir / "report" / path.stem, log_path=None))
@@ -149,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_code(status: dict[str, Any]) -> int:
-    """0 when every run finished; 3 when one diverged; 1 when one failed (parallel mode: see its log)."""
+    """0 when every run finished; 3 when one diverged; 1 when one failed or could not start (with --parallel: see
+    its log)."""
     values = [str(v) for v in status.values()]
     if any(v.startswith("failed") for v in values):
         return 1

@@ -47,6 +47,47 @@ def test_parallel_runs_give_the_weights_of_sequential_runs_with_a_log_each(tmp_p
     assert capsys.readouterr().out.count("finished already, skipping") == 2
 
 
+def test_one_at_a_time_a_run_that_cannot_start_is_reported_and_the_others_still_run(tmp_path, capsys):
+    from assignment_experiments.run_lock import RunLock
+
+    suite, runs = write_suite(tmp_path, ["a", "b", "c"]), tmp_path / "runs"
+    assert run_suite.main(["--suite", str(suite), "--runs-dir", str(runs), "--only", "b"]) == 0
+    (runs / "b" / "summary.json").unlink()  # b looks interrupted, and its suite entry now asks for another lr
+    data = json.loads(suite.read_text())
+    data["runs"][1]["set"]["optim.lr"] = 0.5
+    suite.write_text(json.dumps(data))
+    before = {p.relative_to(runs / "b"): p.read_bytes() for p in (runs / "b").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with RunLock(runs / "a"):  # another process holds a
+        status = run_suite.run_suite(suite, runs, [])
+        assert status == {"a": "held by another process", "b": "failed (exit 2)", "c": "done"}
+        assert run_suite.exit_code(status) == 1  # b's refusal fails the suite; a is the other process's work
+        assert run_suite.exit_code({"a": "held by another process", "c": "done"}) == 0
+    out = capsys.readouterr().out
+    assert "[suite] a: not run: " in out and "in use by another process" in out
+    assert "[suite] b: not run: " in out and "optim.lr" in out
+    assert (runs / "c" / "summary.json").is_file()  # the run after the refused ones still ran
+    after = {p.relative_to(runs / "b"): p.read_bytes() for p in (runs / "b").rglob("*") if p.is_file()}
+    assert after == before  # the refused run's folder is left exactly as it was
+    assert run_suite.main(["--suite", str(suite), "--runs-dir", str(runs), "--only", "a"]) == 0  # once a is free
+
+
+def test_one_at_a_time_a_run_another_process_finished_meanwhile_is_skipped(tmp_path, monkeypatch):
+    from assignment_experiments import runner
+
+    suite, runs, started = write_suite(tmp_path, ["a", "b"]), tmp_path / "runs", []
+
+    def fake_run(config, name, runs_dir, resume):  # while a trains here, another process finishes b
+        started.append(name)
+        for run in ("a", "b"):
+            (runs_dir / run).mkdir(parents=True, exist_ok=True)
+            (runs_dir / run / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    assert run_suite.run_suite(suite, runs, [], only=["a", "b"]) == {"a": "done", "b": "skipped"}
+    assert started == ["a"]
+
+
 def test_a_childs_exit_code_becomes_its_status_and_the_suites_exit_code(tmp_path, monkeypatch, capsys):
     codes = {"ok": 0, "nan": 3, "locked": 2}
 
