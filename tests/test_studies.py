@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from assignment_experiments.errors import ConfigError
 from assignment_experiments.run_experiment import main as run_experiment
 from assignment_experiments.studies import eval_length_generalization, moe_expert_load
 from cs336_basics.data.windows import eval_window_starts
@@ -274,6 +275,39 @@ def _train_mqar(tmp_path, *overrides: str):
     task = '{"vocab_size": 64, "num_pairs": 4, "seq_len": 32, "query_placement": "power_law", "reveal_answers": false}'
     sets = ["data.source=synthetic", "data.task=mqar", f"data.task_options={task}", "data.path=null"]
     return train(tmp_path, "mqar", *sets, "model.context_length=32", *overrides)
+
+
+def test_zeroing_a_hymba_branch_scale_removes_that_branch_and_a_glob_that_matches_nothing_is_an_error(tmp_path, capsys):
+    """The knockout's oracle: with every ``beta_attn`` at zero the logits no longer depend on the attention weights
+    (and with ``beta_ssm`` at zero not on the SSM's), while the intact model's do."""
+    from assignment_experiments.studies import mqar_by_query
+    from cs336_basics.models.factory import hymba_lm
+
+    inputs, _, _ = _mqar_set(4)
+    sizes = {"vocab_size": 64, "context_length": 32, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32}
+
+    def depends_on(branch: str, zero: list[str]) -> bool:
+        torch.manual_seed(0)
+        model = hymba_lm(**sizes, d_state=4, scan_backend="chunked", num_meta_tokens=2).eval()
+        mqar_by_query.zero_parameters(model, zero, tmp_path)
+        with torch.no_grad():
+            before = model(inputs)
+            for name, parameter in model.named_parameters():
+                if f".{branch}." in name:
+                    parameter.add_(torch.randn_like(parameter))
+            return not torch.equal(before, model(inputs))
+
+    assert depends_on("attn", []) and depends_on("mixer", [])
+    assert not depends_on("attn", ["layers.*.beta_attn"]) and depends_on("mixer", ["layers.*.beta_attn"])
+    assert not depends_on("mixer", ["layers.*.beta_ssm"]) and depends_on("attn", ["layers.*.beta_ssm"])
+    with pytest.raises(ConfigError, match="--zero 'layers.*.beta_atn' matches no parameter"):
+        depends_on("attn", ["layers.*.beta_atn"])
+    run = _train_mqar(tmp_path, "model.num_layers=2")
+    out = tmp_path / "knockout.md"
+    assert mqar_by_query.main([str(run), "--sequences", "8", "--zero", "layers.1.*", "--out", str(out)]) == 0
+    assert "layers.1.* set to zero" in out.read_text() and "--zero 'layers.1.*'" in out.read_text()
+    assert mqar_by_query.main([str(run), "--sequences", "8", "--zero", "nothing.*"]) == 2
+    assert "matches no parameter" in capsys.readouterr().err
 
 
 def test_mqar_attention_scores_a_hand_built_circuit_one_and_uniform_attention_its_chance():

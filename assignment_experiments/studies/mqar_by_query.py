@@ -8,11 +8,16 @@ possible only when the task writes each answer into the input: ``reveal_answers=
 the ``j``-th of ``P`` queries instead: 1/4, 1/3, 1/2, 1 at 4 pairs. The table puts that pattern beside the runs
 whose answers are in the input. It needs each run's checkpoint (``checkpoints/``), which run folders keep locally
 but the repository does not; the evaluation set is a fresh one (``--seed``), not the run's own.
+
+``--zero GLOB`` (repeatable) sets the parameters whose names match to zero before evaluating: a knockout that says
+which part of a model does the recall. ``--zero 'layers.*.beta_attn'`` removes Hymba's attention branch from every
+layer (its output is ``out_proj((beta_attn * attn + beta_ssm * ssm) / 2)``), ``'layers.*.beta_ssm'`` its SSM branch.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from pathlib import Path
 
@@ -72,10 +77,25 @@ def elimination_pattern(num_pairs: int, num_queries: int) -> list[float]:
 
 
 @torch.no_grad()
+def zero_parameters(model: torch.nn.Module, patterns: list[str], where: Path) -> None:
+    """Set every parameter whose name matches one of the fnmatch ``patterns`` to zero; ConfigError for a pattern that
+    matches nothing (a typo would otherwise report the intact model as knocked out)."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(f"config error: --zero {pattern!r} matches no parameter of {where}; its parameters "
+                              f"include {names[:4]} ... {names[-2:]}")  # fmt: skip
+    for name, parameter in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            parameter.zero_()
+
+
+@torch.no_grad()
 def run_accuracy_by_query(
-    run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False
+    run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False, zero: list[str] = ()
 ) -> tuple[dict, list[float]]:
     run, task = load_mqar_run(run_dir)
+    zero_parameters(run.model, list(zero), run_dir)
     inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
     if shuffle:
         inputs = shuffle_pairs(inputs, task.num_pairs, torch.Generator().manual_seed(seed + 1))
@@ -93,13 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffle-pairs", action="store_true",
                         help="put each sequence's pairs in a random order: recall is unchanged, a shortcut through "
                         "the pairs' positions is not")  # fmt: skip
+    parser.add_argument("--zero", action="append", default=[], metavar="GLOB",
+                        help="set the parameters whose names match to zero first, a knockout (repeatable), e.g. "
+                        "'layers.*.beta_attn' removes Hymba's attention branch")  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows, patterns, width = [], {}, 0
     for run_dir in args.runs:
         try:
-            options, per_query = run_accuracy_by_query(run_dir, args.sequences, args.seed, args.shuffle_pairs)
+            options, per_query = run_accuracy_by_query(
+                run_dir, args.sequences, args.seed, args.shuffle_pairs, args.zero
+            )
         except (ConfigError, ValueError, FileNotFoundError) as error:
             print(f"error: {run_dir}: {error}", file=sys.stderr)
             return 2
@@ -120,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        flag = " --shuffle-pairs" if args.shuffle_pairs else ""
+        flags = (" --shuffle-pairs" if args.shuffle_pairs else "") + "".join(f" --zero '{g}'" for g in args.zero)
         command = (
-            "uv run python -m assignment_experiments.studies.mqar_by_query " + " ".join(map(str, args.runs)) + flag
+            "uv run python -m assignment_experiments.studies.mqar_by_query " + " ".join(map(str, args.runs)) + flags
         )
         shuffled = ", pairs shuffled" if args.shuffle_pairs else ""
-        heading = f"Accuracy by query order ({args.sequences} fresh sequences, seed {args.seed}{shuffled}):"
+        zeroed = "".join(f", {g} set to zero" for g in args.zero)
+        heading = f"Accuracy by query order ({args.sequences} fresh sequences, seed {args.seed}{shuffled}{zeroed}):"
         args.out.write_text(f"{heading}\n\n```bash\n{command}\n```\n\n{table}\n")
     return 0
 
