@@ -234,6 +234,7 @@ def plot(points: list[dict], out: Path, title: str) -> None:
         for row in range(rows):
             axes[row][col].set_xscale("log", base=2)
             axes[row][col].set_xticks(widths, [str(w) for w in widths])
+            axes[row][col].set_xlim(widths[0] / 2**0.3, widths[-1] * 2**0.3)  # the same widths axis in every panel
             axes[row][col].set_xlabel("d_model")
             axes[row][col].grid(alpha=0.3)
     axes[0][0].set_ylabel("answer accuracy (mean over seeds; dots: seeds)")
@@ -245,8 +246,10 @@ def plot(points: list[dict], out: Path, title: str) -> None:
 
 
 def _plot_steps(ax, archs: list[str], colours: dict, seq_len: int, steps_cells: dict, caps: dict) -> None:
-    """One panel of the steps-to-target row: the median over the seeds that reached the target, every seed a dot."""
-    for arch in archs:
+    """One panel of the steps-to-target row: the median over the seeds that reached the target, every seed a dot; a
+    seed that missed is an x at its cap, shifted sideways per architecture so that equal caps do not hide each other."""
+    for index, arch in enumerate(archs):
+        nudge = 2 ** (0.04 * (index - (len(archs) - 1) / 2))  # the width axis is log2
         here = sorted((w, values) for (a, s, w), (_, values) in steps_cells.items() if a == arch and s == seq_len)
         medians = [(w, statistics.median(v for v in values if v is not None)) for w, values in here
                    if any(v is not None for v in values)]  # fmt: skip
@@ -257,7 +260,7 @@ def _plot_steps(ax, archs: list[str], colours: dict, seq_len: int, steps_cells: 
             reached = [v for v in values if v is not None]
             missed = [c for v, c in zip(values, cap, strict=True) if v is None and c is not None]
             ax.scatter([w] * len(reached), reached, color=colours[arch], alpha=0.35, s=14, linewidths=0)
-            ax.scatter([w] * len(missed), missed, color=colours[arch], marker="x", s=30)
+            ax.scatter([w * nudge] * len(missed), missed, color=colours[arch], marker="x", s=30)
     ax.set_yscale("log")
 
 
