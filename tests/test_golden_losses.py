@@ -2,8 +2,12 @@
 
 Each case trains a tiny model of one architecture through the real runner (config -> data -> model -> trainer ->
 final evaluation) for a few CPU steps on one thread, and compares ``final_val_loss`` in ``summary.json`` with the value
-recorded before the model code was restructured. CPU training on one thread is bit-deterministic here, so the
-comparison is exact: any change in initialisation order, parameter layout or numerics shows up as a different float.
+recorded before the model code was restructured. CPU training on one thread is bit-deterministic on one machine,
+but not across CPU models: PyTorch's CPU kernels pick their SIMD code by the processor, and on an AMD EPYC the
+recorded values came out 1-2 float32 ULPs away (2.4e-7 to 4.8e-7 at losses of 2.1-2.6). So the comparison allows
+``ULPS`` float32 ULPs of the golden value (~2e-6 here). Any change in initialisation order or parameter layout still
+moves the loss by orders of magnitude more (a different random draw: ~1e-2), and so does any real change of numerics
+over these steps.
 
 A deliberate change of numerics (a fixed inconsistency, a changed default) updates the value in its own commit that
 names the change and the published results it affects.
@@ -56,6 +60,7 @@ CASES: dict[str, dict] = {
     },
 }  # fmt: skip
 
+ULPS = 8  # the float32 ULPs a loss may differ by across CPU models (module docstring)
 GOLDEN: dict[str, float] = {
     "hybrid_AMAM": 2.4545772075653076,
     "hymba": 2.230339527130127,
@@ -100,4 +105,5 @@ def final_val_loss(tmp_path: Path, model: dict) -> float:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_final_validation_loss_matches_the_recorded_golden_value(case, tmp_path):
     loss = final_val_loss(tmp_path, CASES[case])
-    assert loss == GOLDEN[case], f"{case}: final_val_loss {loss!r} != golden {GOLDEN[case]!r}"
+    ulps = abs(loss - GOLDEN[case]) / float(np.spacing(np.float32(GOLDEN[case])))
+    assert ulps <= ULPS, f"{case}: final_val_loss {loss!r} != golden {GOLDEN[case]!r} ({ulps:.0f} float32 ULPs)"
