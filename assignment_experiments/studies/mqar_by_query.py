@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -77,7 +78,7 @@ def elimination_pattern(num_pairs: int, num_queries: int) -> list[float]:
 
 
 @torch.no_grad()
-def zero_parameters(model: torch.nn.Module, patterns: list[str], where: Path) -> None:
+def zero_parameters(model: torch.nn.Module, patterns: Sequence[str], where: Path) -> None:
     """Set every parameter whose name matches one of the fnmatch ``patterns`` to zero; ConfigError for a pattern that
     matches nothing (a typo would otherwise report the intact model as knocked out)."""
     names = [name for name, _ in model.named_parameters()]
@@ -92,10 +93,10 @@ def zero_parameters(model: torch.nn.Module, patterns: list[str], where: Path) ->
 
 @torch.no_grad()
 def run_accuracy_by_query(
-    run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False, zero: list[str] = ()
+    run_dir: Path, num_sequences: int, seed: int, shuffle: bool = False, zero: Sequence[str] = ()
 ) -> tuple[dict, list[float]]:
     run, task = load_mqar_run(run_dir)
-    zero_parameters(run.model, list(zero), run_dir)
+    zero_parameters(run.model, zero, run_dir)
     inputs, targets, mask = task.validation_set(num_sequences, seed=seed)
     if shuffle:
         inputs = shuffle_pairs(inputs, task.num_pairs, torch.Generator().manual_seed(seed + 1))
