@@ -115,6 +115,14 @@ def validate(config: ExperimentConfig) -> None:
 SECTIONS_READ = {"A": {"attention"}, "M": {"ssm"}, "H": {"attention", "ssm", "hymba"}}
 
 
+def _branch_not_built(m: ModelConfig, letter: str) -> set[str]:
+    """The section an ``H`` layer leaves unread when ``hymba.branches`` builds only one branch (a learned position
+    table is the shell's, added to the input of an SSM-only Hymba too, so ``attention.positions`` stays read)."""
+    if letter != "H" or (m.hymba.branches == "ssm" and m.attention.positions == "learned"):
+        return set()
+    return {"ssm": {"attention"}, "attention": {"ssm"}}.get(m.hymba.branches, set())
+
+
 def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
     """Check the model section completely before any data is prepared: build it on the meta device (no memory)."""
     if m.architecture == "hybrid":
@@ -138,13 +146,15 @@ def _validate_model(m: ModelConfig, placeholder_vocab: int) -> None:
             "dimension; change d_model or num_heads",
         )
     if set(m.plan) <= set(SECTIONS_READ):  # a suite may switch the architecture of a base config: warn, go on
-        read = set().union(*(SECTIONS_READ[letter] for letter in m.plan))
+        read = set().union(*(SECTIONS_READ[letter] - _branch_not_built(m, letter) for letter in m.plan))
         defaults = type(m)()
+        one_branch = "H" in m.plan and m.hymba.branches != "both"
+        branches_note = f" and hymba.branches={m.hymba.branches!r}" if one_branch else ""
         for section in ("attention", "ssm", "hymba"):
             if section not in read and getattr(m, section) != getattr(defaults, section):
                 warnings.warn(
-                    f"model.{section} is set, but a {m.architecture} with plan {m.plan!r} has no layer that reads it; "
-                    "it has no effect",
+                    f"model.{section} is set, but a {m.architecture} with plan {m.plan!r}"
+                    f"{branches_note} has no layer that reads it; it has no effect",
                     UnusedSettingWarning,
                     stacklevel=2,
                 )

@@ -210,6 +210,15 @@ def test_a_model_section_the_plan_never_reads_is_named_in_a_warning(base_config)
         config_from_dict(merge(base_config, {"model": {"ssm": {"d_state": 8}}}))
 
 
+def test_the_section_of_a_hymba_branch_that_is_not_built_is_named_in_a_warning(base_config):
+    from assignment_experiments.config_validation import UnusedSettingWarning
+
+    hymba = {"architecture": "hymba", "hymba": {"branches": "ssm"}, "attention": {"num_heads": 2}}
+    with pytest.warns(UnusedSettingWarning, match="model.attention is set, .* and hymba.branches='ssm' has no layer"):
+        config = config_from_dict(merge(base_config, {"model": hymba}))
+    assert config.model.spec(64).hymba.branches == "ssm"
+
+
 def test_every_seed_run_is_its_seed_0_run_but_for_the_seed():
     """A run named ``X_s<k>`` in any suite must be run ``X`` (in any suite) with only the seed, the description and the
     baseline it is compared with changed, so that seeds pool as repeats of one setting (a copied entry that lost its

@@ -30,6 +30,8 @@ VARIANTS = {
     "moe": {"moe": {"num_experts": 3, "top_k": 2}},
     "projected": {"hymba_fusion": "projected", "num_meta_tokens": 2},
     "kv_sharing": {"num_layers": 4, "window": 3, "global_layers": [0], "num_meta_tokens": 2, "kv_sharing": True},
+    "ssm_branch_only": {"hymba_branches": "ssm", "num_meta_tokens": 2},
+    "attention_branch_only": {"hymba_branches": "attention", "window": 3, "global_layers": [1], "num_meta_tokens": 2},
 }
 
 
@@ -229,6 +231,42 @@ def test_projected_fusion_is_the_earlier_layout():
 def test_bad_fusion_is_a_clear_error():
     with pytest.raises(ValueError, match="hymba.fusion"):
         hymba_lm(**TINY, hymba_fusion="gated")
+
+
+@pytest.mark.parametrize(("branches", "absent"), [("ssm", "attn"), ("attention", "ssm")])
+@pytest.mark.parametrize("fusion", ["paper", "projected"])
+def test_a_one_branch_layer_is_the_two_branch_layer_with_the_other_beta_held_at_zero(branches, absent, fusion):
+    """Oracle: the two-branch model with the absent branch's beta at zero; its loss and every shared gradient agree."""
+    options = {**TINY, "num_meta_tokens": 2, "hymba_fusion": fusion}
+    both, one = hymba_lm(**options), hymba_lm(**options, hymba_branches=branches)
+    module = "attn" if absent == "attn" else "mixer"
+    own = one.state_dict()
+    assert not any(f".{module}." in k or f"beta_{absent}" in k or f"{absent}_norm" in k for k in own)
+    missing, unexpected = both.load_state_dict(own, strict=False)
+    assert not unexpected and missing and all(f".{module}." in k or absent in k for k in missing)
+    with torch.no_grad():
+        for layer in both.layers:
+            getattr(layer, f"beta_{absent}").zero_()
+            layer.beta_attn.add_(torch.rand_like(layer.beta_attn))  # both betas away from their init of one
+            layer.beta_ssm.add_(torch.rand_like(layer.beta_ssm))
+            getattr(layer, f"beta_{absent}").zero_()
+    one.load_state_dict({k: v for k, v in both.state_dict().items() if k in own})
+    ids = torch.randint(0, 20, (2, 9))
+    loss_both, loss_one = cross_entropy(both(ids), ids), cross_entropy(one(ids), ids)
+    torch.testing.assert_close(loss_one, loss_both, rtol=1e-6, atol=1e-6)
+    loss_both.backward()
+    loss_one.backward()
+    grads = dict(both.named_parameters())
+    for name, p in one.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert all(layer.diagnostics() == {} for layer in one.layers)  # no share to report with one branch
+
+
+def test_branches_is_checked_and_kv_sharing_needs_the_attention_branch():
+    with pytest.raises(ValueError, match="hymba.branches"):
+        hymba_lm(**TINY, hymba_branches="mamba")
+    with pytest.raises(ValueError, match="kv_sharing.*no attention"):
+        hymba_lm(**{**TINY, "num_layers": 4}, window=3, global_layers=[0], kv_sharing=True, hymba_branches="ssm")
 
 
 # --- cross-layer KV sharing -----------------------------------------------------------------------------------------

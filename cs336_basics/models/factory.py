@@ -5,8 +5,8 @@
 - ``hybrid``: the user's ``pattern`` of registered letters (``A``/``M``/...), SwiGLU FFN in every layer; optional
   mHC residual streams, fast weights and ``target_params`` (chooses ``d_ff`` to fit a parameter budget).
 - ``hymba``: ``"H" * num_layers`` with ``num_meta_tokens``, sliding-window attention outside ``global_layers`` (the
-  paper's schedule by default; ``window=None`` for all global), ``hymba_fusion`` (``"paper"`` or ``"projected"``)
-  and ``kv_sharing``.
+  paper's schedule by default; ``window=None`` for all global), ``hymba_fusion`` (``"paper"`` or ``"projected"``),
+  ``kv_sharing`` and ``hymba_branches`` (``"both"``; ``"ssm"`` or ``"attention"`` for a one-branch ablation).
 
 :func:`build_model` takes the architecture name and flat, constructor-style arguments (``transformer_lm(vocab_size,
 context_length, d_model, num_layers, num_heads, d_ff)`` as in CS336, then keywords), checks them against that
@@ -52,7 +52,7 @@ ARGUMENT_PATHS: dict[str, str] = {
         "hc_expansion", "sinkhorn_iters", "hc_residual_logit", "fast_weights", "fast_weight_heads", "hc_dynamic",
         "hc_gate_init", "sinkhorn_tol", "hc_lr_multiplier",
     )},
-    "hymba_fusion": "hymba.fusion", "kv_sharing": "hymba.kv_sharing",
+    "hymba_fusion": "hymba.fusion", "kv_sharing": "hymba.kv_sharing", "hymba_branches": "hymba.branches",
 }  # fmt: skip
 
 # Per architecture: the positional arguments (the CS336-style constructor order; leading ones are required), then
@@ -76,7 +76,7 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "hymba": (
         ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "d_state", "d_conv", "expand",
          "rope_theta", "num_meta_tokens", "window", "global_layers"), 5,
-        ("moe", "tie_embeddings", "attn_backend", "scan_backend", "hymba_fusion", "kv_sharing"),
+        ("moe", "tie_embeddings", "attn_backend", "scan_backend", "hymba_fusion", "kv_sharing", "hymba_branches"),
     ),
 }  # fmt: skip
 PLAN_LETTER = {"transformer": "A", "mamba": "M", "hymba": "H"}

@@ -44,15 +44,24 @@ consumers 2, 3, 6): parameters 1,991,080 -> 1,861,288 (-6.5%), KV cache 27.62 ->
 still holds every position (Hymba-1.5B keeps only the window and the meta tokens), so sliding windows save compute
 here, not cache memory.
 
+``hymba.branches="ssm"`` (or ``"attention"``): an ablation, not in the paper. The layer is built without the other
+branch (no ``attn.*`` and ``beta_attn``, or no ``mixer.*`` and ``beta_ssm``) and computes the same formula with that
+term removed, ``y = W_out(beta_2 * norm(ssm) / 2)``: exactly the two-branch layer with the absent branch's ``beta``
+held at zero through training (tested), so it shows what one branch learns on its own inside the Hymba layer
+(learned absolute positions, ``attention.positions="learned"``, are the shell's and are still added to the input). A
+knockout after training (``mqar_by_query --zero``) shows instead what a branch does in a model trained with both.
+
 Diagnostics (``diagnostics()``, logged as ``diag/hymba/layer{i}/...``): ``scale_share_attn`` / ``scale_share_ssm``
 are the shares of the per-channel scale each branch really gets after normalisation,
 ``mean|g_attn * beta_attn| / (mean|g_attn * beta_attn| + mean|g_ssm * beta_ssm|)`` with ``g`` the branch norm's gain
 (no gain, i.e. one, under paper fusion); ``beta_share_attn`` uses ``beta`` alone, a proxy that ignores the gains
-(the only share logged before). Both are magnitudes of scales, not of the branches' contributions to the output.
+(the only share logged before). Both are magnitudes of scales, not of the branches' contributions to the output; a
+one-branch layer logs none.
 :func:`branch_shares` is the one computation (also used on checkpoints by
 ``assignment_experiments.studies.hymba_branch_shares``).
 
-Decoding state: ``(KVCache or None, MambaState)``. Keys (paper): ``norm``, ``attn.{q,k,v}_proj``, ``mixer.*`` (no
+Decoding state: ``(KVCache or None, MambaState or None)`` (None for a branch the layer does not have, and for the
+KV cache of a KV-sharing consumer). Keys (paper): ``norm``, ``attn.{q,k,v}_proj``, ``mixer.*`` (no
 ``mixer.out_proj``), ``beta_attn``, ``beta_ssm``, ``out_proj``, ``ffn_norm``, ``ffn.*``; projected adds
 ``attn.output_proj``, ``mixer.out_proj``, ``attn_norm``, ``ssm_norm``.
 """
@@ -115,6 +124,7 @@ class HymbaLayer(Block):
         self.fusion = hymba.fusion
         paper = hymba.fusion == "paper"
         inner = spec.ssm.expand * d if paper else d
+        has_attn, has_ssm = hymba.branches != "ssm", hymba.branches != "attention"
         self.kv_producer = spec.kv_producer(layer)
         self.shares_kv = self.kv_producer != layer  # a consumer: attends over the producer's keys and values
         # A producer keeps its last keys/values for the consumers that follow it in its group.
@@ -125,28 +135,34 @@ class HymbaLayer(Block):
         )
         moe = build_moe_ffn(d, spec.ffn)
         self.norm = RMSNorm(d)
-        self.attn = CausalMultiHeadSelfAttention(
-            d,
-            attn.num_heads,
-            inner_dim=inner,
-            output_proj=not paper,
-            kv_proj=not self.shares_kv,
-            keep_kv=keep_kv,
-            **spec.attention_options(layer),
-        )
-        self.mixer = mamba_mixer(d, spec.ssm)
-        if paper:
-            self.mixer.out_proj = nn.Identity()  # the one output projection below replaces it
-            self.attn_norm = self.ssm_norm = None
-        else:
-            self.attn_norm = RMSNorm(d)
-            self.ssm_norm = RMSNorm(d)
-        self.beta_attn = nn.Parameter(torch.ones(inner))
-        self.beta_ssm = nn.Parameter(torch.ones(inner))
+        # A branch the layer does not have (hymba.branches) is None, with no beta and no norm. The modules are
+        # registered in one fixed order (attention, mixer, norms, betas), which the optimiser's order follows.
+        self.attn = self.mixer = self.attn_norm = self.ssm_norm = self.beta_attn = self.beta_ssm = None
+        if has_attn:
+            self.attn = CausalMultiHeadSelfAttention(
+                d,
+                attn.num_heads,
+                inner_dim=inner,
+                output_proj=not paper,
+                kv_proj=not self.shares_kv,
+                keep_kv=keep_kv,
+                **spec.attention_options(layer),
+            )
+        if has_ssm:
+            self.mixer = mamba_mixer(d, spec.ssm)
+            if paper:
+                self.mixer.out_proj = nn.Identity()  # the one output projection below replaces it
+        if not paper:
+            self.attn_norm = RMSNorm(d) if has_attn else None
+            self.ssm_norm = RMSNorm(d) if has_ssm else None
+        if has_attn:
+            self.beta_attn = nn.Parameter(torch.ones(inner))
+        if has_ssm:
+            self.beta_ssm = nn.Parameter(torch.ones(inner))
         self.out_proj = Linear(inner, d)
         self.ffn_norm = RMSNorm(d)
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
-        self.uses_positions = attn.positions != "none"
+        self.uses_positions = has_attn and attn.positions != "none"
         self.init_residual(spec, ("mixer", "ffn"))
         self._producer: list[HymbaLayer] = []  # set by connect(); a list so the producer is not a submodule
 
@@ -155,16 +171,18 @@ class HymbaLayer(Block):
         self._producer = [layers[self.kv_producer]] if self.shares_kv else []
 
     def make_state(self, batch_size: int, capacity: int) -> tuple[KVCache | None, MambaState]:
-        kv = None if self.shares_kv else self.attn.make_cache(batch_size, capacity)
-        return kv, self.mixer.make_state(batch_size)
+        kv = None if self.shares_kv or self.attn is None else self.attn.make_cache(batch_size, capacity)
+        return kv, None if self.mixer is None else self.mixer.make_state(batch_size)
 
     def branch_shares(self) -> dict[str, float]:
         """:func:`branch_shares` of this layer's scales (and, under projected fusion, its norm gains)."""
+        if self.attn is None or self.mixer is None:
+            raise ValueError("branch shares need both branches; this layer was built with hymba.branches != 'both'")
         gains = (self.attn_norm.weight, self.ssm_norm.weight) if self.attn_norm is not None else (None, None)
         return branch_shares(self.beta_attn, self.beta_ssm, *gains)
 
     def diagnostics(self) -> dict[str, float]:
-        return self.branch_shares()
+        return {} if self.attn is None or self.mixer is None else self.branch_shares()
 
     def _attention(self, h: Float[Tensor, "b T d"], kv: KVCache | None) -> Tensor:
         if not self.shares_kv:
@@ -185,12 +203,14 @@ class HymbaLayer(Block):
         """The mixer branch: both heads on the normalised input, each normalised and scaled, averaged, projected."""
         kv, ssm_state = state if state is not None else (None, None)
         h = self.norm(h)
-        a, s = self._attention(h, kv), self.mixer(h, state=ssm_state)  # (b, T, I) each
-        if self.fusion == "paper":
-            a, s = rms_normalize(a), rms_normalize(s)
-        else:
-            a, s = self.attn_norm(a), self.ssm_norm(s)
-        return self.out_proj(0.5 * (a * self.beta_attn + s * self.beta_ssm))
+        terms = []  # beta * norm(branch output), (b, T, I) each
+        if self.attn is not None:
+            a = self._attention(h, kv)
+            terms.append(self.beta_attn * (rms_normalize(a) if self.attn_norm is None else self.attn_norm(a)))
+        if self.mixer is not None:
+            s = self.mixer(h, state=ssm_state)
+            terms.append(self.beta_ssm * (rms_normalize(s) if self.ssm_norm is None else self.ssm_norm(s)))
+        return self.out_proj(0.5 * sum(terms))
 
     def branches(self, state: tuple[KVCache | None, MambaState] | None) -> list[Branch]:
         out = [Branch("mixer", lambda h: self.fuse(h, state))]

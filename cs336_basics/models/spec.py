@@ -26,6 +26,7 @@ NORM_LAYERS = ("rmsnorm", "layernorm")
 INITS = ("cs336", "gpt2")
 RESIDUALS = ("standard", "mhc")
 HYMBA_FUSIONS = ("paper", "projected")
+HYMBA_BRANCHES = ("both", "attention", "ssm")
 
 
 def hymba_default_window(context_length: int | None) -> int:
@@ -175,11 +176,13 @@ class HymbaSpec:
     the Mamba mixer with its ``out_proj``, norms with gains, ``beta``, then an extra ``d_model x d_model``
     projection), kept to reproduce earlier runs. ``kv_sharing=True``: consecutive non-global layers share one set of
     keys and values (Hymba-1.5B's ``kv_reuse_group``): the later layer of each pair has no K/V projections and keeps
-    no KV cache.
+    no KV cache. ``branches``: ``"both"`` (the paper); ``"ssm"`` or ``"attention"`` trains the layer with the other
+    branch's term removed from the fused sum (an ablation: the same layer as with that branch's ``beta`` held at zero).
     """
 
     fusion: Literal["paper", "projected"] = "paper"
     kv_sharing: bool = False
+    branches: Literal["both", "attention", "ssm"] = "both"
 
 
 @dataclass
@@ -319,6 +322,9 @@ class ModelSpec:
                 f"window must be a positive number of positions, 'auto' or None (all global), got {attn.window!r}"
             )
         _check_choice("hymba.fusion", self.hymba.fusion, HYMBA_FUSIONS)
+        _check_choice("hymba.branches", self.hymba.branches, HYMBA_BRANCHES)
+        if self.hymba.kv_sharing and self.hymba.branches == "ssm":
+            raise ValueError("hymba.kv_sharing shares attention K/V, but hymba.branches='ssm' has no attention")
         if self.hymba.kv_sharing and set(self.plan) != {"H"}:
             raise ValueError(f"hymba.kv_sharing shares K/V between Hymba layers; plan {self.plan!r} is not all 'H'")
         bad = [i for i in self.global_layers() if not 0 <= i < self.num_layers]
