@@ -380,6 +380,11 @@ def test_branch_share_study_reports_the_models_own_shares(fusion, tmp_path, caps
         assert float(row[4]) == pytest.approx(diagnostics[f"hymba/layer{layer}/scale_share_attn"], abs=5e-4)
         assert float(row[6]) == pytest.approx(diagnostics[f"hymba/layer{layer}/beta_share_attn"], abs=5e-4)
     assert main([str(tmp_path / "missing")]) == 2
+    save_checkpoint(
+        hymba_lm(**TINY, hymba_branches="ssm"), None, 3, tmp_path / "one" / "checkpoints" / "step_0000003.pt"
+    )
+    assert main([str(tmp_path / "one")]) == 2
+    assert "no two-branch Hymba layers" in capsys.readouterr().err
 
 
 def test_mqar_suites_give_hymba_meta_tokens():

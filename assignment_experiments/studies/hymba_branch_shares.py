@@ -27,9 +27,10 @@ from cs336_basics.models.hymba import branch_shares
 
 
 def layer_shares(state: dict[str, torch.Tensor]) -> list[dict[str, float]]:
-    """:func:`branch_shares` of every layer with ``beta_attn`` (norm gains included where the layer has them)."""
+    """:func:`branch_shares` of every layer with both ``beta_attn`` and ``beta_ssm`` (norm gains included where the
+    layer has them); a one-branch Hymba (``hymba.branches``) has none."""
     shares, i = [], 0
-    while f"layers.{i}.beta_attn" in state:
+    while f"layers.{i}.beta_attn" in state and f"layers.{i}.beta_ssm" in state:
         p = f"layers.{i}."
         gains = (state.get(p + "attn_norm.weight"), state.get(p + "ssm_norm.weight"))
         shares.append(branch_shares(state[p + "beta_attn"], state[p + "beta_ssm"], *gains))
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         state = payload["model"]
         shares = layer_shares(state)
         if not shares:
-            print(f"error: {path} has no Hymba layers (no layers.0.beta_attn); pass Hymba runs", file=sys.stderr)
+            print(
+                f"error: {path} has no two-branch Hymba layers (no layers.0.beta_attn and beta_ssm); pass Hymba runs "
+                "trained with both branches",
+                file=sys.stderr,
+            )
             return 2
         rows += [(run_dir.name, path.name, layer, s) for layer, s in enumerate(shares)]
     print(
