@@ -23,6 +23,7 @@ COLUMNS = {
     "final val loss": "final_val_loss",
     "final val loss (runner, 128)": "final_val_loss",
     "final val ppl": "final_val_perplexity",
+    "final accuracy": "final_val_accuracy",
     "best eval loss": "best_val_loss",
     "params": "num_params",
     "params total": "num_params",
@@ -30,6 +31,7 @@ COLUMNS = {
     "runtime (s)": "runtime_s",
     "tokens/s": "tokens_per_s",
     "steps": "steps",
+    "steps run (max)": "steps",
     "tokens": "tokens_seen",
     "averaged (last 3 ckpts)": "averaged_val_loss",
     "non-embedding params": "num_params_non_embedding",
@@ -93,7 +95,7 @@ def mismatches(document: str = "EXPERIMENT_LOG.md") -> tuple[list[str], int]:
 
 
 def test_the_log_tables_are_checked_at_all():
-    assert mismatches()[1] > 200, "few cells checked: did the tables' layout change?"
+    assert mismatches()[1] > 500, "few cells checked: did the tables' layout change?"
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
