@@ -102,6 +102,13 @@ def test_accuracy_grid_takes_each_cells_best_learning_rate_and_names_variants(tm
     runs.append(_fake_mqar_run(tmp_path, "noconv", 64, [0.2], lr=1e-2, architecture="hymba", ssm={"d_conv": 1}))
     points = plot_accuracy.load_points(runs)
     assert {p["arch"] for p in points} == {"transformer", "transformer +conv4", "hymba (ssm conv 1)"}
+    ssm_only = {"architecture": "hymba", "hymba": {"branches": "ssm"}}
+    one_branch = [_fake_mqar_run(tmp_path, "ssm", 64, [0.9], **ssm_only, num_meta_tokens=4),
+                  _fake_mqar_run(tmp_path, "ssm_nometa", 64, [0.9], **ssm_only),
+                  _fake_mqar_run(tmp_path, "meta", 64, [0.9], architecture="mamba", num_meta_tokens=4)]  # fmt: skip
+    assert [p["arch"] for p in plot_accuracy.load_points(one_branch)] == [
+        "hymba (ssm branch only)", "hymba (ssm branch only, no meta tokens)", "mamba +4 meta tokens"
+    ]  # fmt: skip
     assert [p["floor"] for p in points] == [pytest.approx(0.1289, abs=1e-4)] * len(runs)
     grid = plot_accuracy.markdown_grid(points)
     # lr 1e-2 (mean 0.7) beats lr 1e-3 (mean 0.6 despite its 0.9 seed): Zoology's best-rate cell, with the rate named
