@@ -19,8 +19,11 @@ D_MODEL, D_STATE, D_CONV, EXPAND = 8, 4, 4, 2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def slow_mamba_block(block: MambaBlock, x: torch.Tensor, dt_clamp=None, conv_norm=False) -> torch.Tensor:
-    """Mamba-1 block forward, one time step at a time; ``dt_clamp=(lo, hi)`` clamps dt after the softplus."""
+def slow_mamba_block(
+    block: MambaBlock, x: torch.Tensor, dt_clamp=None, conv_norm=False, out_norm=False
+) -> torch.Tensor:
+    """Mamba-1 block forward, one time step at a time; ``dt_clamp=(lo, hi)`` clamps dt after the softplus;
+    ``out_norm``: Mamba-2's gated RMSNorm (normalise ``y * silu(z)``, then project)."""
     d_inner, n, R = block.d_inner, block.d_state, block.dt_rank
     xz = x @ block.in_proj.weight.T
     x_in, z = xz[..., :d_inner], xz[..., d_inner:]  # (b, L, d_inner)
@@ -42,6 +45,8 @@ def slow_mamba_block(block: MambaBlock, x: torch.Tensor, dt_clamp=None, conv_nor
         h = torch.exp(dt[:, t, :, None] * A) * h + dt[:, t, :, None] * Bm[:, t, None, :] * u[:, t, :, None]
         ys.append((h * Cm[:, t, None, :]).sum(-1) + block.D * u[:, t])
     y = torch.stack(ys, dim=1) * F.silu(z)
+    if out_norm:
+        y = F.rms_norm(y, (d_inner,), block.out_norm.weight, eps=1e-5)
     return y @ block.out_proj.weight.T
 
 
@@ -79,9 +84,10 @@ def test_block_is_causal():
     assert not torch.allclose(y[:, 7:], y2[:, 7:])
 
 
+@pytest.mark.parametrize("out_norm", [False, True])
 @pytest.mark.parametrize("prompt_len", [1, 2, 3, 6])
-def test_prefill_then_steps_equal_full_forward(prompt_len):
-    block = _block()
+def test_prefill_then_steps_equal_full_forward(prompt_len, out_norm):
+    block = _block(out_norm=out_norm)
     x = torch.randn(2, 10, D_MODEL)
     full = block(x)
     state = block.make_state(2)
@@ -185,6 +191,19 @@ def test_decay_limit_keeps_every_per_step_decay_in_range(bias):
     assert decay.min() >= 0.05 - 1e-6 and decay.max() <= 0.999 + 1e-6
     unlimited = torch.exp(_block().step_sizes(torch.full((1, block.d_inner), bias), A)[..., None] * A)
     assert unlimited.min() < 0.05 or unlimited.max() > 0.999  # the limit binds here
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_out_norm_is_mamba2s_gated_rmsnorm_before_the_output_projection(backend):
+    block = _block(out_norm=True, scan_backend=backend)
+    assert "out_norm.weight" in block.state_dict() and "out_norm.weight" not in _block().state_dict()
+    with torch.no_grad():
+        block.out_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 6, D_MODEL)
+    torch.testing.assert_close(block(x), slow_mamba_block(block, x, out_norm=True), rtol=1e-4, atol=1e-5)
+    # The output's scale no longer follows the input's (200 seeds: ratio 0.64-1.50; ~5e6 without out_norm).
+    ratio = block(100 * x).norm(dim=-1).mean() / block(x).norm(dim=-1).mean()
+    assert 0.25 < ratio < 4
 
 
 def test_conv_norm_adds_rmsnorm_after_conv():

@@ -182,10 +182,10 @@ def test_loss_falls_on_repeat_pattern_task():
 
 
 def test_stability_switches_reach_every_block():
-    model = _lm(dt_limit=(1e-4, 1.0), conv_norm=True, a_min_magnitude=0.1, decay_limit=(0.01, 0.9999))
+    model = _lm(dt_limit=(1e-4, 1.0), conv_norm=True, a_min_magnitude=0.1, decay_limit=(0.01, 0.9999), out_norm=True)
     for layer in model.layers:
         mixer = layer.mixer
-        assert mixer.dt_limit == (1e-4, 1.0) and mixer.conv_norm is not None
+        assert mixer.dt_limit == (1e-4, 1.0) and mixer.conv_norm is not None and mixer.out_norm is not None
         assert mixer.a_min_magnitude == 0.1 and mixer.decay_limit == (0.01, 0.9999)
     assert model(torch.randint(0, VOCAB, (1, 5))).isfinite().all()
 

@@ -45,7 +45,7 @@ ARGUMENT_PATHS: dict[str, str] = {
     "attn_backend": "attention.backend", "window": "attention.window", "global_layers": "attention.global_layers",
     **{name: f"ssm.{name}" for name in (
         "d_state", "d_conv", "expand", "dt_rank", "scan_backend", "dt_limit", "a_min_magnitude", "conv_norm",
-        "decay_limit", "checkpoint_scan",
+        "decay_limit", "checkpoint_scan", "out_norm",
     )},
     "ffn": "ffn.kind", "d_ff": "ffn.d_ff", "moe": "ffn.moe", "residual": "residual.kind",
     **{name: f"residual.{name}" for name in (
@@ -65,7 +65,7 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "mamba": (
         ("vocab_size", "d_model", "num_layers", "d_state", "d_conv", "expand", "ffn", "d_ff"), 3,
         ("tie_embeddings", "scan_backend", "dt_rank", "dt_limit", "a_min_magnitude", "conv_norm", "decay_limit",
-         "checkpoint_scan", "moe"),
+         "checkpoint_scan", "moe", "out_norm"),
     ),
     "hybrid": (
         ("vocab_size", "context_length", "d_model", "num_heads", "d_ff", "d_state", "pattern"), 4,

@@ -27,6 +27,7 @@ Keys (``d_inner = expand * d_model``, ``R = dt_rank = ceil(d_model / 16)``, ``n 
 | ``mixer.D`` | (d_inner,) |
 | ``mixer.out_proj.weight`` | (d_model, d_inner) |
 | ``mixer.conv_norm.weight`` | (d_inner,); only with ``conv_norm=True`` |
+| ``mixer.out_norm.weight`` | (d_inner,); only with ``out_norm=True`` |
 | ``ffn_norm.weight``, ``ffn.w1/w2/w3.weight`` | only with an FFN |
 """
 
@@ -56,6 +57,7 @@ def mamba_mixer(d_model: int, ssm: SSMSpec, out_proj_scale: float = 1.0) -> Mamb
         dt_limit=ssm.dt_limit,
         a_min_magnitude=ssm.a_min_magnitude,
         conv_norm=ssm.conv_norm,
+        out_norm=ssm.out_norm,
         decay_limit=ssm.decay_limit,
         checkpoint_scan=ssm.checkpoint_scan,
         init=ssm.init,

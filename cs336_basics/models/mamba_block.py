@@ -52,6 +52,9 @@ them on for high learning rates, low precision or long contexts:
 - ``a_min_magnitude``: floor on ``|A|`` (``A = -max(exp(A_log), floor)``) so that no channel stops forgetting
   entirely (``|A| -> 0`` means the state integrates forever and can grow without bound over a long context).
 - ``conv_norm=True``: RMSNorm after the conv + SiLU, bounding the scale of the scan input ``u`` and of ``B, C, dt``.
+- ``out_norm=True``: RMSNorm (with a gain) on the gated scan output, before ``out_proj``: Mamba-2's ``RMSNormGated``
+  with ``norm_before_gate=False``, ``out_proj(norm(y * silu(z)))``. The block's output scale then no longer follows
+  the state's; Hymba's fusion normalises its SSM heads the same way (EXPERIMENT_LOG study 11).
 - ``decay_limit=(min, max)``: keep the per-step decay ``exp(dt A)`` inside ``[min, max]`` for every state. The scan
   kernels take ``dt`` and ``A`` separately, so this is applied as the tightest per-channel bound on ``dt`` that
   guarantees it: ``dt <= -log(min) / max|A|`` and ``dt >= -log(max) / min|A|`` (the second wins if they cross).
@@ -125,6 +128,7 @@ class MambaBlock(nn.Module):
         decay_limit: tuple[float, float] | None = None,
         checkpoint_scan: bool = False,
         init: str = "mamba_simple",
+        out_norm: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -158,6 +162,7 @@ class MambaBlock(nn.Module):
         fp32 = {"device": device, "dtype": torch.float32}  # kept in float32 whatever ``dtype`` is; see _apply
         self.A_log = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, d_state, **fp32)))
         self.D = no_weight_decay(nn.Parameter(torch.empty(self.d_inner, **fp32)))
+        self.out_norm = RMSNorm(self.d_inner, **factory) if out_norm else None
         self.out_proj = self._projection(self.d_inner, d_model, factory)
         self._init_ssm_parameters(dt_min, dt_max, dt_init_floor, out_proj_scale)
 
@@ -261,7 +266,11 @@ class MambaBlock(nn.Module):
             state.seen += x.shape[1]
         else:
             y = scanned
-        return self.out_proj(y.transpose(1, 2))  # (b, L, d_model)
+        return self._output(y.transpose(1, 2))  # (b, L, d_model)
+
+    def _output(self, y: Float[Tensor, "... d_inner"]) -> Float[Tensor, "... d_model"]:
+        """``out_proj`` of the gated scan output, RMS-normalised first when ``out_norm`` is on."""
+        return self.out_proj(self.out_norm(y) if self.out_norm is not None else y)
 
     def step(self, x: Float[Tensor, "b d_model"], state: MambaState) -> Float[Tensor, "b d_model"]:
         """One token through the recurrence in O(1): updates ``state`` in place and returns the output."""
@@ -276,4 +285,4 @@ class MambaBlock(nn.Module):
         state.conv.copy_(new_conv)
         state.ssm.copy_(new_ssm)
         state.seen += 1
-        return self.out_proj(y)
+        return self._output(y)

@@ -80,6 +80,7 @@ class SSMSpec:
 
     ``init="mamba_simple"`` initialises the projections as the reference implementation does (uniform in
     ``+-1/sqrt(fan_in)``); ``"cs336"`` uses the project's ``Linear`` init for them (the runs logged before the option).
+    ``out_norm=True`` RMS-normalises the gated output before ``out_proj``, as Mamba-2 does (off: Mamba-1).
     """
 
     d_state: int = 16
@@ -93,6 +94,7 @@ class SSMSpec:
     decay_limit: tuple[float, float] | None = None
     checkpoint_scan: bool = False
     init: Literal["mamba_simple", "cs336"] = "mamba_simple"
+    out_norm: bool = False
 
 
 @dataclass
@@ -334,6 +336,9 @@ class ModelSpec:
         if min(s.d_state, s.d_conv, s.expand) < 1:
             raise ValueError(f"d_state, d_conv, expand must be >= 1, got {s.d_state, s.d_conv, s.expand}")
         _check_choice("ssm.init", s.init, ("mamba_simple", "cs336"))
+        for name in ("conv_norm", "out_norm", "checkpoint_scan"):
+            if not isinstance(getattr(s, name), bool):
+                raise ValueError(f"ssm.{name} must be true or false, got {getattr(s, name)!r}")
         if self.ffn.kind == "identity" and (self.ffn.moe is not None or self.ffn.d_ff is not None):
             raise ValueError("ffn kind 'identity' has no width or experts; drop ffn.d_ff and ffn.moe")
         if self.ffn.d_ff is not None and self.ffn.d_ff < 1:
