@@ -79,6 +79,14 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert floors["elimination floor"] == pytest.approx(sum(1 / n for n in range(1, 9)) / 8, abs=0.01)
     assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
+    # by variant: the three transformer runs share one colour and one legend entry, the hymba run has its own
+    everything = [*runs, hymba]
+    variants = plot_accuracy.run_variants(everything)
+    labels = plot_accuracy.plot_curves(plot_accuracy.load_curves(everything), tmp_path / "v.png", "t", variants)
+    assert labels == ["transformer (3 runs)", "hymba (1 run)"]
+    assert (
+        plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
+    )
 
 
 def test_accuracy_plot_leaves_out_excluded_runs(tmp_path, capsys):

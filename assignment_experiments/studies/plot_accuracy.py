@@ -172,17 +172,47 @@ def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float],
     return curves
 
 
-def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]]], out: Path, title: str) -> None:
+def run_variants(run_dirs: list[Path]) -> dict[str, str]:
+    """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config."""
+    variants = {}
+    for run_dir in run_dirs:
+        if (run_dir / "config.json").is_file():
+            summary_path = run_dir / "summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            variants[run_dir.name] = variant_label(json.loads((run_dir / "config.json").read_text()), summary)
+    return variants
+
+
+def plot_curves(
+    curves: list[tuple[str, list[int], list[float], dict[str, float]]],
+    out: Path,
+    title: str,
+    variants: dict[str, str] | None = None,
+) -> list[str]:
+    """Accuracy against step, one line per run; with ``variants`` (run name -> label), one colour and one legend
+    entry per variant, its seeds drawn alike. Returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    if len(curves) > 10:  # the default cycle repeats after ten colours
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)
-    for name, steps, accuracies, _ in curves:
-        ax.plot(steps, accuracies, label=name, linewidth=1.2)
+    if variants is None:
+        if len(curves) > 10:  # the default cycle repeats after ten colours
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        for name, steps, accuracies, _ in curves:
+            ax.plot(steps, accuracies, label=name, linewidth=1.2)
+    else:
+        groups = list(dict.fromkeys(variants[name] for name, *_ in curves))
+        palette = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
+        counts = {group: sum(variants[name] == group for name, *_ in curves) for group in groups}
+        drawn = set()
+        for name, steps, accuracies, _ in curves:
+            group = variants[name]
+            label = None if group in drawn else f"{group} ({counts[group]} run{'s' if counts[group] > 1 else ''})"
+            drawn.add(group)
+            colour = palette[groups.index(group) % len(palette)]
+            ax.plot(steps, accuracies, label=label, color=colour, linewidth=1.2, alpha=0.85)
     floors = sorted({(round(value, 4), label) for *_, named in curves for label, value in named.items()})
     for floor, label in floors:
         ax.axhline(floor, color="gray", linestyle="--" if label.startswith("value") else ":", linewidth=0.8)
@@ -196,7 +226,9 @@ def plot_curves(curves: list[tuple[str, list[int], list[float], dict[str, float]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
     ax.set_title(title)
+    labels = ax.get_legend_handles_labels()[1]
     save_figure(fig, out)
+    return labels
 
 
 def plot(points: list[dict], out: Path, title: str) -> None:
@@ -278,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
     parser.add_argument("--title", default=None, help="plot title (default: by plot kind)")
     parser.add_argument("--vs-step", action="store_true", help="plot accuracy against training step, one line per run")
+    parser.add_argument("--by-variant", action="store_true",
+                        help="with --vs-step: one colour and one legend entry per architecture variant, the seeds of "
+                        "each drawn alike (for many runs of a few settings)")  # fmt: skip
     parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                         help="leave out runs whose folder name matches this shell pattern (repeatable), e.g. runs "
                         "that a glob catches but that trained on another budget")  # fmt: skip
@@ -288,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         if not curves:
             print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
             return 2
-        plot_curves(curves, args.out, args.title or "Answer accuracy during training")
+        variants = run_variants(args.runs) if args.by_variant else None
+        plot_curves(curves, args.out, args.title or "Answer accuracy during training", variants)
         for name, steps, accuracies, _ in curves:
             print(f"{name}: {accuracies[-1]:.3f} at step {steps[-1]} (best {max(accuracies):.3f})")
         return 0
