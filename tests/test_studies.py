@@ -113,9 +113,11 @@ def test_accuracy_grid_takes_each_cells_best_learning_rate_and_names_variants(tm
     ssm_only = {"architecture": "hymba", "hymba": {"branches": "ssm"}}
     one_branch = [_fake_mqar_run(tmp_path, "ssm", 64, [0.9], **ssm_only, num_meta_tokens=4),
                   _fake_mqar_run(tmp_path, "ssm_nometa", 64, [0.9], **ssm_only),
-                  _fake_mqar_run(tmp_path, "meta", 64, [0.9], architecture="mamba", num_meta_tokens=4)]  # fmt: skip
+                  _fake_mqar_run(tmp_path, "meta", 64, [0.9], architecture="mamba", num_meta_tokens=4),
+                  _fake_mqar_run(tmp_path, "on", 64, [0.9], architecture="mamba", ssm={"out_norm": True})]  # fmt: skip
     assert [p["arch"] for p in plot_accuracy.load_points(one_branch)] == [
-        "hymba (ssm branch only)", "hymba (ssm branch only, no meta tokens)", "mamba +4 meta tokens"
+        "hymba (ssm branch only)", "hymba (ssm branch only, no meta tokens)", "mamba +4 meta tokens",
+        "mamba +out norm"
     ]  # fmt: skip
     assert [p["floor"] for p in points] == [pytest.approx(0.1289, abs=1e-4)] * len(runs)
     grid = plot_accuracy.markdown_grid(points)

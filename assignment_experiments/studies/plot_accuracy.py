@@ -37,7 +37,8 @@ from assignment_experiments.studies.figures import save_figure
 def variant_label(config: dict, summary: dict) -> str:
     """The architecture as a plot line names it: hybrids with their pattern, plus the settings that make a variant
     (``+conv4`` for a short convolution before attention, ``ssm conv 1`` for an SSM without its time convolution,
-    ``ssm branch only`` for a one-branch Hymba, ``+4 meta tokens`` for meta tokens outside Hymba, which has them)."""
+    ``+out norm`` for Mamba-2's output norm, ``ssm branch only`` for a one-branch Hymba, ``+4 meta tokens`` for meta
+    tokens outside Hymba, which has them)."""
     model = config["model"]
     arch = summary.get("architecture") or model["architecture"]
     pattern = summary.get("pattern") or model.get("pattern")
@@ -46,6 +47,8 @@ def variant_label(config: dict, summary: dict) -> str:
         label += f" +conv{short_conv}"
     if (model.get("ssm") or {}).get("d_conv") == 1:
         label += " (ssm conv 1)"
+    if (model.get("ssm") or {}).get("out_norm"):
+        label += " +out norm"
     meta = model.get("num_meta_tokens") or 0
     if arch == "hymba" and (branches := (model.get("hymba") or {}).get("branches", "both")) != "both":
         label += f" ({branches} branch only{'' if meta else ', no meta tokens'})"
