@@ -282,7 +282,10 @@ def model_settings(model: dict[str, Any]) -> str:
     parts = [model["architecture"] + (f" (pattern `{plan}`)" if plan else "")]
     parts.append(f"{len(letters)} layers, d_model {model['d_model']}")
     attention, ssm, ffn = model["attention"], model["ssm"], model["ffn"]
-    if set(letters) & {"A", "H"}:
+    branches = (model.get("hymba") or {}).get("branches", "both") if "H" in letters else "both"
+    if branches != "both":  # a one-branch Hymba (ablation): its H layers build no attention, or no SSM
+        parts.append(f"Hymba layers with the {branches} branch only")
+    if set(letters) & {"A", "H"} and (branches != "ssm" or "A" in letters):
         parts.append(f"{attention['num_heads']} heads, positions {attention['positions']}")
         if attention.get("short_conv"):
             parts.append(f"short conv {attention['short_conv']} before attention")
@@ -290,8 +293,10 @@ def model_settings(model: dict[str, Any]) -> str:
             parts.append("attention biases")
         if attention.get("dropout"):
             parts.append(f"attention dropout {_num(attention['dropout'])}")
-    if set(letters) & {"M", "H"}:
+    if set(letters) & {"M", "H"} and (branches != "attention" or "M" in letters):
         parts.append(f"d_state {ssm['d_state']}, expand {ssm['expand']}, d_conv {ssm['d_conv']}")
+        if ssm.get("out_norm"):
+            parts.append("SSM output norm (Mamba-2's RMSNorm before out_proj)")
     if ffn["kind"] == "none":
         parts.append("no FFN")
     elif ffn["kind"] == "identity":

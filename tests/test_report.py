@@ -234,3 +234,20 @@ def test_an_entry_states_the_runs_own_settings_not_its_inherited_description(tmp
     assert "answers in the input, elimination floor 0.34" in entry  # ~ (1/8 + 1/7 + ... + 1) / 8 = 0.340
     assert "answers in the input" in settings  # the task's default form
     assert "final train loss 2 (step 200)" in entry
+
+
+def test_settings_name_a_one_branch_hymba_and_the_ssm_output_norm():
+    """An SSM-only Hymba states no attention settings (it has none); Mamba's output norm is stated."""
+    from assignment_experiments.config import ExperimentConfig
+
+    model = ExperimentConfig().to_dict()["model"] | {"ffn": {"kind": "none", "d_ff": None, "moe": None}}
+    hymba = json.loads(json.dumps(model)) | {"architecture": "hymba", "num_layers": 2}
+    hymba["hymba"]["branches"] = "ssm"
+    settings = report.model_settings(hymba)
+    assert "Hymba layers with the ssm branch only" in settings and "heads" not in settings and "d_state" in settings
+    hymba["hymba"]["branches"] = "both"
+    assert "heads" in report.model_settings(hymba) and "branch only" not in report.model_settings(hymba)
+    mamba = json.loads(json.dumps(model)) | {"architecture": "mamba", "num_layers": 2}
+    assert "output norm" not in report.model_settings(mamba)
+    mamba["ssm"]["out_norm"] = True
+    assert "SSM output norm" in report.model_settings(mamba)
