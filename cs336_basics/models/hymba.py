@@ -135,8 +135,8 @@ class HymbaLayer(Block):
         )
         moe = build_moe_ffn(d, spec.ffn)
         self.norm = RMSNorm(d)
-        # A branch the layer does not have (hymba.branches) is None, with no beta and no norm. The modules are
-        # registered in one fixed order (attention, mixer, norms, betas), which the optimiser's order follows.
+        # A branch the layer does not have (hymba.branches) is None, with no beta and no norm. Creation order is the
+        # two-branch layer's (attention, mixer, norms, betas), so its random draws and parameter order are unchanged.
         self.attn = self.mixer = self.attn_norm = self.ssm_norm = self.beta_attn = self.beta_ssm = None
         if has_attn:
             self.attn = CausalMultiHeadSelfAttention(
@@ -170,7 +170,7 @@ class HymbaLayer(Block):
         """Find this layer's K/V producer among the model's layers (cross-layer KV sharing)."""
         self._producer = [layers[self.kv_producer]] if self.shares_kv else []
 
-    def make_state(self, batch_size: int, capacity: int) -> tuple[KVCache | None, MambaState]:
+    def make_state(self, batch_size: int, capacity: int) -> tuple[KVCache | None, MambaState | None]:
         kv = None if self.shares_kv or self.attn is None else self.attn.make_cache(batch_size, capacity)
         return kv, None if self.mixer is None else self.mixer.make_state(batch_size)
 
@@ -198,9 +198,10 @@ class HymbaLayer(Block):
         return out
 
     def fuse(
-        self, h: Float[Tensor, "b T d"], state: tuple[KVCache | None, MambaState] | None
+        self, h: Float[Tensor, "b T d"], state: tuple[KVCache | None, MambaState | None] | None
     ) -> Float[Tensor, "b T d"]:
-        """The mixer branch: both heads on the normalised input, each normalised and scaled, averaged, projected."""
+        """The mixer branch: the layer's heads on the normalised input, each normalised and scaled, summed and halved
+        (the average of two branches; a one-branch layer keeps the factor), projected."""
         kv, ssm_state = state if state is not None else (None, None)
         h = self.norm(h)
         terms = []  # beta * norm(branch output), (b, T, I) each
@@ -212,7 +213,7 @@ class HymbaLayer(Block):
             terms.append(self.beta_ssm * (rms_normalize(s) if self.ssm_norm is None else self.ssm_norm(s)))
         return self.out_proj(0.5 * sum(terms))
 
-    def branches(self, state: tuple[KVCache | None, MambaState] | None) -> list[Branch]:
+    def branches(self, state: tuple[KVCache | None, MambaState | None] | None) -> list[Branch]:
         out = [Branch("mixer", lambda h: self.fuse(h, state))]
         if self.ffn is not None:
             out.append(Branch("ffn", lambda h: self.ffn(self.ffn_norm(h))))
