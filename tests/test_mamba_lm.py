@@ -200,3 +200,9 @@ def test_language_model_cast_to_bfloat16_keeps_ssm_parameters_float32_and_trains
     assert logits.dtype == torch.bfloat16 and logits.isfinite().all()
     cross_entropy(logits[:, :-1].float(), ids[:, 1:]).backward()
     assert all(layer.mixer.A_log.grad.dtype == torch.float32 for layer in model.layers)
+
+
+@pytest.mark.parametrize("name", ["out_norm", "conv_norm", "checkpoint_scan"])
+def test_a_switch_that_is_not_a_boolean_is_a_clear_error(name):
+    with pytest.raises(ValueError, match=f"ssm.{name} must be true or false"):
+        _lm(**{name: "yes"})
