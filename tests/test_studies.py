@@ -164,6 +164,51 @@ def test_mqar_suite_generator_writes_a_loadable_grid(tmp_path):
         make_mqar_suite.main(["--lengths", "8:4", "--out", str(out)])  # 4 pairs and 4 queries need 15+ tokens
 
 
+GPU_SUITE_FLAGS = ["--set", "train.device=cuda", "--set", "train.batch_size=512", "--set", "train.max_steps=12500",
+                   "--set", "train.checkpoint_every=2500", "--set", "train.eval_every=250"]  # fmt: skip
+
+
+GPU_SUITES = [("mqar_zoology_gpu.json", []), ("mqar_zoology_gpu_ssm.json", ["--archs", "mamba_outnorm", "hymba_ssm"])]
+
+
+@pytest.mark.parametrize(("suite", "archs"), GPU_SUITES)
+def test_shipped_gpu_mqar_suites_are_the_generators_output(tmp_path, suite, archs):
+    """The GPU grids are written by make_mqar_suite with the flags in its docstring: a hand edit to a suite, or a
+    change to the generator that the shipped suites do not follow, would make the grid differ from what it says."""
+    from pathlib import Path
+
+    from assignment_experiments.studies import make_mqar_suite
+
+    shipped_path = Path(make_mqar_suite.CONFIGS) / "suites" / suite
+    out = tmp_path / suite
+    assert make_mqar_suite.main([*archs, *GPU_SUITE_FLAGS, "--out", str(out)]) == 0
+    written, shipped = json.loads(out.read_text()), json.loads(shipped_path.read_text())
+    for grid, where in [(written, out), (shipped, shipped_path)]:  # "base" is relative to the suite's folder
+        assert (where.parent / grid.pop("base")).resolve() == make_mqar_suite.CONFIGS / "mqar_zoology.json"
+    assert written == shipped
+
+
+def test_ssm_variants_in_the_mqar_generator_change_only_the_ssm(tmp_path):
+    from assignment_experiments.run_suite import load_suite
+    from assignment_experiments.studies import make_mqar_suite
+
+    out = tmp_path / "grid.json"
+    archs = ["mamba", "mamba_outnorm", "hymba", "hymba_ssm"]
+    assert make_mqar_suite.main(["--archs", *archs, "--widths", "64", "--lengths", "64:4", "--lrs", "1e-3",
+                                 "--out", str(out)]) == 0  # fmt: skip
+    runs = {name.split("_d64")[0].removeprefix("mqarz_"): config.to_dict() for name, config in load_suite(out, [])}
+    for plain, variant, key, value in [("mamba", "mamba_outnorm", "out_norm", True),
+                                       ("hymba", "hymba_ssm", None, None)]:  # fmt: skip
+        a, b = runs[plain], runs[variant]
+        assert a["data"] == b["data"] and a["optim"] == b["optim"] and a["train"] == b["train"]
+        if key is not None:
+            assert (a["model"]["ssm"][key], b["model"]["ssm"][key]) == (False, value)
+        else:
+            assert (a["model"]["hymba"]["branches"], b["model"]["hymba"]["branches"]) == ("both", "ssm")
+        b_model = {k: v for k, v in b["model"].items() if k not in ("ssm", "hymba")}
+        assert b_model == {k: v for k, v in a["model"].items() if k not in ("ssm", "hymba")}, variant
+
+
 def test_scaling_plot_pools_seed_suffixes_and_computes_training_flops(tmp_path):
     from assignment_experiments.studies import plot_scaling
 

@@ -9,7 +9,15 @@ out of the input, 2 layers, no MLP, one head, tied embeddings, Zoology's model a
 key-value pairs (Zoology pairs 64:4, 128:8, 256:16), the learning rate (cosine to 0, as Zoology) and the seed; each
 run carries its own description.
 ``--set KEY=VALUE`` adds overrides to every run (e.g. a GPU's ``train.device=cuda``, Zoology's
-``train.batch_size=512``). Run names: ``PREFIX_ARCH_dWIDTH_LLENGTH_lrLR[_sSEED]``.
+``train.batch_size=512``). Run names: ``PREFIX_ARCH_dWIDTH_LLENGTH_lrLR[_sSEED]``. Besides the four default
+architectures, ``--archs`` takes the variants study 11 asks about: ``transformer_conv4``, ``mamba_outnorm`` and
+``hymba_ssm``.
+
+The shipped GPU suites are this script's output (``tests/test_studies.py`` checks it)::
+
+    --set train.device=cuda --set train.batch_size=512 --set train.max_steps=12500 \
+        --set train.checkpoint_every=2500 --set train.eval_every=250 --out .../suites/mqar_zoology_gpu.json
+    (the same) --archs mamba_outnorm hymba_ssm --out .../suites/mqar_zoology_gpu_ssm.json
 """
 
 from __future__ import annotations
@@ -31,10 +39,23 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], str]] = {
         {"model.architecture": "mamba", "model.ffn.kind": "none"},
         "Mamba (two selective-SSM blocks)",
     ),
+    "mamba_outnorm": (  # study 11: with the output norm Mamba recalled at width 128 on more seeds
+        {"model.architecture": "mamba", "model.ffn.kind": "none", "model.ssm.out_norm": True},
+        "Mamba with Mamba-2's output norm (the gated scan output RMS-normalised before out_proj)",
+    ),
     "hybrid_MA": ({"model.architecture": "hybrid", "model.pattern": "MA"}, "the MA hybrid (Mamba, then attention)"),
     "hymba": (
         {"model.architecture": "hymba", "model.num_meta_tokens": 4, "model.attention.positions": "rope"},
         "Hymba (parallel attention and SSM heads, 4 meta tokens, RoPE)",
+    ),
+    "hymba_ssm": (  # study 11: Hymba's SSM heads recall without attention
+        {
+            "model.architecture": "hymba",
+            "model.hymba.branches": "ssm",
+            "model.num_meta_tokens": 4,
+            "model.attention.positions": "rope",
+        },  # as "hymba": RoPE adds no position table (learned ones would)
+        "Hymba with its SSM branch only (hymba.branches ssm, 4 meta tokens)",
     ),
 }
 
