@@ -18,7 +18,7 @@ MODULES = [
     "assignment_experiments.studies.eval_length_generalization", "assignment_experiments.studies.moe_expert_load",
     "assignment_experiments.studies.hymba_branch_shares", "assignment_experiments.studies.plot_accuracy",
     "assignment_experiments.studies.make_mqar_suite", "assignment_experiments.studies.plot_scaling",
-    "assignment_experiments.studies.plot_lr",
+    "assignment_experiments.studies.plot_lr", "assignment_experiments.studies.seed_gaps",
     "assignment_experiments.studies.train_vit_cifar", "cs336_basics.data.download", "cs336_basics.tokenizer.train",
     "cs336_basics.tokenizer.encode_file", "tests.make_fixtures",
 ]  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from assignment_experiments.run_experiment import main as run_experiment
 from assignment_experiments.studies import eval_length_generalization, moe_expert_load
 from cs336_basics.data.windows import eval_window_starts
 from tests.test_runner import tiny_config
+
+RESULTS_RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
 
 
 def train(tmp_path, name: str, *overrides: str):
@@ -475,3 +479,76 @@ def test_mqar_attention_probe_streams_hymba_with_meta_tokens_windows_and_shared_
             windowed.append((1 / (2 + 3)) if t - value < 3 else 0.0)  # 2 meta tokens + the window's 3 positions
     assert scores[0].retrieval_chance > scores[1].retrieval_chance  # layer 0 is global
     assert scores[1].retrieval_chance == pytest.approx(sum(windowed) / len(windowed), rel=1e-9)
+
+
+def _fake_summary_run(root, name: str, **summary):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"name": name, **summary}))
+    return run
+
+
+def test_seed_gaps_pools_seeds_by_name_and_applies_the_noise_rule(tmp_path, capsys):
+    from assignment_experiments.studies import seed_gaps
+
+    runs = [_fake_summary_run(tmp_path, name, final_val_accuracy=acc) for name, acc in [
+        ("plain", 0.4), ("plain_s1", 0.0), ("plain_s2", 0.2),  # mean 0.2, sample std 0.2
+        ("normed", 0.9), ("normed_s1", 0.95), ("normed_s2", 1.0),  # mean 0.95, std 0.05
+        ("close", 0.3), ("close_s1", 0.5),  # mean 0.4, std 0.141: two seeds
+        ("single", 0.99),
+    ]]  # fmt: skip
+    metric, settings = seed_gaps.load_settings(runs)
+    assert metric == "final_val_accuracy" and settings["plain"].runs == ["plain", "plain_s1", "plain_s2"]
+    by_pair = {(g.a.name, g.b.name): g for g in seed_gaps.gaps(settings, versus="plain")}
+    real = by_pair["plain", "normed"]  # pooled std sqrt((2 * 0.04 + 2 * 0.0025) / 4) = 0.14577
+    assert real.difference == pytest.approx(0.75) and real.twice_pooled_std == pytest.approx(2 * math.sqrt(0.02125))
+    assert real.verdict == "real"
+    close = by_pair["plain", "close"]  # gap 0.2, pooled std sqrt((2 * 0.04 + 1 * 0.02) / 3) = 0.1826: within noise
+    assert close.twice_pooled_std == pytest.approx(2 * math.sqrt(0.1 / 3)) and close.verdict == "within noise"
+    single = by_pair["plain", "single"]  # gap 0.79 > 2 x 0.2 (plain's spread alone), but one seed: provisional
+    assert single.twice_pooled_std == pytest.approx(0.4) and single.verdict == "provisional"
+    lone = seed_gaps.compare(settings["single"], settings["single"])
+    assert lone.twice_pooled_std is None and lone.verdict == "provisional"
+    assert seed_gaps.main([str(r) for r in runs] + ["--vs", "plain", "--out", str(tmp_path / "gaps.md")]) == 0
+    table = capsys.readouterr().out
+    assert "| normed | plain | +0.750 | 0.292 | real |" in table and table == (tmp_path / "gaps.md").read_text()
+    assert (
+        "| plain | 3 | 0.400 / 0.000 / 0.200 | 0.200 ± 0.200 |" in table and "| single | 1 | 0.990 | 0.990 |" in table
+    )
+
+
+def test_seed_gaps_rejects_mixed_metrics_duplicate_seeds_and_unknown_baselines(tmp_path, capsys):
+    from assignment_experiments.studies import seed_gaps
+
+    acc = _fake_summary_run(tmp_path, "a", final_val_accuracy=0.5, final_val_loss=1.0)
+    loss = _fake_summary_run(tmp_path, "b", final_val_loss=2.0)
+    copy = _fake_summary_run(tmp_path / "elsewhere", "a", final_val_accuracy=0.6)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{")
+    cases = [
+        ([acc, loss], "different metrics"),
+        ([acc, copy], "seed 0 appears twice"),
+        ([acc, "--vs", "c"], "--vs 'c' is none of"),
+        ([acc, tmp_path / "none"], "no summary"),
+        ([broken], "not valid JSON"),
+        ([loss, "--metric", "final_val_accuracy"], "no finite"),
+    ]
+    for argv, message in cases:
+        assert seed_gaps.main([str(a) for a in argv]) == 2
+        assert message in capsys.readouterr().err
+    _, settings = seed_gaps.load_settings([acc, loss], metric="final_val_loss")  # one named metric: both have it
+    assert [s.mean for s in settings.values()] == [1.0, 2.0]
+
+
+def test_seed_gaps_reproduces_the_logs_mamba_width_128_gap():
+    """Study 11's numbers: Hymba's SSM branch alone vs Mamba at width 128, three seeds each (0.83 vs 2 x 0.176)."""
+    from assignment_experiments.studies import seed_gaps
+
+    runs = sorted(RESULTS_RUNS.glob("mqarzr_mamba_d128_drop_b999*")) + sorted(
+        RESULTS_RUNS.glob("mqarzr_hymba_ssm_d128_drop_b999*")
+    )
+    runs = [r for r in runs if seed_gaps.seed_of(r.name)[1] <= 2]  # the three seeds the log's sentence pools
+    _, settings = seed_gaps.load_settings(runs)
+    (gap,) = seed_gaps.gaps(settings, versus="mqarzr_mamba_d128_drop_b999")
+    assert round(gap.difference, 2) == 0.83 and round(gap.twice_pooled_std, 2) == 0.35 and gap.verdict == "real"
