@@ -96,10 +96,11 @@ def measure(name: str, steps: int, batch: int, clock=time.perf_counter) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_compile.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
+                        help="models to time (default: all)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=8, help="timed steps per model and mode (after 2 warm-up)")
-    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--batch", type=int, default=BATCH, help="sequences per step (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall", help="wall or this thread's CPU time")
     parser.add_argument("--write", action="store_true", help=f"rewrite benchmarks/results/{RESULTS.name}")

@@ -29,13 +29,15 @@ def cache_bytes(model: torch.nn.Module, batch: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d-model", type=int, default=104)
-    parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--meta", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "hymba_kv_sharing.md")
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/bench_hymba_kv_sharing.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--d-model", type=int, default=104, help="model width (default: %(default)s)")
+    parser.add_argument("--context", type=int, default=128, help="tokens per sequence (default: %(default)s)")
+    parser.add_argument("--meta", type=int, default=8, help="meta tokens (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=16, help="sequences the KV cache holds (default: %(default)s)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32], help="model depths to count")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "hymba_kv_sharing.md", help="Markdown table to write")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []

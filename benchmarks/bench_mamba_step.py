@@ -100,11 +100,13 @@ def unpack_revision(rev: str, into: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_mamba_step.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=[1024, 4096], help="sequence lengths (default: 1024 4096)"
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell, after one warm-up step")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in each worker")
-    parser.add_argument("--clock", choices=("wall", "thread"), default="wall")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall", help="wall or the worker's CPU time")
     parser.add_argument("--baseline", metavar="REV", help="git revision to compare against in the same run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     parser.add_argument("--write", action="store_true", help=f"rewrite benchmarks/results/{RESULTS.name}")

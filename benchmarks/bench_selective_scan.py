@@ -113,7 +113,9 @@ def gpu_rows(bandwidth: float) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/bench_selective_scan.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--gpu", action="store_true", help="time the Triton kernels on CUDA instead of CPU")
     parser.add_argument("--hbm-bandwidth", type=float, default=3.35e12, help="GPU memory bandwidth in bytes/s")
     parser.add_argument("--machine", default="2-core CPU, shared with other jobs", help="machine label for the table")

@@ -185,12 +185,15 @@ def main() -> None:
         fn = _train_ours if mode == "ours" else _train_hf
         print(json.dumps(fn(path, int(vocab_size), int(workers), out)))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_tokenizer.py", description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=100.0, help="corpus size in MB (1e6 bytes)")
-    parser.add_argument("--vocab-size", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--vocab-size", type=int, default=10_000, help="BPE vocabulary size (default: %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="training processes (default: all cores)"
+    )
     parser.add_argument("--encode-mb", type=float, default=20.0, help="text for the single-process encode timing")
-    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "cs336_bench_tokenizer"))
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "cs336_bench_tokenizer"),
+                        help="where the generated corpus and outputs go (default: a temporary folder)")  # fmt: skip
     parser.add_argument(
         "--corpus",
         choices=sorted(CORPORA),

@@ -564,7 +564,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for results.md and results.json")
     parser.add_argument("--smoke", action="store_true", help="every step at tiny sizes on CPU (Triton interpreted)")
     parser.add_argument("--steps", default="abcde", help="which steps to run, e.g. 'bc' (default: abcde)")

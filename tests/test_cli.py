@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -19,11 +20,28 @@ MODULES = [
     "assignment_experiments.studies.hymba_branch_shares", "assignment_experiments.studies.plot_accuracy",
     "assignment_experiments.studies.make_mqar_suite", "assignment_experiments.studies.plot_scaling",
     "assignment_experiments.studies.plot_lr", "assignment_experiments.studies.seed_gaps",
+    "assignment_experiments.studies.mqar_by_query", "assignment_experiments.studies.mqar_attention",
     "assignment_experiments.studies.train_vit_cifar", "cs336_basics.data.download", "cs336_basics.tokenizer.train",
     "cs336_basics.tokenizer.encode_file", "tests.make_fixtures",
 ]  # fmt: skip
-BENCHMARKS = ["bench_mamba_vs_transformer", "bench_moe", "bench_optim", "bench_parallel_suite", "bench_stories",
-              "bench_threads", "bench_transformer"]  # fmt: skip
+ENTRY_POINT = re.compile(r'^if __name__ == "__main__":', re.M)
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if ENTRY_POINT.search(p.read_text()))
+WRITES_RESULTS = ["bench_mamba_vs_transformer", "bench_moe", "bench_optim", "bench_parallel_suite", "bench_stories",
+                  "bench_threads", "bench_transformer", "bench_compile", "bench_mamba_step", "bench_selective_scan",
+                  "bench_tokenizer", "soak_resume"]  # fmt: skip
+
+
+def test_every_command_line_is_covered():
+    """A new entry point (a module with a ``__main__`` block) joins the help checks below, or this test names it."""
+    found = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for folder in ("assignment_experiments", "cs336_basics", "tests")
+        for p in (ROOT / folder).rglob("*.py")
+        if ENTRY_POINT.search(p.read_text())
+    }
+    found.discard("tests.test_log_tables")  # a test module that can also print its table; not a user command
+    assert found == set(MODULES)
+    assert set(WRITES_RESULTS) <= set(BENCHMARKS) and len(BENCHMARKS) >= 15
 
 
 @pytest.fixture
@@ -75,7 +93,8 @@ def test_benchmark_usage_and_help(name, recorded_actions, capsys, monkeypatch):
         module.main()
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"usage: python benchmarks/{name}.py") and "--write" in text
+    assert text.startswith(f"usage: python benchmarks/{name}.py")
+    assert ("--write" in text) == (name in WRITES_RESULTS)  # the ones that rewrite a results table do it on request
     assert not _undocumented(recorded_actions)
 
 
