@@ -9,6 +9,8 @@ code   meaning
        process, ``--resume`` of a run that does not exist or of other data (one line naming the fix)
 3      training diverged (non-finite loss or gradient); the last good checkpoint is kept and the line gives the
        command that resumes it with a lower learning rate
+4      ``run_suite --time-limit`` ran out before every run finished: the running runs checkpointed and stopped, the
+       rest did not start; the line gives the command that goes on where the suite stopped
 130    stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM. The first signal finishes the step and writes a
        checkpoint; the line gives the command that resumes. A second signal stops at once.
 =====  ====================================================================================================
@@ -24,7 +26,7 @@ from assignment_experiments.config import ConfigError
 from cs336_basics.fs_checks import NotWritableError, os_error_line
 from cs336_basics.training.interrupt import StopNow, TrainingInterrupted, signal_name
 
-OK, INTERNAL_OR_DISK_FULL, USER_ERROR, DIVERGED = 0, 1, 2, 3
+OK, INTERNAL_OR_DISK_FULL, USER_ERROR, DIVERGED, TIME_LIMIT = 0, 1, 2, 3, 4
 MODULE = "assignment_experiments.run_experiment"
 
 

@@ -31,6 +31,7 @@ from assignment_experiments.exit_codes import DIVERGED
 from cs336_basics.training.interrupt import TrainingInterrupted
 
 POLL_S = 0.5
+clock = time.monotonic  # what --time-limit is measured with (a test replaces it)
 
 
 @dataclass
@@ -100,21 +101,57 @@ def forwarded_signals(children: dict[str, Child], received: list[int]) -> Iterat
             signal.signal(s, h)
 
 
+class TimeLimitReached(Exception):
+    """``run_suite --time-limit`` ran out: the running runs were stopped with a checkpoint, the rest not started."""
+
+    def __init__(self, limit_s: float, status: dict[str, str]) -> None:
+        self.limit_s, self.status = limit_s, status
+        counts = {kind: sum(v == kind for v in status.values()) for kind in ("done", "interrupted", "not started")}
+        super().__init__(
+            f"time limit of {format_duration(limit_s)} reached: {counts['done']} run(s) done, {counts['interrupted']} "
+            f"stopped with a checkpoint, {counts['not started']} not started"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    )
+
+
 def run_parallel(
-    suite: Path, runs_dir: Path, names: Sequence[str], overrides: dict[str, list[str]], jobs: int
+    suite: Path,
+    runs_dir: Path,
+    names: Sequence[str],
+    overrides: dict[str, list[str]],
+    jobs: int,
+    time_limit_s: float | None = None,
 ) -> dict[str, str]:
     """Run ``names`` (runs of ``suite`` not finished yet, in order) at most ``jobs`` at a time, each with its
     ``--set`` ``overrides[name]``; returns {name: status}.
 
     After the first signal no new run starts; the running ones checkpoint and stop, and their status is
-    ``interrupted`` (rerunning the same command resumes them)."""
+    ``interrupted`` (rerunning the same command resumes them). ``time_limit_s`` does the same on its own once that
+    many seconds have passed (it sends each running run one SIGTERM) and then raises :class:`TimeLimitReached`."""
     log_dir = runs_dir / "report" / suite.stem / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     waiting, children, status, received = list(names), {}, {}, []
     total = len(waiting)
+    deadline = None if time_limit_s is None else clock() + time_limit_s
+    timed_out = False
     with forwarded_signals(children, received):
         while waiting or children:
-            while waiting and len(children) < jobs and not received:
+            if deadline is not None and not timed_out and not received and clock() >= deadline:
+                timed_out = True
+                print(
+                    f"[suite] time limit of {format_duration(time_limit_s)} reached: {len(children)} running run(s) "
+                    "finish their step and write a checkpoint; no new run starts",
+                    flush=True,
+                )
+                for child in children.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.send_signal(signal.SIGTERM)
+            while waiting and len(children) < jobs and not received and not timed_out:
                 name = waiting.pop(0)
                 log_path = log_dir / f"{name}.log"
                 log = log_path.open("a")  # a resumed run's log continues the interrupted one's
@@ -129,7 +166,7 @@ def run_parallel(
                 )
                 children[name] = Child(process, log, log_path)
                 print(f"[suite] {name}: started ({len(children)} running; log {log_path})", flush=True)
-            if received and waiting:
+            if (received or timed_out) and waiting:
                 for name in waiting:
                     status[name] = "not started"
                 waiting.clear()
@@ -152,4 +189,6 @@ def run_parallel(
                 )
     if received:  # the caller prints the line that resumes the suite, and exits 128 + signal
         raise TrainingInterrupted(received[0])
+    if timed_out and any(v in ("interrupted", "not started") for v in status.values()):
+        raise TimeLimitReached(time_limit_s, status)
     return status

@@ -3,6 +3,7 @@
     uv run python -m assignment_experiments.run_suite --suite assignment_experiments/configs/suites/lr_sweep.json
     ... --parallel 8      # eight runs at once: for grids of small models on one GPU (see parallel_runs)
     ... --only lr_1e-3    # just this run of the suite (repeatable)
+    ... --time-limit 230m # stop cleanly inside a 4-hour job: checkpoint, exit 4; the same command goes on later
 
 A suite JSON names a base config and a list of runs, each with a ``name`` and ``set`` overrides (and optionally
 its own ``config``)::
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from assignment_experiments.config import ConfigError, ExperimentConfig, load_config
+from assignment_experiments.parallel_runs import TimeLimitReached
 
 
 def load_suite(path: Path, extra_overrides: list[str]) -> list[tuple[str, ExperimentConfig]]:
@@ -70,10 +73,30 @@ def select_runs(runs: list[tuple[str, ExperimentConfig]], only: list[str] | None
     return [(name, config) for name, config in runs if name in only]
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in ``3600``, ``90s``, ``45m`` or ``1.5h``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive duration such as 3600, 90s, 45m or 1.5h, got {text!r}")
+    return seconds
+
+
 def run_suite(
-    path: Path, runs_dir: Path, extra_overrides: list[str], only: list[str] | None = None, parallel: int = 1
+    path: Path,
+    runs_dir: Path,
+    extra_overrides: list[str],
+    only: list[str] | None = None,
+    parallel: int = 1,
+    time_limit_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run (or skip / resume) the suite's runs, ``parallel`` at a time; returns {name: status}."""
+    """Run (or skip / resume) the suite's runs, ``parallel`` at a time; returns {name: status}. With
+    ``time_limit_s`` every run trains in its own process (as with ``parallel``), so that the limit can stop it with
+    a checkpoint; :class:`~assignment_experiments.parallel_runs.TimeLimitReached` says what was left."""
     from assignment_experiments.exit_codes import USER_ERROR, user_error_types
     from assignment_experiments.report import build_report
     from assignment_experiments.run_lock import RunLocked
@@ -88,7 +111,8 @@ def run_suite(
             status[name] = "skipped"
         else:
             pending.append((name, config))
-    if parallel > 1 and pending:
+    in_children = parallel > 1 or time_limit_s is not None
+    if in_children and pending:
         from assignment_experiments.parallel_runs import run_parallel, threads_per_child
 
         threads = threads_per_child(parallel)
@@ -96,8 +120,9 @@ def run_suite(
             name: [*extra_overrides, *([f"train.num_threads={threads}"] if config.train.num_threads == 0 else [])]
             for name, config in pending
         }
-        status.update(run_parallel(path, runs_dir, [name for name, _ in pending], overrides, parallel))
-    for name, config in pending if parallel == 1 else []:
+        names = [name for name, _ in pending]
+        status.update(run_parallel(path, runs_dir, names, overrides, parallel, time_limit_s))
+    for name, config in pending if not in_children else []:
         run_dir = runs_dir / name
         if (run_dir / "summary.json").is_file():  # another process over the same suite finished it meanwhile
             print(f"[suite] {name}: finished meanwhile, skipping", flush=True)
@@ -146,12 +171,27 @@ def main(argv: list[str] | None = None) -> int:
         help="run up to N runs at once, each in its own process (for many small runs on one GPU; on a CPU each "
         "gets cores/N threads unless train.num_threads is set); logs in RUNS_DIR/report/<suite>/logs/",
     )
+    parser.add_argument(
+        "--time-limit",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="stop after this long (3600, 90s, 45m, 1.5h): running runs finish their step and checkpoint, no new "
+        "one starts, exit 4; the same command goes on later. For a job with a wall-time limit: leave a step and a "
+        "checkpoint of margin. Every run trains in its own process, as with --parallel",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     try:
-        status = run_suite(args.suite, args.runs_dir, args.overrides, args.only, args.parallel)
+        status = run_suite(args.suite, args.runs_dir, args.overrides, args.only, args.parallel, args.time_limit)
+    except TimeLimitReached as error:
+        from assignment_experiments.exit_codes import TIME_LIMIT
+
+        command = shlex.join(["uv", "run", "python", "-m", "assignment_experiments.run_suite", *argv])
+        print(f"{error}; to go on where it stopped, rerun: {command}", file=sys.stderr)
+        return TIME_LIMIT
     except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
         from assignment_experiments.exit_codes import classify, suite_rerun_line
 

@@ -117,7 +117,7 @@ def test_cpu_children_share_the_cores_unless_the_suite_sets_threads(tmp_path, mo
     data["runs"][0]["set"]["train.num_threads"] = 0  # "all cores": divided among the children
     suite.write_text(json.dumps(data))
     seen = {}
-    monkeypatch.setattr(parallel_runs, "run_parallel", lambda s, r, n, overrides, j: seen.update(overrides) or {})
+    monkeypatch.setattr(parallel_runs, "run_parallel", lambda s, r, n, overrides, j, t: seen.update(overrides) or {})
     monkeypatch.setattr(parallel_runs, "threads_per_child", lambda jobs: 3)
     run_suite.run_suite(suite, tmp_path / "runs", ["optim.lr=0.001"], parallel=4)
     assert seen == {"a": ["optim.lr=0.001", "train.num_threads=3"], "b": ["optim.lr=0.001"]}  # b keeps its 1
@@ -166,3 +166,43 @@ def test_sigterm_reaches_every_child_once_each_checkpoints_and_a_rerun_resumes(t
     assert run_suite.main(rerun) == 0  # in this process: one at a time resumes what the parallel call left
     for name in "abc":
         assert json.loads((runs / name / "summary.json").read_text())["steps"] == target
+
+
+def test_time_limit_stops_the_running_run_with_a_checkpoint_and_the_same_command_goes_on(tmp_path, capsys, monkeypatch):
+    """One at a time (``--parallel`` 1): the limit stops run a mid-training with a checkpoint, b never starts,
+    exit 4 with the command to go on; that command, given time, resumes a from its checkpoint and runs b."""
+    suite = write_suite(tmp_path, ["a", "b"], max_steps=100_000, checkpoint_every=0, eval_every=100_000)
+    runs = tmp_path / "runs"
+    metrics = runs / "a" / "metrics.jsonl"
+    # the limit's clock stands still until run a is training (a loaded machine may take seconds to start a child),
+    # then jumps past any limit: the test does not depend on how fast this machine starts a process
+    monkeypatch.setattr(parallel_runs, "clock", lambda: 1e9 if metrics.is_file() and metrics.read_text() else 0.0)
+    assert run_suite.main(["--suite", str(suite), "--runs-dir", str(runs), "--time-limit", "8s"]) == 4
+    monkeypatch.undo()
+    out, err = capsys.readouterr()
+    assert "time limit of 8 s reached: 1 running run(s) finish their step" in out and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("time limit of 8 s reached: 0 run(s) done, 1 stopped with a checkpoint, 1 not started")
+    assert line.endswith("--time-limit 8s") and "to go on where it stopped, rerun: uv run python -m" in line
+    checkpoints = sorted((runs / "a" / "checkpoints").glob("step_*.pt"))
+    assert checkpoints and not (runs / "a" / "summary.json").exists() and not (runs / "b").exists()
+    stopped_at = int(checkpoints[-1].stem.split("_")[1])
+    target = stopped_at + 2
+    more = ["--suite", str(suite), "--runs-dir", str(runs), "--set", f"train.max_steps={target}", "--time-limit", "1h",
+            "--parallel", "2"]  # fmt: skip
+    assert run_suite.main(more) == 0  # everything finishes inside the limit: exit 0
+    assert json.loads((runs / "a" / "summary.json").read_text())["steps"] == target
+    assert "resum" in (runs / "report" / "suite" / "logs" / "a.log").read_text().lower()
+    assert json.loads((runs / "b" / "summary.json").read_text())["steps"] == target
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("45m", 2700), ("1.5h", 5400)])
+def test_time_limit_durations(text, seconds):
+    assert run_suite.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5m", "soon", "5d", "inf", "nan"])
+def test_a_bad_time_limit_is_a_usage_error(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_suite.main(["--suite", "x.json", f"--time-limit={text}"])
+    assert exit_info.value.code == 2 and "positive duration such as 3600, 90s, 45m or 1.5h" in capsys.readouterr().err
