@@ -552,3 +552,29 @@ def test_seed_gaps_reproduces_the_logs_mamba_width_128_gap():
     _, settings = seed_gaps.load_settings(runs)
     (gap,) = seed_gaps.gaps(settings, versus="mqarzr_mamba_d128_drop_b999")
     assert round(gap.difference, 2) == 0.83 and round(gap.twice_pooled_std, 2) == 0.35 and gap.verdict == "real"
+
+
+def test_fisher_exact_matches_hand_computed_tables():
+    """Fisher's tea-tasting table (3 of 4 right each way: p = 34/70) and a perfect split of 4 and 4 (p = 2/70),
+    from the hypergeometric counts C(4,k) C(4,4-k) / C(8,4) = 1, 16, 36, 16, 1 (/70)."""
+    from assignment_experiments.studies.seed_gaps import fisher_exact
+
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher_exact(4, 4, 0, 4) == pytest.approx(2 / 70) == fisher_exact(0, 4, 4, 4)
+    assert fisher_exact(2, 4, 2, 4) == pytest.approx(1.0)
+    assert fisher_exact(3, 3, 0, 3) == pytest.approx(2 / 20)  # C(3,3) C(3,0) / C(6,3) = 1/20, both tails
+    assert fisher_exact(0, 5, 0, 5) == 1.0  # no hits at all: nothing to tell apart
+
+
+def test_seed_gaps_counts_seeds_above_a_threshold(tmp_path, capsys):
+    from assignment_experiments.studies import seed_gaps
+
+    runs = [_fake_summary_run(tmp_path, name, final_val_accuracy=acc) for name, acc in [
+        ("plain", 0.43), ("plain_s1", 0.0), ("plain_s2", 0.0),
+        ("normed", 0.9), ("normed_s1", 0.96), ("normed_s2", 0.07),
+    ]]  # fmt: skip
+    assert seed_gaps.main([str(r) for r in runs] + ["--vs", "plain", "--above", "0.5"]) == 0
+    table = capsys.readouterr().out
+    assert "| mean ± std | seeds above 0.5 |" in table and "| 0 of 3 |" in table and "| 2 of 3 |" in table
+    # 2 hits among 6 seeds: C(3,k) C(3,2-k) / C(6,2) = 3, 9, 3 (/15) for k = 0, 1, 2; p = (3 + 3) / 15
+    assert table.splitlines()[-1].endswith("| within noise | 0.400 |")

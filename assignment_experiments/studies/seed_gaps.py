@@ -14,6 +14,11 @@ otherwise. A setting with one seed has no spread; a pair with one seed on both s
 provisional whatever its gap.
 
 ``--vs NAME`` compares every setting with ``NAME`` only; without it every pair is compared.
+
+``--above T`` also counts, per setting, the seeds whose value is above ``T`` (say 0.5 accuracy: the run recalls) and
+gives each pair's two-sided Fisher exact p-value for those counts. Where the seeds split into runs that learned the
+task and runs that did not, the mean and standard deviation describe a two-valued outcome badly, and the counts say
+more (a p-value, not part of the log's rule, and from few seeds: read it as a description).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class Setting:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
+    def above(self, threshold: float) -> int:
+        return sum(v > threshold for v in self.values)
+
 
 @dataclass
 class Gap:
@@ -58,6 +66,19 @@ class Gap:
     difference: float
     twice_pooled_std: float | None
     verdict: str
+
+
+def fisher_exact(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """Two-sided Fisher exact p-value of the 2x2 table (hits, misses) x (a, b): the probability, with the margins
+    fixed, of a table at most as likely as the one observed."""
+    hits, total = hits_a + hits_b, n_a + n_b
+
+    def probability(k: int) -> float:  # k of the hits in a (hypergeometric)
+        return math.comb(n_a, k) * math.comb(n_b, hits - k) / math.comb(total, hits)
+
+    observed = probability(hits_a)
+    tables = range(max(0, hits - n_b), min(hits, n_a) + 1)
+    return min(1.0, sum(p for k in tables if (p := probability(k)) <= observed * (1 + 1e-7)))
 
 
 def seed_of(name: str) -> tuple[str, int]:
@@ -127,16 +148,22 @@ def gaps(settings: dict[str, Setting], versus: str | None = None) -> list[Gap]:
     return [compare(a, b) for a, b in itertools.combinations(settings.values(), 2)]
 
 
-def markdown(metric: str, settings: dict[str, Setting], pairs: list[Gap]) -> str:
-    lines = [f"| setting | seeds | {metric} per seed | mean ± std |", "| --- | --- | --- | --- |"]
+def markdown(metric: str, settings: dict[str, Setting], pairs: list[Gap], above: float | None = None) -> str:
+    count = f" | seeds above {above:g}" if above is not None else ""
+    lines = [f"| setting | seeds | {metric} per seed | mean ± std{count} |", "| --- " * (5 if count else 4) + "|"]
     for s in settings.values():
         spread = f" ± {s.std:.3f}" if s.std is not None else ""
         values = " / ".join(f"{v:.3f}" for v in s.values)
-        lines.append(f"| {s.name} | {len(s.values)} | {values} | {s.mean:.3f}{spread} |")
-    lines += ["", "| b | a | b - a | 2 x pooled std | verdict |", "| --- | --- | --- | --- | --- |"]
+        hits = f" | {s.above(above)} of {len(s.values)}" if above is not None else ""
+        lines.append(f"| {s.name} | {len(s.values)} | {values} | {s.mean:.3f}{spread}{hits} |")
+    fisher = " | Fisher p (seeds above)" if above is not None else ""
+    lines += ["", f"| b | a | b - a | 2 x pooled std | verdict{fisher} |", "| --- " * (6 if fisher else 5) + "|"]
     for g in pairs:
         twice = f"{g.twice_pooled_std:.3f}" if g.twice_pooled_std is not None else "n/a (one seed each)"
-        lines.append(f"| {g.b.name} | {g.a.name} | {g.difference:+.3f} | {twice} | {g.verdict} |")
+        p = ""
+        if above is not None:
+            p = f" | {fisher_exact(g.a.above(above), len(g.a.values), g.b.above(above), len(g.b.values)):.3f}"
+        lines.append(f"| {g.b.name} | {g.a.name} | {g.difference:+.3f} | {twice} | {g.verdict}{p} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="summary.json field (default: final_val_accuracy where the runs have it, else "
                         "final_val_loss)")  # fmt: skip
     parser.add_argument("--vs", default=None, metavar="NAME", help="compare every setting with this one only")
+    parser.add_argument("--above", type=float, default=None, metavar="T",
+                        help="also count the seeds above T per setting, with a Fisher p-value per pair")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
     try:
         metric, settings = load_settings(args.runs, args.metric)
-        text = markdown(metric, settings, gaps(settings, args.vs))
+        text = markdown(metric, settings, gaps(settings, args.vs), args.above)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
