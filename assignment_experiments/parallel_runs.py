@@ -102,15 +102,18 @@ def forwarded_signals(children: dict[str, Child], received: list[int]) -> Iterat
 
 
 class TimeLimitReached(Exception):
-    """``run_suite --time-limit`` ran out: the running runs were stopped with a checkpoint, the rest not started."""
+    """``run_suite --time-limit`` ran out: the running runs were stopped (each with a checkpoint of its last step,
+    unless it was still starting up), the rest not started. ``status`` is every run's status in this call."""
 
     def __init__(self, limit_s: float, status: dict[str, str]) -> None:
         self.limit_s, self.status = limit_s, status
-        counts = {kind: sum(v == kind for v in status.values()) for kind in ("done", "interrupted", "not started")}
-        super().__init__(
-            f"time limit of {format_duration(limit_s)} reached: {counts['done']} run(s) done, {counts['interrupted']} "
-            f"stopped with a checkpoint, {counts['not started']} not started"
-        )
+        values = list(status.values())
+        parts = [f"{values.count('done')} run(s) finished this time", f"{values.count('interrupted')} stopped",
+                 f"{values.count('not started')} not started"]  # fmt: skip
+        failed = [name for name, v in status.items() if v == "diverged" or v.startswith("failed")]
+        if failed:  # the exit code says "time limit", so the line must not hide these
+            parts.append(f"{len(failed)} diverged or failed ({', '.join(failed)}: see their logs)")
+        super().__init__(f"time limit of {format_duration(limit_s)} reached: " + ", ".join(parts))
 
 
 def format_duration(seconds: float) -> str:
@@ -132,7 +135,8 @@ def run_parallel(
 
     After the first signal no new run starts; the running ones checkpoint and stop, and their status is
     ``interrupted`` (rerunning the same command resumes them). ``time_limit_s`` does the same on its own once that
-    many seconds have passed (it sends each running run one SIGTERM) and then raises :class:`TimeLimitReached`."""
+    many seconds have passed (it sends each running run one SIGTERM) and then raises :class:`TimeLimitReached`; a
+    signal after that is the runs' second and stops them at once, without a checkpoint."""
     log_dir = runs_dir / "report" / suite.stem / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     waiting, children, status, received = list(names), {}, {}, []
@@ -177,7 +181,9 @@ def run_parallel(
                     continue
                 child.log.close()
                 del children[name]
-                status[name] = outcome(returncode)
+                # a run that wrote its summary and was then stopped on its way out (a signal, the time limit) is done
+                finished = (runs_dir / name / "summary.json").is_file()
+                status[name] = "done" if finished and outcome(returncode) == "interrupted" else outcome(returncode)
                 minutes = (time.perf_counter() - child.started) / 60
                 result = summary_line(runs_dir / name) if status[name] == "done" else f"see {child.log_path}"
                 done = sum(s == "done" for s in status.values())

@@ -182,7 +182,7 @@ def test_time_limit_stops_the_running_run_with_a_checkpoint_and_the_same_command
     out, err = capsys.readouterr()
     assert "time limit of 8 s reached: 1 running run(s) finish their step" in out and "Traceback" not in err
     line = err.strip().splitlines()[-1]
-    assert line.startswith("time limit of 8 s reached: 0 run(s) done, 1 stopped with a checkpoint, 1 not started")
+    assert line.startswith("time limit of 8 s reached: 0 run(s) finished this time, 1 stopped, 1 not started;")
     assert line.endswith("--time-limit 8s") and "to go on where it stopped, rerun: uv run python -m" in line
     checkpoints = sorted((runs / "a" / "checkpoints").glob("step_*.pt"))
     assert checkpoints and not (runs / "a" / "summary.json").exists() and not (runs / "b").exists()
@@ -192,7 +192,7 @@ def test_time_limit_stops_the_running_run_with_a_checkpoint_and_the_same_command
             "--parallel", "2"]  # fmt: skip
     assert run_suite.main(more) == 0  # everything finishes inside the limit: exit 0
     assert json.loads((runs / "a" / "summary.json").read_text())["steps"] == target
-    assert "resum" in (runs / "report" / "suite" / "logs" / "a.log").read_text().lower()
+    assert f"resumed at step {stopped_at}" in (runs / "report" / "suite" / "logs" / "a.log").read_text()
     assert json.loads((runs / "b" / "summary.json").read_text())["steps"] == target
 
 
@@ -206,3 +206,12 @@ def test_a_bad_time_limit_is_a_usage_error(text, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_suite.main(["--suite", "x.json", f"--time-limit={text}"])
     assert exit_info.value.code == 2 and "positive duration such as 3600, 90s, 45m or 1.5h" in capsys.readouterr().err
+
+
+def test_the_time_limit_line_names_runs_that_failed_or_diverged():
+    status = {"a": "done", "b": "interrupted", "c": "diverged", "d": "failed (exit 2)", "e": "not started"}
+    line = str(parallel_runs.TimeLimitReached(5400, status))
+    assert line == (
+        "time limit of 1.5 h reached: 1 run(s) finished this time, 1 stopped, 1 not started, "
+        "2 diverged or failed (c, d: see their logs)"
+    )

@@ -179,8 +179,6 @@ GPU_SUITES = [("mqar_zoology_gpu.json", []), ("mqar_zoology_gpu_ssm.json", ["--a
 def test_shipped_gpu_mqar_suites_are_the_generators_output(tmp_path, suite, archs):
     """The GPU grids are written by make_mqar_suite with the flags in its docstring: a hand edit to a suite, or a
     change to the generator that the shipped suites do not follow, would make the grid differ from what it says."""
-    from pathlib import Path
-
     from assignment_experiments.studies import make_mqar_suite
 
     shipped_path = Path(make_mqar_suite.CONFIGS) / "suites" / suite
