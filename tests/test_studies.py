@@ -576,3 +576,32 @@ def test_seed_gaps_counts_seeds_above_a_threshold(tmp_path, capsys):
     assert "| mean ± std | seeds above 0.5 |" in table and "| 0 of 3 |" in table and "| 2 of 3 |" in table
     # 2 hits among 6 seeds: C(3,k) C(3,2-k) / C(6,2) = 3, 9, 3 (/15) for k = 0, 1, 2; p = (3 + 3) / 15
     assert table.splitlines()[-1].endswith("| within noise | 0.400 |")
+
+
+def test_a_long_figure_title_is_wrapped_to_the_figure_and_drawn_inside_it(tmp_path):
+    """A title wider than the figure was cut off at both edges of the PNG; save_figure wraps it to the width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from assignment_experiments.studies.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], [0, 1])
+    title = "Study 11: " + "a very long description of what this plot compares " * 3
+    captured = {}
+    original = fig.savefig
+
+    def savefig(*args, **kwargs):  # the layout is final when the figure is written: measure the title there
+        renderer = fig.canvas.get_renderer()
+        captured["box"] = fig._suptitle.get_window_extent(renderer)
+        captured["width"] = fig.bbox.width
+        captured["text"] = fig._suptitle.get_text()
+        original(*args, **kwargs)
+
+    fig.savefig = savefig
+    save_figure(fig, tmp_path / "plot.png", title)
+    assert (tmp_path / "plot.png").is_file() and "\n" in captured["text"]
+    assert captured["text"].replace("\n", " ") == title.strip()
+    assert 0 <= captured["box"].x0 and captured["box"].x1 <= captured["width"]

@@ -228,9 +228,8 @@ def plot_curves(
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
-    ax.set_title(title)
     labels = ax.get_legend_handles_labels()[1]
-    save_figure(fig, out)
+    save_figure(fig, out, title)  # a figure title, centred over axes and legend, wrapped when long
     return labels
 
 
