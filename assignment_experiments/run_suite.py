@@ -12,7 +12,8 @@ its own ``config``)::
      "runs": [{"name": "lr_1e-3", "set": {"optim.lr": 1e-3}}, {"name": "lr_3e-3", "set": {"optim.lr": 3e-3}}]}
 
 Config paths are relative to the suite file. Every run's config is validated before the first one starts; finished
-runs (``summary.json`` present) are skipped, interrupted ones are resumed; a diverging run is recorded and the suite
+runs (``summary.json`` present) are skipped (with a note naming the settings, if the suite now gives it others than it
+was trained with), interrupted ones are resumed; a diverging run is recorded and the suite
 goes on (a learning-rate sweep is expected to find the edge), and so does a run that cannot start: its line is
 printed and its folder left as it was. One whose folder holds another config makes the suite exit 1, as with
 ``--parallel``; one that another process is training does not, so two processes over one suite share its runs. At
@@ -86,6 +87,33 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def settings_note(run_dir: Path, config: ExperimentConfig) -> str:
+    """For a finished run that the suite now describes otherwise (its entry or ``--set`` changed since), what
+    differs and how to train the new settings; empty when they agree or the run's config cannot be read."""
+    from assignment_experiments.config import resume_conflicts
+    from assignment_experiments.resolved_config import resolve_config, resolve_saved_config
+
+    try:
+        text = (run_dir / "config.json").read_text()
+        vocab = json.loads(text).get("model", {}).get("vocab_size")
+        # both sides resolved alike (as --resume does); a setting an older run left null ("the model's default",
+        # which configs now write out) is no change either
+        changed = [
+            change
+            for change in resume_conflicts(resolve_saved_config(text, vocab), resolve_config(config, vocab))
+            if ": None -> " not in change
+        ]
+    except (OSError, ValueError, TypeError, AttributeError, ConfigError):
+        return ""
+    if not changed:
+        return ""
+    shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return (
+        f" (note: it was trained with other settings than the suite now gives it: {shown}; to train these, "
+        f"move {run_dir} away or give the run a new name)"
+    )
+
+
 def run_suite(
     path: Path,
     runs_dir: Path,
@@ -107,7 +135,7 @@ def run_suite(
     pending: list[tuple[str, ExperimentConfig]] = []
     for name, config in select_runs(load_suite(path, extra_overrides), only):
         if (runs_dir / name / "summary.json").is_file():
-            print(f"[suite] {name}: finished already, skipping", flush=True)
+            print(f"[suite] {name}: finished already, skipping{settings_note(runs_dir / name, config)}", flush=True)
             status[name] = "skipped"
         else:
             pending.append((name, config))

@@ -215,3 +215,19 @@ def test_the_time_limit_line_names_runs_that_failed_or_diverged():
         "time limit of 1.5 h reached: 1 run(s) finished this time, 1 stopped, 1 not started, "
         "2 diverged or failed (c, d: see their logs)"
     )
+
+
+def test_a_finished_run_whose_suite_entry_changed_is_skipped_with_a_note_naming_the_change(tmp_path, capsys):
+    suite, runs = write_suite(tmp_path, ["a"]), tmp_path / "runs"
+    assert run_suite.main(["--suite", str(suite), "--runs-dir", str(runs)]) == 0
+    capsys.readouterr()
+    argv = ["--suite", str(suite), "--runs-dir", str(runs), "--set", "train.max_steps=7"]  # resumable: no note
+    assert run_suite.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "[suite] a: finished already, skipping"
+    data = json.loads(suite.read_text())
+    data["runs"][0]["set"]["optim.lr"] = 0.5
+    suite.write_text(json.dumps(data))
+    assert run_suite.main(["--suite", str(suite), "--runs-dir", str(runs)]) == 0  # still skipped: nothing is lost
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("[suite] a: finished already, skipping (note: it was trained with other settings")
+    assert "optim.lr: 0.01 -> 0.5" in line and f"move {runs / 'a'} away or give the run a new name" in line
