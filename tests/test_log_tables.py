@@ -133,7 +133,7 @@ def _summary(name: str) -> dict:
 
 # Study 11's width and length tables (plot_accuracy's output): rows name the architecture as the plot labels it
 ZOOLOGY_WIDTH = {"hybrid MA": "hybrid_MA", "transformer": "transformer", "transformer +conv4": "transformer_conv4",
-                 "hymba": "hymba", "mamba": "mamba"}  # fmt: skip
+                 "hymba": "hymba", "mamba": "mamba", "mamba +out norm": "mamba_outnorm"}  # fmt: skip
 LR_PART = {"0.01": "", "0.00215": "_lr2e-3"}
 
 
