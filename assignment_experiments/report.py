@@ -369,6 +369,20 @@ def run_settings(config: dict[str, Any], summary: dict[str, Any]) -> str:
     )
 
 
+def resume_changes(run_dir: Path) -> str:
+    """The settings a ``--resume`` changed mid-run (``config_changes.json``), as a clause of the settings line:
+    ``config.json`` holds the values the run ended with, so without this an entry would state them for every step."""
+    path = Path(run_dir) / "config_changes.json"
+    if not path.exists():
+        return ""
+    try:
+        changes = json.loads(path.read_text())
+        listed = ", ".join(f"{c['key']} {c['change']} at step {_num(c['step'])}" for c in changes)
+    except (OSError, ValueError, TypeError, KeyError):
+        return "; changed on resume: config_changes.json is unreadable, see the file"
+    return f"; changed on resume (the values above are the final ones): {listed}" if listed else ""
+
+
 def run_entry(
     run: dict[str, Any], by_name: dict[str, dict[str, Any]], log_dir: Path, logged_date: str | None = None
 ) -> str:
@@ -400,6 +414,7 @@ def run_entry(
         )
     typed = typed_config(run["config"])
     settings = run_settings(typed, s) if typed is not None else "config.json is not a valid config; see the file"
+    settings += resume_changes(run["dir"])
     date = s.get("finished_at") or logged_date  # older runs lack it: keep the logged date, else the file time
     if not date:
         finished = (run["dir"] / "summary.json").stat().st_mtime

@@ -10,10 +10,13 @@
   and the ``optim.*`` keys named with ``--allow-change``) or on other data, with one line naming the keys.
 - ``--allow-change optim.lr=1e-4``: a named optimizer setting may change on resume; the change is recorded in the
   checkpoints (``extra["config_changes"]``) and in ``config_changes.json`` in the run directory.
+- :func:`max_steps_change`: a changed ``train.max_steps`` is recorded the same way, with a notice when it moves the
+  learning rate (a cosine or WSD schedule is laid out over max_steps).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -140,6 +143,34 @@ def check_resume(
         key, _, change = entry.partition(": ")
         applied.append({"key": key, "change": change})
     return applied
+
+
+def max_steps_change(
+    extra: dict[str, Any],
+    config: ExperimentConfig,
+    step: int,
+    schedule_for: Callable[[ExperimentConfig], Callable[[int], float]],
+    notice: Callable[[str], None] = _stderr,
+) -> dict[str, Any] | None:
+    """The record of a ``train.max_steps`` change on resume (``None`` when it is unchanged).
+
+    ``--resume --set train.max_steps=N`` extends or shortens a run, and a cosine or WSD schedule is laid out over
+    max_steps, so the learning rate from ``step`` on is not the one the run was following: say so, with both values,
+    and record the change (in ``config_changes.json`` and the log entry) so the run's settings stay true."""
+    before = json.loads(extra["config"]).get("train", {}).get("max_steps") if "config" in extra else None
+    after = config.train.max_steps
+    if before is None or before == after:
+        return None
+    was = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=before))
+    lr_before, lr_after = schedule_for(was)(step), schedule_for(config)(step)
+    if lr_before != lr_after:
+        notice(
+            f"notice: train.max_steps {before} -> {after} on resume: the {config.optim.schedule} schedule is laid out "
+            f"over max_steps, so the learning rate at step {step} is {lr_after:.3g} where the run's schedule gave "
+            f"{lr_before:.3g}; recorded in config_changes.json (for the schedule of an uninterrupted {after}-step "
+            "run, start a new --name)"
+        )
+    return {"key": "train.max_steps", "change": f"{before} -> {after}", "lr_before": lr_before, "lr_after": lr_after}
 
 
 def record_changes(run_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -263,7 +263,8 @@ def _run(
         def check(extra: dict[str, Any]) -> None:
             changes.extend(extra.get("config_changes", []))
             applied = resume_checks.check_resume(resolved, run_dir, extra, identity, allow_changes)
-            changes.extend({"step": payload["iteration"], **c} for c in applied)
+            steps = resume_checks.max_steps_change(extra, resolved, payload["iteration"], learning_rate_schedule)
+            changes.extend({"step": payload["iteration"], **c} for c in applied + ([steps] if steps else []))
 
         trainer.resume(checkpoint, check_extra=check, payload=payload)
         trainer.extra_state["config_changes"] = changes

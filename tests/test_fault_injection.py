@@ -310,6 +310,39 @@ def test_resume_after_the_text_changed_exits_2_naming_the_tokenizer(tmp_path, ca
     assert json.loads((runs / "r" / "summary.json").read_text())["steps"] == 2
 
 
+def test_extending_a_run_on_resume_names_the_learning_rate_jump_and_records_it(tmp_path, capsys):
+    """A cosine schedule is laid out over max_steps: resuming a finished 4-step run with max_steps 8 moves the lr
+    at step 4 from min_lr to the middle of the longer cosine. The notice says so, config_changes.json records it, and
+    the log entry's settings name it; a resume that keeps max_steps records nothing."""
+    from assignment_experiments import report
+    from cs336_basics.optim.schedules import cosine_with_warmup
+
+    config = tiny_config(tmp_path, max_steps=4, eval_every=4, checkpoint_every=2, keep_checkpoints=4)
+    runs = tmp_path / "runs"
+    assert main(run_args(config, runs)) == 0
+    capsys.readouterr()
+    assert main(run_args(config, runs, "r", "--resume", "--set", "train.max_steps=8")) == 0
+    err = capsys.readouterr().err
+    was = cosine_with_warmup(4, 1e-2, 1e-3, 2, 4)  # = min_lr: the 4-step run had finished its cosine
+    now = cosine_with_warmup(4, 1e-2, 1e-3, 2, 8)
+    assert was == pytest.approx(1e-3) and now > 5 * was
+    assert "train.max_steps 4 -> 8 on resume: the cosine schedule" in err
+    assert f"learning rate at step 4 is {now:.3g} where the run's schedule gave {was:.3g}" in err
+    records = [json.loads(x) for x in (runs / "r" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert lrs[6] == pytest.approx(cosine_with_warmup(5, 1e-2, 1e-3, 2, 8))  # the step logged as 6 ran at it=5
+    changes = json.loads((runs / "r" / "config_changes.json").read_text())
+    assert [(c["step"], c["key"], c["change"]) for c in changes] == [(4, "train.max_steps", "4 -> 8")]
+    entry = report.run_entry(report.load_run(runs / "r"), {}, tmp_path)
+    assert "changed on resume (the values above are the final ones): train.max_steps 4 -> 8 at step 4" in entry
+    # A resume that keeps max_steps changes nothing: no notice, no record.
+    config2 = tiny_config(tmp_path, max_steps=8, eval_every=8, checkpoint_every=2)
+    assert main(run_args(config2, runs, "q", "--set", "train.max_steps=4")) == 0
+    capsys.readouterr()
+    assert main(run_args(config2, runs, "q", "--resume", "--set", "train.max_steps=4")) == 0
+    assert "on resume" not in capsys.readouterr().err and not (runs / "q" / "config_changes.json").exists()
+
+
 # 6. the cache never trains a tokenizer on corrupted text ---------------------------------------------------------
 def test_a_same_size_corruption_of_the_split_text_is_rebuilt_before_bpe_training(tmp_path, capsys):
     text = text_corpus(tmp_path / "corpus.txt")

@@ -251,3 +251,15 @@ def test_settings_name_a_one_branch_hymba_and_the_ssm_output_norm():
     assert "output norm" not in report.model_settings(mamba)
     mamba["ssm"]["out_norm"] = True
     assert "SSM output norm" in report.model_settings(mamba)
+
+
+def test_an_entry_names_the_settings_a_resume_changed_and_survives_a_damaged_record(tmp_path):
+    run = fake_run(tmp_path / "runs", "resumed", 5.0)
+    assert "changed on resume" not in report.run_entry(report.load_run(run), {}, tmp_path)
+    changes = [{"step": 500, "key": "optim.lr", "change": "0.01 -> 0.001"},
+               {"step": 2000, "key": "train.max_steps", "change": "2000 -> 4000"}]  # fmt: skip
+    (run / "config_changes.json").write_text(json.dumps(changes))
+    entry = report.run_entry(report.load_run(run), {}, tmp_path)
+    assert "optim.lr 0.01 -> 0.001 at step 500, train.max_steps 2000 -> 4000 at step 2,000" in entry
+    (run / "config_changes.json").write_text("[{")
+    assert "config_changes.json is unreadable" in report.run_entry(report.load_run(run), {}, tmp_path)
