@@ -157,7 +157,8 @@ def max_steps_change(
     ``--resume --set train.max_steps=N`` extends or shortens a run, and a cosine or WSD schedule is laid out over
     max_steps, so the learning rate from ``step`` on is not the one the run was following: say so, with both values,
     and record the change (in ``config_changes.json`` and the log entry) so the run's settings stay true."""
-    before = json.loads(extra["config"]).get("train", {}).get("max_steps") if "config" in extra else None
+    saved = resolve_saved_config(extra["config"], config.model.vocab_size) if "config" in extra else None
+    before = saved["train"]["max_steps"] if saved is not None else None
     after = config.train.max_steps
     if before is None or before == after:
         return None
