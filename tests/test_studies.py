@@ -88,6 +88,13 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     variants = plot_accuracy.run_variants(everything)
     labels = plot_accuracy.plot_curves(plot_accuracy.load_curves(everything), tmp_path / "v.png", "t", variants)
     assert labels == ["transformer (3 runs)", "hymba (1 run)"]
+    longer = _fake_mqar_run(tmp_path, "h_4k", 64, [0.9], architecture="hymba")  # hymba again, with twice the steps
+    for run, steps in ((hymba, 2000), (longer, 4000)):
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "train": {"max_steps": steps}}))
+    variants = plot_accuracy.run_variants([*everything, longer])
+    assert variants["h"] == "hymba, 2,000 steps" and variants["h_4k"] == "hymba, 4,000 steps"
+    assert variants["a"] == "transformer"  # its runs share every splitting setting: no suffix
     assert (
         plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
     )

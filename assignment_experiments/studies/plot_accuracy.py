@@ -175,14 +175,28 @@ def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float],
     return curves
 
 
+# Settings that split one architecture variant into separate plot lines when the plotted runs differ in them.
+SPLITTING_SETTINGS = (("optim", "lr", "lr {:g}"), ("train", "max_steps", "{:,} steps"))
+
+
 def run_variants(run_dirs: list[Path]) -> dict[str, str]:
-    """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config."""
-    variants = {}
+    """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config. Runs
+    of one variant that differ in learning rate or step budget get it added to their label (``hymba, 4,000 steps``),
+    so that only seeds share a colour."""
+    configs, variants = {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
             summary_path = run_dir / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-            variants[run_dir.name] = variant_label(json.loads((run_dir / "config.json").read_text()), summary)
+            configs[run_dir.name] = json.loads((run_dir / "config.json").read_text())
+            variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
+    for section, key, form in SPLITTING_SETTINGS:
+        value = {name: (configs[name].get(section) or {}).get(key) for name in variants}
+        for label in set(variants.values()):
+            names = [name for name in variants if variants[name] == label]
+            if len({value[name] for name in names}) > 1:
+                for name in names:
+                    variants[name] += ", " + (form.format(value[name]) if value[name] is not None else f"{key} default")
     return variants
 
 
