@@ -175,7 +175,7 @@ def max_steps_change(
 
 
 def record_changes(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Write the run's accumulated ``--allow-change`` history to ``config_changes.json``."""
+    """Write the run's resume changes so far (``--allow-change``, ``train.max_steps``) to ``config_changes.json``."""
     from assignment_experiments.run_files import atomic_write_text
 
     atomic_write_text(run_dir / "config_changes.json", json.dumps(history, indent=2) + "\n")
