@@ -11,12 +11,11 @@
 - ``--allow-change optim.lr=1e-4``: a named optimizer setting may change on resume; the change is recorded in the
   checkpoints (``extra["config_changes"]``) and in ``config_changes.json`` in the run directory.
 - :func:`max_steps_change`: a changed ``train.max_steps`` is recorded the same way, with a notice when it moves the
-  learning rate (a cosine or WSD schedule is laid out over max_steps).
+  learning rate (a cosine or WSD schedule is laid out over max_steps) or leaves nothing to train.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -24,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
-from assignment_experiments.resolved_config import resolve_saved_config
+from assignment_experiments.config import ConfigError, ExperimentConfig, config_from_dict, resume_conflicts
+from assignment_experiments.resolved_config import resolve_config, resolve_saved_config
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -150,24 +149,33 @@ def max_steps_change(
     config: ExperimentConfig,
     step: int,
     schedule_for: Callable[[ExperimentConfig], Callable[[int], float]],
-    notice: Callable[[str], None] = _stderr,
+    quiet: bool = False,
 ) -> dict[str, Any] | None:
-    """The record of a ``train.max_steps`` change on resume (``None`` when it is unchanged).
+    """The record of a ``train.max_steps`` change on resume (``None`` when it is unchanged or nothing is left to
+    train), with a one-line notice.
 
-    ``--resume --set train.max_steps=N`` extends or shortens a run, and a cosine or WSD schedule is laid out over
-    max_steps, so the learning rate from ``step`` on is not the one the run was following: say so, with both values,
-    and record the change (in ``config_changes.json`` and the log entry) so the run's settings stay true."""
-    saved = resolve_saved_config(extra["config"], config.model.vocab_size) if "config" in extra else None
-    before = saved["train"]["max_steps"] if saved is not None else None
-    after = config.train.max_steps
-    if before is None or before == after:
+    ``--resume --set train.max_steps=N`` extends or shortens a run. A cosine or WSD schedule is laid out over
+    max_steps, so the learning rate from the resume on is not the one the run was following: the notice gives both,
+    and the record (``config_changes.json``, then the log entry) keeps the run's stated settings true, since
+    ``config.json`` holds only the final max_steps."""
+    if "config" not in extra:  # checkpoints from before configs were stored: nothing to compare with
         return None
-    was = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=before))
-    lr_before, lr_after = schedule_for(was)(step), schedule_for(config)(step)
+    notice = (lambda _: None) if quiet else _stderr  # quiet: the ranks of a distributed run other than the writer
+    saved = resolve_config(config_from_dict(json.loads(extra["config"])), config.model.vocab_size)
+    before, after = saved.train.max_steps, config.train.max_steps
+    if before == after:
+        return None
+    if step >= after or extra.get("loop", {}).get("stopped_early"):
+        why = "stopped early (target accuracy or patience)" if step < after else f"already at step {step}"
+        notice(f"notice: train.max_steps {before} -> {after} on resume: the run is {why}, so no step is trained")
+        return None
+    # The run's own schedule, from the checkpoint's config (validated when it trained), against the new one; the
+    # step that metrics.jsonl logs as step + 1 is the first to run at the new rate.
+    lr_before, lr_after = schedule_for(saved)(step), schedule_for(config)(step)
     if lr_before != lr_after:
         notice(
             f"notice: train.max_steps {before} -> {after} on resume: the {config.optim.schedule} schedule is laid out "
-            f"over max_steps, so the learning rate at step {step} is {lr_after:.3g} where the run's schedule gave "
+            f"over max_steps, so step {step + 1} trains at lr {lr_after:.3g} where the run's schedule gives "
             f"{lr_before:.3g}; recorded in config_changes.json (for the schedule of an uninterrupted {after}-step "
             "run, start a new --name)"
         )

@@ -263,7 +263,9 @@ def _run(
         def check(extra: dict[str, Any]) -> None:
             changes.extend(extra.get("config_changes", []))
             applied = resume_checks.check_resume(resolved, run_dir, extra, identity, allow_changes)
-            steps = resume_checks.max_steps_change(extra, resolved, payload["iteration"], learning_rate_schedule)
+            steps = resume_checks.max_steps_change(
+                extra, resolved, payload["iteration"], learning_rate_schedule, quiet=not writer
+            )
             changes.extend({"step": payload["iteration"], **c} for c in applied + ([steps] if steps else []))
 
         trainer.resume(checkpoint, check_extra=check, payload=payload)
@@ -276,6 +278,8 @@ def _run(
         rewind_metrics(run_dir / "metrics.jsonl", trainer.state.step)
         if changes:
             resume_checks.record_changes(run_dir, changes)
+        elif checkpoint is not None:  # a file left by a resume whose first checkpoint never came is not true
+            (run_dir / "config_changes.json").unlink(missing_ok=True)
     tracker = Tracker(
         run_dir,
         name,

@@ -327,7 +327,7 @@ def test_extending_a_run_on_resume_names_the_learning_rate_jump_and_records_it(t
     now = cosine_with_warmup(4, 1e-2, 1e-3, 2, 8)
     assert was == pytest.approx(1e-3) and now > 5 * was
     assert "train.max_steps 4 -> 8 on resume: the cosine schedule" in err
-    assert f"learning rate at step 4 is {now:.3g} where the run's schedule gave {was:.3g}" in err
+    assert f"step 5 trains at lr {now:.3g} where the run's schedule gives {was:.3g}" in err  # as metrics.jsonl counts
     records = [json.loads(x) for x in (runs / "r" / "metrics.jsonl").read_text().splitlines()]
     lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
     assert lrs[6] == pytest.approx(cosine_with_warmup(5, 1e-2, 1e-3, 2, 8))  # the step logged as 6 ran at it=5
@@ -335,12 +335,36 @@ def test_extending_a_run_on_resume_names_the_learning_rate_jump_and_records_it(t
     assert [(c["step"], c["key"], c["change"]) for c in changes] == [(4, "train.max_steps", "4 -> 8")]
     entry = report.run_entry(report.load_run(runs / "r"), {}, tmp_path)
     assert "changed on resume (the values above are the final ones): train.max_steps 4 -> 8 at step 4" in entry
-    # A resume that keeps max_steps changes nothing: no notice, no record.
-    config2 = tiny_config(tmp_path, max_steps=8, eval_every=8, checkpoint_every=2)
-    assert main(run_args(config2, runs, "q", "--set", "train.max_steps=4")) == 0
+    # A resume that keeps max_steps changes nothing: no notice, no record, and a record no checkpoint backs (left by
+    # a resume killed before its first checkpoint) is removed.
+    assert main(run_args(config, runs, "q")) == 0
+    (runs / "q" / "config_changes.json").write_text('[{"step": 4, "key": "train.max_steps", "change": "4 -> 8"}]')
     capsys.readouterr()
-    assert main(run_args(config2, runs, "q", "--resume", "--set", "train.max_steps=4")) == 0
+    assert main(run_args(config, runs, "q", "--resume")) == 0
     assert "on resume" not in capsys.readouterr().err and not (runs / "q" / "config_changes.json").exists()
+    # Shortened below the step it is at: nothing trains, and the notice says so instead of naming a rate.
+    assert main(run_args(config, runs, "q", "--resume", "--set", "train.max_steps=2")) == 0
+    assert "train.max_steps 4 -> 2 on resume: the run is already at step 4, so no step is trained" in (
+        capsys.readouterr().err
+    )
+    assert not (runs / "q" / "config_changes.json").exists()
+
+
+def test_extending_a_wsd_run_while_its_decay_changes_compares_the_runs_own_schedule(tmp_path, capsys):
+    """The old rate comes from the checkpoint's config: rebuilding it from the new one (decay 4 over 4 steps, with
+    warmup 2) would not even be a valid schedule. A finished WSD run ends at min_lr; extended, it is back at max."""
+    config = tiny_config(tmp_path, max_steps=4, eval_every=4, checkpoint_every=2)
+    runs = tmp_path / "runs"
+    wsd = ("--set", "optim.schedule=wsd", "--set", "optim.decay_steps=2")
+    assert main(run_args(config, runs, "r", *wsd)) == 0
+    capsys.readouterr()
+    longer = ("--set", "train.max_steps=8", "--allow-change", "optim.decay_steps=4")
+    assert main(run_args(config, runs, "r", *wsd[:2], "--resume", *longer)) == 0
+    err = capsys.readouterr().err
+    assert "train.max_steps 4 -> 8 on resume: the wsd schedule" in err
+    assert "step 5 trains at lr 0.01 where the run's schedule gives 0.001" in err
+    changes = json.loads((runs / "r" / "config_changes.json").read_text())
+    assert [c["key"] for c in changes] == ["optim.decay_steps", "train.max_steps"]
 
 
 # 6. the cache never trains a tokenizer on corrupted text ---------------------------------------------------------

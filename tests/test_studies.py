@@ -95,6 +95,9 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     variants = plot_accuracy.run_variants([*everything, longer])
     assert variants["h"] == "hymba, 2,000 steps" and variants["h_4k"] == "hymba, 4,000 steps"
     assert variants["a"] == "transformer"  # its runs share every splitting setting: no suffix
+    faster = _fake_mqar_run(tmp_path, "a_fast", 64, [0.5], lr=1e-2)  # a rate where the others have the default
+    variants = plot_accuracy.run_variants([*runs, faster])
+    assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr default"
     assert (
         plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
     )

@@ -182,7 +182,8 @@ SPLITTING_SETTINGS = (("optim", "lr", "lr {:g}"), ("train", "max_steps", "{:,} s
 def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config. Runs
     of one variant that differ in learning rate or step budget get it added to their label (``hymba, 4,000 steps``),
-    so that only seeds share a colour."""
+    so runs at two rates or budgets are not drawn as seeds of one setting. Other differences (width, say) are not
+    split: pass the runs of one such setting. A run extended on resume counts at its final budget."""
     configs, variants = {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
@@ -327,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None, help="plot title (default: by plot kind)")
     parser.add_argument("--vs-step", action="store_true", help="plot accuracy against training step, one line per run")
     parser.add_argument("--by-variant", action="store_true",
-                        help="with --vs-step: one colour and one legend entry per architecture variant, the seeds of "
-                        "each drawn alike (for many runs of a few settings)")  # fmt: skip
+                        help="with --vs-step: one colour and one legend entry per architecture variant (and per "
+                        "learning rate or step budget where the runs differ in it), its seeds drawn alike (for many "
+                        "runs of a few settings)")  # fmt: skip
     parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                         help="leave out runs whose folder name matches this shell pattern (repeatable), e.g. runs "
                         "that a glob catches but that trained on another budget")  # fmt: skip
@@ -339,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         if not curves:
             print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
             return 2
-        variants = run_variants(args.runs) if args.by_variant else None
+        drawn = {name for name, *_ in curves}
+        variants = run_variants([run for run in args.runs if run.name in drawn]) if args.by_variant else None
         plot_curves(curves, args.out, args.title or "Answer accuracy during training", variants)
         for name, steps, accuracies, _ in curves:
             print(f"{name}: {accuracies[-1]:.3f} at step {steps[-1]} (best {max(accuracies):.3f})")
