@@ -42,10 +42,15 @@ def resolve_config(config: ExperimentConfig, vocab_size: int | None = None) -> E
     return resolved
 
 
-def resolve_saved_config(saved_json: str, vocab_size: int | None = None) -> dict[str, Any]:
-    """A checkpoint's stored config (JSON), loaded like a config file and resolved, as a dict.
+def saved_config(saved_json: str, vocab_size: int | None = None) -> ExperimentConfig:
+    """A checkpoint's stored config (JSON), loaded like a config file and resolved.
 
     Checkpoints written before configs were resolved hold nulls for defaults; resolving them the same way as the
     current config means a filled-in default never counts as a change on ``--resume``.
     """
-    return resolve_config(config_from_dict(json.loads(saved_json)), vocab_size).to_dict()
+    return resolve_config(config_from_dict(json.loads(saved_json)), vocab_size)
+
+
+def resolve_saved_config(saved_json: str, vocab_size: int | None = None) -> dict[str, Any]:
+    """:func:`saved_config` as a dict (what :func:`~assignment_experiments.config.resume_conflicts` compares)."""
+    return saved_config(saved_json, vocab_size).to_dict()

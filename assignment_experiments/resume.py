@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assignment_experiments.config import ConfigError, ExperimentConfig, config_from_dict, resume_conflicts
-from assignment_experiments.resolved_config import resolve_config, resolve_saved_config
+from assignment_experiments.config import ConfigError, ExperimentConfig, resume_conflicts
+from assignment_experiments.resolved_config import resolve_saved_config, saved_config
 from cs336_basics.training.checkpoint import read_checkpoint
 from cs336_basics.training.checkpoint_files import list_checkpoints
 
@@ -161,7 +161,7 @@ def max_steps_change(
     if "config" not in extra:  # checkpoints from before configs were stored: nothing to compare with
         return None
     notice = (lambda _: None) if quiet else _stderr  # quiet: the ranks of a distributed run other than the writer
-    saved = resolve_config(config_from_dict(json.loads(extra["config"])), config.model.vocab_size)
+    saved = saved_config(extra["config"], config.model.vocab_size)
     before, after = saved.train.max_steps, config.train.max_steps
     if before == after:
         return None
