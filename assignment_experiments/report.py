@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from assignment_experiments.config import ConfigError, config_from_dict, flatten_config
+from assignment_experiments.run_files import read_config_changes
 from assignment_experiments.tracking import read_metrics
 from cs336_basics.atomic_files import atomic_write_bytes
 
@@ -372,14 +373,11 @@ def run_settings(config: dict[str, Any], summary: dict[str, Any]) -> str:
 def resume_changes(run_dir: Path) -> str:
     """The settings a ``--resume`` changed mid-run (``config_changes.json``), as a clause of the settings line:
     ``config.json`` holds the values the run ended with, so without this an entry would state them for every step."""
-    path = Path(run_dir) / "config_changes.json"
-    if not path.exists():
-        return ""
     try:
-        changes = json.loads(path.read_text())
-        listed = ", ".join(f"{c['key']} {c['change']} at step {_num(c['step'])}" for c in changes)
-    except (OSError, ValueError, TypeError, KeyError):
+        changes = read_config_changes(run_dir)
+    except ValueError:
         return "; changed on resume: config_changes.json is unreadable, see the file"
+    listed = ", ".join(f"{c['key']} {c['change']} at step {_num(c['step'])}" for c in changes)
     return f"; changed on resume (the values above are the final ones): {listed}" if listed else ""
 
 

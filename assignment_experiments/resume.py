@@ -184,6 +184,6 @@ def max_steps_change(
 
 def record_changes(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """Write the run's resume changes so far (``--allow-change``, ``train.max_steps``) to ``config_changes.json``."""
-    from assignment_experiments.run_files import atomic_write_text
+    from assignment_experiments.run_files import CONFIG_CHANGES, atomic_write_text
 
-    atomic_write_text(run_dir / "config_changes.json", json.dumps(history, indent=2) + "\n")
+    atomic_write_text(run_dir / CONFIG_CHANGES, json.dumps(history, indent=2) + "\n")

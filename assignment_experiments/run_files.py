@@ -1,10 +1,12 @@
-"""Small, careful writers for the files of a run directory.
+"""Small, careful writers (and one reader) for the files of a run directory.
 
 - :func:`atomic_write_text`: write to a temporary file in the same folder, fsync, then rename over the target, so a
   reader (``report``) or a crash never sees half a ``summary.json``.
 - :func:`rewind_metrics`: on ``--resume``, cut ``metrics.jsonl`` back to the checkpoint's step. A line that is not
   valid JSON (a torn last line after ``kill -9``, or damage) is not silently dropped: it is appended to
   ``metrics.damaged.jsonl`` beside it, with its line number, and a one-line notice says so.
+- :func:`read_config_changes`: the settings a ``--resume`` changed (``config_changes.json``), for the report and the
+  plots, which would otherwise state ``config.json``'s final values for every step.
 - :func:`remove_temporary_checkpoints`: delete ``.step_*.tmp`` files left by a process killed mid-write (only call
   it while holding the run lock, so no live writer owns them).
 """
@@ -61,6 +63,28 @@ def rewind_metrics(path: Path, step: int, notice: Callable[[str], None] = _stder
         notice(f"note: {path} had {len(damaged)} damaged line(s) (line {lines}); kept aside in {aside}")
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(damaged)
+
+
+CONFIG_CHANGES = "config_changes.json"
+
+
+def read_config_changes(run_dir: Path) -> list[dict]:
+    """The changes ``--resume`` recorded in ``run_dir`` (``[]`` when there is no record), each with at least
+    ``key``, ``change`` (``"before -> after"``) and ``step``. Raises ValueError when the file cannot be read as such
+    a record."""
+    path = Path(run_dir) / CONFIG_CHANGES
+    if not path.exists():
+        return []
+    try:
+        changes = json.loads(path.read_text())
+        if not isinstance(changes, list) or not all(
+            isinstance(c, dict) and {"key", "change", "step"} <= c.keys() and isinstance(c["step"], int)
+            for c in changes
+        ):
+            raise ValueError("not a list of changes with key, change and an integer step")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error})") from error
+    return changes
 
 
 def remove_temporary_checkpoints(directory: Path) -> list[Path]:

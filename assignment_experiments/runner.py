@@ -25,7 +25,12 @@ from assignment_experiments.config import ConfigError, ExperimentConfig
 from assignment_experiments.data_sources import PreparedData, prepare_data
 from assignment_experiments.outputs import finish_run, training_flops_per_token
 from assignment_experiments.resolved_config import resolve_config
-from assignment_experiments.run_files import atomic_write_text, remove_temporary_checkpoints, rewind_metrics
+from assignment_experiments.run_files import (
+    CONFIG_CHANGES,
+    atomic_write_text,
+    remove_temporary_checkpoints,
+    rewind_metrics,
+)
 from assignment_experiments.run_loading import save_run_tokenizer
 from assignment_experiments.run_lock import RunLock
 from assignment_experiments.threads import set_threads
@@ -279,7 +284,7 @@ def _run(
         if changes:
             resume_checks.record_changes(run_dir, changes)
         elif checkpoint is not None:  # a file left by a resume whose first checkpoint never came is not true
-            (run_dir / "config_changes.json").unlink(missing_ok=True)
+            (run_dir / CONFIG_CHANGES).unlink(missing_ok=True)
     tracker = Tracker(
         run_dir,
         name,

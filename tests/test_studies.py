@@ -65,7 +65,7 @@ def _fake_mqar_run(root, name: str, width: int, accuracies: list[float], lr: flo
     return run
 
 
-def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
+def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path, capsys):
     from assignment_experiments.studies import plot_accuracy
 
     runs = [_fake_mqar_run(tmp_path, "a", 64, [0.1, 0.5]), _fake_mqar_run(tmp_path, "b", 64, [0.2, 0.7]),
@@ -95,6 +95,19 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     variants = plot_accuracy.run_variants([*everything, longer])
     assert variants["h"] == "hymba, 2,000 steps" and variants["h_4k"] == "hymba, 4,000 steps"
     assert variants["a"] == "transformer"  # its runs share every splitting setting: no suffix
+    # a 2,000-step run extended to 4,000 on resume is neither: labelled with its change, apart from the 4,000-step run
+    extended = _fake_mqar_run(tmp_path, "h_ext", 64, [0.8], architecture="hymba")
+    config = json.loads((extended / "config.json").read_text())
+    (extended / "config.json").write_text(json.dumps({**config, "train": {"max_steps": 4000}}))
+    change = {"key": "train.max_steps", "change": "2000 -> 4000", "step": 2000, "lr_before": 2e-4, "lr_after": 1e-3}
+    (extended / "config_changes.json").write_text(json.dumps([change]))
+    variants = plot_accuracy.run_variants([longer, extended])
+    assert variants["h_4k"] == "hymba, 4,000 steps"
+    assert variants["h_ext"] == "hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)"
+    (extended / "config_changes.json").write_text("[{}]")  # damaged: a one-line error, not a wrong label
+    out = tmp_path / "ext.png"
+    assert plot_accuracy.main([str(longer), str(extended), "--vs-step", "--by-variant", "--out", str(out)]) == 2
+    assert "config_changes.json is unreadable" in capsys.readouterr().err and not out.exists()
     faster = _fake_mqar_run(tmp_path, "a_fast", 64, [0.5], lr=1e-2)  # a rate where the others have the default
     variants = plot_accuracy.run_variants([*runs, faster])
     assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr default"

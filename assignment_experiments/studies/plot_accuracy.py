@@ -31,6 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from assignment_experiments.run_files import read_config_changes
 from assignment_experiments.studies.figures import save_figure
 
 
@@ -183,21 +184,30 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config. Runs
     of one variant that differ in learning rate or step budget get it added to their label (``hymba, 4,000 steps``),
     so runs at two rates or budgets are not drawn as seeds of one setting. Other differences (width, say) are not
-    split: pass the runs of one such setting. A run extended on resume counts at its final budget."""
-    configs, variants = {}, {}
+    split: pass the runs of one such setting. A run whose rate or budget a ``--resume`` changed
+    (``config_changes.json``) is its own setting, labelled with the change (``hymba, 4,000 steps (train.max_steps
+    2000 -> 4000 at step 2,000)``), since its schedule is neither the old one nor the new."""
+    configs, variants, changed = {}, {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
             summary_path = run_dir / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
             configs[run_dir.name] = json.loads((run_dir / "config.json").read_text())
             variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
+            changed[run_dir.name] = defaultdict(list)
+            for c in read_config_changes(run_dir):  # ValueError if the record is unreadable
+                changed[run_dir.name][c["key"]].append(f"{c['change']} at step {c['step']:,}")
     for section, key, form in SPLITTING_SETTINGS:
         value = {name: (configs[name].get(section) or {}).get(key) for name in variants}
+        change = {name: "; ".join(changed[name][f"{section}.{key}"]) for name in variants}
         for label in set(variants.values()):
             names = [name for name in variants if variants[name] == label]
-            if len({value[name] for name in names}) > 1:
+            if len({(value[name], change[name]) for name in names}) > 1:
                 for name in names:
-                    variants[name] += ", " + (form.format(value[name]) if value[name] is not None else f"{key} default")
+                    text = form.format(value[name]) if value[name] is not None else f"{key} default"
+                    if change[name]:
+                        text += f" ({section}.{key} {change[name]})"
+                    variants[name] += ", " + text
     return variants
 
 
@@ -342,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
             print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
             return 2
         drawn = {name for name, *_ in curves}
-        variants = run_variants([run for run in args.runs if run.name in drawn]) if args.by_variant else None
+        try:
+            variants = run_variants([run for run in args.runs if run.name in drawn]) if args.by_variant else None
+        except ValueError as error:
+            print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
+            return 2
         plot_curves(curves, args.out, args.title or "Answer accuracy during training", variants)
         for name, steps, accuracies, _ in curves:
             print(f"{name}: {accuracies[-1]:.3f} at step {steps[-1]} (best {max(accuracies):.3f})")
