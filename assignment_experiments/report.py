@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from assignment_experiments.config import ConfigError, config_from_dict, flatten_config
-from assignment_experiments.run_files import read_config_changes
+from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
 from assignment_experiments.tracking import read_metrics
 from cs336_basics.atomic_files import atomic_write_bytes
 
@@ -375,7 +375,7 @@ def resume_changes(run_dir: Path) -> str:
     ``config.json`` holds the values the run ended with, so without this an entry would state them for every step."""
     try:
         changes = read_config_changes(run_dir)
-    except ValueError:
+    except UnreadableRecordError:
         return "; changed on resume: config_changes.json is unreadable, see the file"
     listed = ", ".join(f"{c['key']} {c['change']} at step {_num(c['step'])}" for c in changes)
     return f"; changed on resume (the values above are the final ones): {listed}" if listed else ""

@@ -68,22 +68,29 @@ def rewind_metrics(path: Path, step: int, notice: Callable[[str], None] = _stder
 CONFIG_CHANGES = "config_changes.json"
 
 
+class UnreadableRecordError(ValueError):
+    """A run's ``config_changes.json`` exists but is not a record of changes (damaged or edited by hand)."""
+
+
 def read_config_changes(run_dir: Path) -> list[dict]:
     """The changes ``--resume`` recorded in ``run_dir`` (``[]`` when there is no record), each with at least
-    ``key``, ``change`` (``"before -> after"``) and ``step``. Raises ValueError when the file cannot be read as such
-    a record."""
+    ``key`` (``"optim.lr"``), ``change`` (``"before -> after"``) and ``step``. Raises UnreadableRecordError when the
+    file cannot be read as such a record."""
     path = Path(run_dir) / CONFIG_CHANGES
     if not path.exists():
         return []
     try:
         changes = json.loads(path.read_text())
         if not isinstance(changes, list) or not all(
-            isinstance(c, dict) and {"key", "change", "step"} <= c.keys() and isinstance(c["step"], int)
+            isinstance(c, dict)
+            and isinstance(c.get("key"), str)
+            and isinstance(c.get("change"), str)
+            and isinstance(c.get("step"), int)
             for c in changes
         ):
-            raise ValueError("not a list of changes with key, change and an integer step")
+            raise ValueError("not a list of changes, each with a key, a change and an integer step")
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is unreadable ({error})") from error
+        raise UnreadableRecordError(f"{path} is unreadable ({error})") from error
     return changes
 
 

@@ -65,7 +65,7 @@ def _fake_mqar_run(root, name: str, width: int, accuracies: list[float], lr: flo
     return run
 
 
-def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path, capsys):
+def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     from assignment_experiments.studies import plot_accuracy
 
     runs = [_fake_mqar_run(tmp_path, "a", 64, [0.1, 0.5]), _fake_mqar_run(tmp_path, "b", 64, [0.2, 0.7]),
@@ -95,25 +95,46 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path, ca
     variants = plot_accuracy.run_variants([*everything, longer])
     assert variants["h"] == "hymba, 2,000 steps" and variants["h_4k"] == "hymba, 4,000 steps"
     assert variants["a"] == "transformer"  # its runs share every splitting setting: no suffix
-    # a 2,000-step run extended to 4,000 on resume is neither: labelled with its change, apart from the 4,000-step run
-    extended = _fake_mqar_run(tmp_path, "h_ext", 64, [0.8], architecture="hymba")
-    config = json.loads((extended / "config.json").read_text())
-    (extended / "config.json").write_text(json.dumps({**config, "train": {"max_steps": 4000}}))
-    change = {"key": "train.max_steps", "change": "2000 -> 4000", "step": 2000, "lr_before": 2e-4, "lr_after": 1e-3}
-    (extended / "config_changes.json").write_text(json.dumps([change]))
-    variants = plot_accuracy.run_variants([longer, extended])
-    assert variants["h_4k"] == "hymba, 4,000 steps"
-    assert variants["h_ext"] == "hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)"
-    (extended / "config_changes.json").write_text("[{}]")  # damaged: a one-line error, not a wrong label
-    out = tmp_path / "ext.png"
-    assert plot_accuracy.main([str(longer), str(extended), "--vs-step", "--by-variant", "--out", str(out)]) == 2
-    assert "config_changes.json is unreadable" in capsys.readouterr().err and not out.exists()
     faster = _fake_mqar_run(tmp_path, "a_fast", 64, [0.5], lr=1e-2)  # a rate where the others have the default
     variants = plot_accuracy.run_variants([*runs, faster])
     assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr default"
     assert (
         plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
     )
+
+
+def test_by_variant_splits_runs_whose_rate_or_budget_a_resume_changed(tmp_path, capsys):
+    from assignment_experiments.studies import plot_accuracy
+
+    def run(name: str, max_steps: int, lr: float, changes: list | str | None = None) -> Path:
+        path = _fake_mqar_run(tmp_path, name, 64, [0.8], architecture="hymba", lr=lr)
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "train": {"max_steps": max_steps}}))
+        if changes is not None:
+            text = changes if isinstance(changes, str) else json.dumps(changes)
+            (path / "config_changes.json").write_text(text)
+        return path
+
+    # a 2,000-step run extended to 4,000 on resume is neither: labelled with its change, apart from the 4,000-step run
+    longer = run("h_4k", 4000, 1e-3)
+    steps = {"key": "train.max_steps", "change": "2000 -> 4000", "step": 2000, "lr_before": 2e-4, "lr_after": 1e-3}
+    extended = run("h_ext", 4000, 1e-3, [steps])
+    assert plot_accuracy.run_variants([longer, extended]) == {
+        "h_4k": "hymba, 4,000 steps",
+        "h_ext": "hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)",
+    }
+    # a rate lowered on resume (--allow-change optim.lr=...) likewise; the budget is the same, so it adds no suffix
+    lowered = run("h_lr", 4000, 1e-3, [{"key": "optim.lr", "change": "0.01 -> 0.001", "step": 700}])
+    assert plot_accuracy.run_variants([longer, lowered]) == {
+        "h_4k": "hymba, lr 0.001",
+        "h_lr": "hymba, lr 0.001 (optim.lr 0.01 -> 0.001 at step 700)",
+    }
+    # a damaged record is a one-line error and exit code 2, not a wrong label or a traceback
+    out = tmp_path / "ext.png"
+    for damaged in ("[{}]", '[{"key": ["x"], "change": "a", "step": 1}]', "{", '[{"key": "optim.lr", "change": "a"}]'):
+        (extended / "config_changes.json").write_text(damaged)
+        assert plot_accuracy.main([str(longer), str(extended), "--vs-step", "--by-variant", "--out", str(out)]) == 2
+        assert "config_changes.json is unreadable" in capsys.readouterr().err and not out.exists()
 
 
 def test_accuracy_plot_leaves_out_excluded_runs(tmp_path, capsys):

@@ -31,7 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from assignment_experiments.run_files import read_config_changes
+from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
 from assignment_experiments.studies.figures import save_figure
 
 
@@ -184,9 +184,10 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config. Runs
     of one variant that differ in learning rate or step budget get it added to their label (``hymba, 4,000 steps``),
     so runs at two rates or budgets are not drawn as seeds of one setting. Other differences (width, say) are not
-    split: pass the runs of one such setting. A run whose rate or budget a ``--resume`` changed
-    (``config_changes.json``) is its own setting, labelled with the change (``hymba, 4,000 steps (train.max_steps
-    2000 -> 4000 at step 2,000)``), since its schedule is neither the old one nor the new."""
+    split: pass the runs of one such setting. A run whose ``optim.lr`` or ``train.max_steps`` a ``--resume`` changed
+    (``config_changes.json``) is split from runs that trained at its final value throughout, labelled with the
+    change (``hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)``), since its schedule is neither the
+    old one nor the new. Raises UnreadableRecordError for a damaged ``config_changes.json``."""
     configs, variants, changed = {}, {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
@@ -195,7 +196,7 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
             configs[run_dir.name] = json.loads((run_dir / "config.json").read_text())
             variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
             changed[run_dir.name] = defaultdict(list)
-            for c in read_config_changes(run_dir):  # ValueError if the record is unreadable
+            for c in read_config_changes(run_dir):
                 changed[run_dir.name][c["key"]].append(f"{c['change']} at step {c['step']:,}")
     for section, key, form in SPLITTING_SETTINGS:
         value = {name: (configs[name].get(section) or {}).get(key) for name in variants}
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         drawn = {name for name, *_ in curves}
         try:
             variants = run_variants([run for run in args.runs if run.name in drawn]) if args.by_variant else None
-        except ValueError as error:
+        except UnreadableRecordError as error:
             print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
             return 2
         plot_curves(curves, args.out, args.title or "Answer accuracy during training", variants)
