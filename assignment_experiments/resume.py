@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -180,10 +179,3 @@ def max_steps_change(
             "run, start a new --name)"
         )
     return {"key": "train.max_steps", "change": f"{before} -> {after}", "lr_before": lr_before, "lr_after": lr_after}
-
-
-def record_changes(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Write the run's resume changes so far (``--allow-change``, ``train.max_steps``) to ``config_changes.json``."""
-    from assignment_experiments.run_files import CONFIG_CHANGES, atomic_write_text
-
-    atomic_write_text(run_dir / CONFIG_CHANGES, json.dumps(history, indent=2) + "\n")

@@ -1,12 +1,13 @@
-"""Small, careful writers (and one reader) for the files of a run directory.
+"""Small, careful writers (and the one reader of what they record) for the files of a run directory.
 
 - :func:`atomic_write_text`: write to a temporary file in the same folder, fsync, then rename over the target, so a
   reader (``report``) or a crash never sees half a ``summary.json``.
 - :func:`rewind_metrics`: on ``--resume``, cut ``metrics.jsonl`` back to the checkpoint's step. A line that is not
   valid JSON (a torn last line after ``kill -9``, or damage) is not silently dropped: it is appended to
   ``metrics.damaged.jsonl`` beside it, with its line number, and a one-line notice says so.
-- :func:`read_config_changes`: the settings a ``--resume`` changed (``config_changes.json``), for the report and the
-  plots, which would otherwise state ``config.json``'s final values for every step.
+- :func:`record_config_changes` / :func:`read_config_changes`: the settings a ``--resume`` changed
+  (``config_changes.json``), for the report and the plots, which would otherwise state ``config.json``'s final
+  values for every step.
 - :func:`remove_temporary_checkpoints`: delete ``.step_*.tmp`` files left by a process killed mid-write (only call
   it while holding the run lock, so no live writer owns them).
 """
@@ -70,6 +71,11 @@ CONFIG_CHANGES = "config_changes.json"
 
 class UnreadableRecordError(ValueError):
     """A run's ``config_changes.json`` exists but is not a record of changes (damaged or edited by hand)."""
+
+
+def record_config_changes(run_dir: Path, history: list[dict]) -> None:
+    """Write the run's resume changes so far (``--allow-change``, ``train.max_steps``) to ``config_changes.json``."""
+    atomic_write_text(Path(run_dir) / CONFIG_CHANGES, json.dumps(history, indent=2) + "\n")
 
 
 def read_config_changes(run_dir: Path) -> list[dict]:

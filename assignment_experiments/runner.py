@@ -28,6 +28,7 @@ from assignment_experiments.resolved_config import resolve_config
 from assignment_experiments.run_files import (
     CONFIG_CHANGES,
     atomic_write_text,
+    record_config_changes,
     remove_temporary_checkpoints,
     rewind_metrics,
 )
@@ -282,7 +283,7 @@ def _run(
         tokenizer_info = save_run_tokenizer(data.tokenizer, run_dir) if data.tokenizer is not None else None
         rewind_metrics(run_dir / "metrics.jsonl", trainer.state.step)
         if changes:
-            resume_checks.record_changes(run_dir, changes)
+            record_config_changes(run_dir, changes)
         elif checkpoint is not None:  # a file left by a resume whose first checkpoint never came is not true
             (run_dir / CONFIG_CHANGES).unlink(missing_ok=True)
     tracker = Tracker(
