@@ -129,12 +129,50 @@ def test_by_variant_splits_runs_whose_rate_or_budget_a_resume_changed(tmp_path, 
         "h_4k": "hymba, lr 0.001",
         "h_lr": "hymba, lr 0.001 (optim.lr 0.01 -> 0.001 at step 700)",
     }
+    # a change to a setting that does not split by value (a floor lowered with --allow-change) splits by the change
+    floor = run("h_floor", 4000, 1e-3, [{"key": "optim.min_lr", "change": "0.0002 -> 0.0001", "step": 700}])
+    assert plot_accuracy.run_variants([longer, floor]) == {
+        "h_4k": "hymba",
+        "h_floor": "hymba, optim.min_lr 0.0002 -> 0.0001 at step 700",
+    }
     # a damaged record is a one-line error and exit code 2, not a wrong label or a traceback
     out = tmp_path / "ext.png"
     for damaged in ("[{}]", '[{"key": ["x"], "change": "a", "step": 1}]', "{", '[{"key": "optim.lr", "change": "a"}]'):
         (extended / "config_changes.json").write_text(damaged)
         assert plot_accuracy.main([str(longer), str(extended), "--vs-step", "--by-variant", "--out", str(out)]) == 2
         assert "config_changes.json is unreadable" in capsys.readouterr().err and not out.exists()
+
+
+def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsys):
+    from assignment_experiments.studies import plot_accuracy
+
+    def seed(name: str, seed: int, accuracy: float, changes: list | None = None, **train) -> Path:
+        path = _fake_mqar_run(tmp_path, name, 64, [accuracy], lr=1e-3)
+        config = json.loads((path / "config.json").read_text())
+        train = {"max_steps": 2000, "seed": seed, "num_threads": 1 + seed, **train}
+        (path / "config.json").write_text(json.dumps({**config, "train": train}))
+        if changes is not None:
+            (path / "config_changes.json").write_text(json.dumps(changes))
+        return path
+
+    # seeds, on different thread counts: one setting, pooled
+    seeds = [seed("a", 0, 0.5), seed("a_s1", 1, 0.7)]
+    assert plot_accuracy.best_cells(plot_accuracy.load_points(seeds))[("transformer", 64, 64)] == (1e-3, [0.5, 0.7])
+    out = tmp_path / "w.png"
+    # a run with twice the steps at the same rate is not a third seed: a one-line error names the setting and the runs
+    longer = seed("a_4k", 2, 0.9, max_steps=4000)
+    assert plot_accuracy.main([*map(str, seeds), str(longer), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "differ in train.max_steps (a: 2000, a_4k: 4000)" in error and "--exclude" in error and not out.exists()
+    assert plot_accuracy.main([*map(str, seeds), str(longer), "--exclude", "*_4k", "--out", str(out)]) == 0
+    # nor is a run whose budget a resume extended to the same final value
+    steps = {"key": "train.max_steps", "change": "1000 -> 2000", "step": 1000}
+    extended = seed("a_ext", 2, 0.9, changes=[steps])
+    with pytest.raises(plot_accuracy.MixedSettingsError, match="changed on resume .*1000 -> 2000 at step 1,000"):
+        plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, extended]))
+    # nor one at another batch size
+    with pytest.raises(plot_accuracy.MixedSettingsError, match="train.batch_size"):
+        plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, seed("a_b8", 2, 0.9, batch_size=8)]))
 
 
 def test_accuracy_plot_leaves_out_excluded_runs(tmp_path, capsys):

@@ -6,7 +6,9 @@
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
 (``model.d_model``, ``data.task_options.seq_len``, ``optim.lr``); runs without an accuracy (not a synthetic task) are
 skipped. The line label is the architecture plus what sets a variant apart (a short convolution before attention, an
-SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled; where a cell was trained
+SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled (runs pooled so must differ
+in nothing else that shapes training: a step budget, a batch size or a rate changed on ``--resume`` is an error that
+names the runs, to be left out with ``--exclude``); where a cell was trained
 at several learning rates, the best one is shown, as Zoology's figure does (its lr is printed): the best mean accuracy
 or, for runs that stop at a target accuracy, the rate at which most seeds reached it, fastest. The plot
 draws that mean with each seed as a dot and, for MQAR, the value-guessing floor of each panel dashed. It also prints
@@ -28,6 +30,7 @@ import fnmatch
 import json
 import statistics
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,12 +80,63 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         seq_len = data.get("task_options", {}).get("seq_len") or config["model"]["context_length"]
         is_mqar = data.get("task") in ("mqar", "associative_recall")
         floor = mqar_floors(data.get("task_options", {})).get("value-guessing floor") if is_mqar else None
-        points.append({"arch": variant_label(config, summary), "width": config["model"]["d_model"],
+        points.append({"name": run_dir.name, "setting": training_setting(config, run_dir),
+                       "arch": variant_label(config, summary), "width": config["model"]["d_model"],
                        "seq_len": seq_len, "lr": config.get("optim", {}).get("lr"), "accuracy": accuracy,
                        "floor": floor, "reached_step": summary.get("target_reached_step"),
                        "seed": config.get("train", {}).get("seed", 0),
                        "max_steps": config.get("train", {}).get("max_steps")})  # fmt: skip
     return points
+
+
+# settings in which the seeds pooled into one cell may differ: the seed itself, prose, reporting, and what changes
+# only the speed or the files a run keeps, not what it trains
+SEED_ONLY_DIFFERENCES = ("train.seed", "train.num_threads", "train.device", "train.compile",
+                         "train.activation_checkpointing", "train.checkpoint_every", "train.keep_checkpoints",
+                         "train.sample_", "logging.", "description", "baseline")  # fmt: skip
+
+
+def training_setting(config: dict, run_dir: Path) -> dict:
+    """What a run trained with, flattened (``{"optim.lr": 0.01, ...}``, every default filled in), less the
+    ``SEED_ONLY_DIFFERENCES``, plus what a ``--resume`` changed mid-run: two runs with the same setting are seeds of
+    one experiment. Raises UnreadableRecordError for a damaged ``config_changes.json``."""
+    from assignment_experiments.config import flatten_config
+    from assignment_experiments.report import typed_config
+
+    with warnings.catch_warnings():  # a setting the architecture does not read: the report's concern, not a plot's
+        warnings.simplefilter("ignore")
+        flat = flatten_config(typed_config(config) or config)
+    setting = {key: value for key, value in flat.items() if not key.startswith(SEED_ONLY_DIFFERENCES)}
+    changes = [f"{c['key']} {_change_text(c)}" for c in read_config_changes(run_dir)]
+    return {**setting, "changed on resume": "; ".join(changes) or None}
+
+
+def _change_text(change: dict) -> str:
+    """One entry of ``config_changes.json`` as labels and errors show it: ``2000 -> 4000 at step 2,000``."""
+    return f"{change['change']} at step {change['step']:,}"
+
+
+class MixedSettingsError(ValueError):
+    """The runs pooled as the seeds of one cell (architecture, length, width, learning rate) differ in another
+    setting, so their mean would describe no experiment."""
+
+
+def _check_pooled(cell: tuple, seeds: list[dict]) -> None:
+    """Raise MixedSettingsError naming the first setting in which ``seeds`` differ and the runs on each side."""
+    first = seeds[0]
+    for other in seeds[1:]:
+        differing = sorted(k for k in first["setting"].keys() | other["setting"].keys()
+                           if first["setting"].get(k) != other["setting"].get(k))  # fmt: skip
+        if differing:
+            arch, seq_len, width, lr = cell
+            key = differing[0]
+            sides = ", ".join(f"{p['name']}: {p['setting'].get(key)}" for p in (first, other))
+            rate = f"lr {lr:g}" if lr is not None else "default lr"
+            raise MixedSettingsError(
+                f"the runs of {arch} at L={seq_len}, d={width}, {rate} are not seeds of one setting: they differ in "
+                f"{key} ({sides}{', and more' if len(differing) > 1 else ''}); pass the runs of one setting (leave "
+                f"the others out with --exclude)"
+            )
 
 
 def _rank(seeds: list[dict]) -> tuple[float, float, float]:
@@ -96,12 +150,14 @@ def _rank(seeds: list[dict]) -> tuple[float, float, float]:
 
 def best_cells(points: list[dict], field: str = "accuracy") -> dict[tuple, tuple[float | None, list]]:
     """(arch, seq_len, width) -> (lr, each seed's ``field`` in seed order) at the cell's best learning rate
-    (``_rank``: without a target accuracy, simply the best mean accuracy)."""
+    (``_rank``: without a target accuracy, simply the best mean accuracy). Raises MixedSettingsError when the runs
+    of one (cell, lr) differ in more than their seed (a step budget, a batch size, a rate changed on resume)."""
     by_lr: dict[tuple, list[dict]] = defaultdict(list)
     for p in points:
         by_lr[(p["arch"], p["seq_len"], p["width"], p["lr"])].append(p)
     best: dict[tuple, tuple[float | None, list[dict]]] = {}
     for (arch, seq_len, width, lr), seeds in sorted(by_lr.items(), key=lambda kv: str(kv[0])):
+        _check_pooled((arch, seq_len, width, lr), seeds)
         key = (arch, seq_len, width)
         if key not in best or _rank(seeds) > _rank(best[key][1]):
             best[key] = (lr, seeds)
@@ -187,7 +243,9 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     split: pass the runs of one such setting. A run whose ``optim.lr`` or ``train.max_steps`` a ``--resume`` changed
     (``config_changes.json``) is split from runs that trained at its final value throughout, labelled with the
     change (``hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)``), since its schedule is neither the
-    old one nor the new. Raises UnreadableRecordError for a damaged ``config_changes.json``."""
+    old one nor the new. A change to any other setting (``--allow-change optim.min_lr=...``) splits the run off the
+    same way, named by that change alone (``hymba, optim.min_lr 0.0002 -> 0.0001 at step 700``). Raises
+    UnreadableRecordError for a damaged ``config_changes.json``."""
     configs, variants, changed = {}, {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
@@ -197,19 +255,29 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
             variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
             changed[run_dir.name] = defaultdict(list)
             for c in read_config_changes(run_dir):
-                changed[run_dir.name][c["key"]].append(f"{c['change']} at step {c['step']:,}")
-    for section, key, form in SPLITTING_SETTINGS:
-        value = {name: (configs[name].get(section) or {}).get(key) for name in variants}
-        change = {name: "; ".join(changed[name][f"{section}.{key}"]) for name in variants}
+                changed[run_dir.name][c["key"]].append(_change_text(c))
+    forms = {f"{section}.{key}": form for section, key, form in SPLITTING_SETTINGS}
+    recorded = sorted({key for name in variants for key in changed[name]} - forms.keys())
+    for dotted in [*forms, *recorded]:
+        section, _, key = dotted.partition(".")
+        # a setting a resume changed but that is not a splitting one (optim.min_lr, say) splits by its change alone
+        value = {name: (configs[name].get(section) or {}).get(key) if dotted in forms else None for name in variants}
+        change = {name: "; ".join(changed[name][dotted]) for name in variants}
         for label in set(variants.values()):
             names = [name for name in variants if variants[name] == label]
             if len({(value[name], change[name]) for name in names}) > 1:
                 for name in names:
-                    text = form.format(value[name]) if value[name] is not None else f"{key} default"
-                    if change[name]:
-                        text += f" ({section}.{key} {change[name]})"
-                    variants[name] += ", " + text
+                    variants[name] += _label_suffix(dotted, forms.get(dotted), value[name], change[name])
     return variants
+
+
+def _label_suffix(dotted: str, form: str | None, value, change: str) -> str:
+    """What a run's label gains when its variant is split on setting ``dotted``: its value in ``form`` (a splitting
+    setting), then what a resume changed; for a setting without a form, the change alone ("" when it has none)."""
+    if form is None:
+        return f", {dotted} {change}" if change else ""
+    text = form.format(value) if value is not None else f"{dotted.partition('.')[2]} default"
+    return f", {text}" + (f" ({dotted} {change})" if change else "")
 
 
 def plot_curves(
@@ -362,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, steps, accuracies, _ in curves:
             print(f"{name}: {accuracies[-1]:.3f} at step {steps[-1]} (best {max(accuracies):.3f})")
         return 0
-    points = load_points(args.runs)
+    try:
+        points = load_points(args.runs)
+        best_cells(points)  # the seeds of every cell must be one setting, checked before anything is drawn
+    except UnreadableRecordError as error:
+        print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
+        return 2
+    except MixedSettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not points:
         print("no runs with final_val_accuracy", file=sys.stderr)
         return 2
