@@ -168,7 +168,7 @@ def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsy
     # nor is a run whose budget a resume extended to the same final value
     steps = {"key": "train.max_steps", "change": "1000 -> 2000", "step": 1000}
     extended = seed("a_ext", 2, 0.9, changes=[steps])
-    with pytest.raises(plot_accuracy.MixedSettingsError, match="changed on resume .*1000 -> 2000 at step 1,000"):
+    with pytest.raises(plot_accuracy.MixedSettingsError, match="made on --resume .*1000 -> 2000 at step 1,000"):
         plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, extended]))
     # nor one at another batch size
     with pytest.raises(plot_accuracy.MixedSettingsError, match="train.batch_size"):
@@ -619,6 +619,41 @@ def test_seed_gaps_rejects_mixed_metrics_duplicate_seeds_and_unknown_baselines(t
         assert message in capsys.readouterr().err
     _, settings = seed_gaps.load_settings([acc, loss], metric="final_val_loss")  # one named metric: both have it
     assert [s.mean for s in settings.values()] == [1.0, 2.0]
+
+
+def test_every_seed_pooling_script_refuses_runs_that_differ_in_more_than_their_seed(tmp_path, capsys):
+    """seed_gaps, plot_scaling and plot_lr pool X, X_s1, ... (or one model's runs at one rate); a run with another
+    step budget, or whose budget a resume extended, is not a seed: each script exits 2 naming the setting."""
+    from assignment_experiments.studies import plot_lr, plot_scaling, seed_gaps
+
+    def run(name: str, seed: int, loss: float, max_steps: int = 2000, changes: list | None = None) -> Path:
+        sizes = {"num_params_non_embedding": 100, "tokens_seen": 1000, "model_flops_per_token": 600.0}
+        path = _fake_summary_run(tmp_path, name, architecture="transformer", final_val_loss=loss, **sizes)
+        config = {"model": {"architecture": "transformer", "d_model": 16}, "optim": {"lr": 1e-3},
+                  "train": {"max_steps": max_steps, "seed": seed}}  # fmt: skip
+        (path / "config.json").write_text(json.dumps(config))
+        if changes is not None:
+            (path / "config_changes.json").write_text(json.dumps(changes))
+        return path
+
+    seeds = [run("t", 0, 2.0), run("t_s1", 1, 2.2)]
+    longer = run("t_s2", 2, 1.5, max_steps=4000)
+    extended = run("u_s2", 2, 1.5, changes=[{"key": "train.max_steps", "change": "1000 -> 2000", "step": 1000}])
+    (tmp_path / "u").symlink_to(tmp_path / "t")
+    scripts = [
+        (seed_gaps.main, []),
+        (plot_scaling.main, ["--out", str(tmp_path / "s.png")]),
+        (plot_lr.main, ["--out", str(tmp_path / "lr.png")]),
+    ]
+    for main, extra in scripts:
+        assert main([*map(str, seeds), *extra]) == 0
+        capsys.readouterr()
+        assert main([*map(str, seeds), str(longer), *extra]) == 2
+        assert "differ in train.max_steps (t: 2000, t_s2: 4000)" in capsys.readouterr().err, main
+    for main, extra in scripts[:2]:  # pooled by name: u and u_s2
+        assert main([str(tmp_path / "u"), str(extended), *extra]) == 2
+        error = capsys.readouterr().err
+        assert "differ in the changes made on --resume (u: none, u_s2: train.max_steps 1000 -> 2000" in error
 
 
 def test_seed_gaps_reproduces_the_logs_width_128_gaps():

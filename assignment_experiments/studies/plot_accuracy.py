@@ -30,12 +30,12 @@ import fnmatch
 import json
 import statistics
 import sys
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
 from assignment_experiments.studies.figures import save_figure
+from assignment_experiments.studies.seed_pooling import MixedSettingsError, change_text, check_seeds, training_setting
 
 
 def variant_label(config: dict, summary: dict) -> str:
@@ -80,63 +80,13 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         seq_len = data.get("task_options", {}).get("seq_len") or config["model"]["context_length"]
         is_mqar = data.get("task") in ("mqar", "associative_recall")
         floor = mqar_floors(data.get("task_options", {})).get("value-guessing floor") if is_mqar else None
-        points.append({"name": run_dir.name, "setting": training_setting(config, run_dir),
+        points.append({"name": run_dir.name, "setting": training_setting(run_dir),
                        "arch": variant_label(config, summary), "width": config["model"]["d_model"],
                        "seq_len": seq_len, "lr": config.get("optim", {}).get("lr"), "accuracy": accuracy,
                        "floor": floor, "reached_step": summary.get("target_reached_step"),
                        "seed": config.get("train", {}).get("seed", 0),
                        "max_steps": config.get("train", {}).get("max_steps")})  # fmt: skip
     return points
-
-
-# settings in which the seeds pooled into one cell may differ: the seed itself, prose, reporting, and what changes
-# only the speed or the files a run keeps, not what it trains
-SEED_ONLY_DIFFERENCES = ("train.seed", "train.num_threads", "train.device", "train.compile",
-                         "train.activation_checkpointing", "train.checkpoint_every", "train.keep_checkpoints",
-                         "train.sample_", "logging.", "description", "baseline")  # fmt: skip
-
-
-def training_setting(config: dict, run_dir: Path) -> dict:
-    """What a run trained with, flattened (``{"optim.lr": 0.01, ...}``, every default filled in), less the
-    ``SEED_ONLY_DIFFERENCES``, plus what a ``--resume`` changed mid-run: two runs with the same setting are seeds of
-    one experiment. Raises UnreadableRecordError for a damaged ``config_changes.json``."""
-    from assignment_experiments.config import flatten_config
-    from assignment_experiments.report import typed_config
-
-    with warnings.catch_warnings():  # a setting the architecture does not read: the report's concern, not a plot's
-        warnings.simplefilter("ignore")
-        flat = flatten_config(typed_config(config) or config)
-    setting = {key: value for key, value in flat.items() if not key.startswith(SEED_ONLY_DIFFERENCES)}
-    changes = [f"{c['key']} {_change_text(c)}" for c in read_config_changes(run_dir)]
-    return {**setting, "changed on resume": "; ".join(changes) or None}
-
-
-def _change_text(change: dict) -> str:
-    """One entry of ``config_changes.json`` as labels and errors show it: ``2000 -> 4000 at step 2,000``."""
-    return f"{change['change']} at step {change['step']:,}"
-
-
-class MixedSettingsError(ValueError):
-    """The runs pooled as the seeds of one cell (architecture, length, width, learning rate) differ in another
-    setting, so their mean would describe no experiment."""
-
-
-def _check_pooled(cell: tuple, seeds: list[dict]) -> None:
-    """Raise MixedSettingsError naming the first setting in which ``seeds`` differ and the runs on each side."""
-    first = seeds[0]
-    for other in seeds[1:]:
-        differing = sorted(k for k in first["setting"].keys() | other["setting"].keys()
-                           if first["setting"].get(k) != other["setting"].get(k))  # fmt: skip
-        if differing:
-            arch, seq_len, width, lr = cell
-            key = differing[0]
-            sides = ", ".join(f"{p['name']}: {p['setting'].get(key)}" for p in (first, other))
-            rate = f"lr {lr:g}" if lr is not None else "default lr"
-            raise MixedSettingsError(
-                f"the runs of {arch} at L={seq_len}, d={width}, {rate} are not seeds of one setting: they differ in "
-                f"{key} ({sides}{', and more' if len(differing) > 1 else ''}); pass the runs of one setting (leave "
-                f"the others out with --exclude)"
-            )
 
 
 def _rank(seeds: list[dict]) -> tuple[float, float, float]:
@@ -157,7 +107,9 @@ def best_cells(points: list[dict], field: str = "accuracy") -> dict[tuple, tuple
         by_lr[(p["arch"], p["seq_len"], p["width"], p["lr"])].append(p)
     best: dict[tuple, tuple[float | None, list[dict]]] = {}
     for (arch, seq_len, width, lr), seeds in sorted(by_lr.items(), key=lambda kv: str(kv[0])):
-        _check_pooled((arch, seq_len, width, lr), seeds)
+        rate = f"lr {lr:g}" if lr is not None else "the default lr"
+        check_seeds(f"the runs of {arch} at L={seq_len}, d={width}, {rate}", [(p["name"], p["setting"]) for p in seeds],
+                    "pass the runs of one setting (leave the others out with --exclude)")  # fmt: skip
         key = (arch, seq_len, width)
         if key not in best or _rank(seeds) > _rank(best[key][1]):
             best[key] = (lr, seeds)
@@ -255,7 +207,7 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
             variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
             changed[run_dir.name] = defaultdict(list)
             for c in read_config_changes(run_dir):
-                changed[run_dir.name][c["key"]].append(_change_text(c))
+                changed[run_dir.name][c["key"]].append(change_text(c))
     forms = {f"{section}.{key}": form for section, key, form in SPLITTING_SETTINGS}
     recorded = sorted({key for name in variants for key in changed[name]} - forms.keys())
     for dotted in [*forms, *recorded]:

@@ -10,7 +10,8 @@ bound, not an optimum, and a flat bottom says the choice hardly matters. For eac
 
 Panels: runs trained on the same number of tokens whose non-embedding parameter counts lie within ``--size-ratio``
 of each other share a panel (the rungs of a scale ladder, say). Runs of one model at one rate in a panel (seeds) are
-pooled into mean +- sample std. Each line's best rate is drawn as a filled star, and the Markdown table printed
+pooled into mean +- sample std (runs that differ in more than their seed are refused, with the setting named).
+Each line's best rate is drawn as a filled star, and the Markdown table printed
 says when that best lies at the edge of the rates tried.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from assignment_experiments.studies.figures import save_figure
 from assignment_experiments.studies.plot_scaling import run_point
+from assignment_experiments.studies.seed_pooling import check_seeds
 
 
 def lr_point(run_dir: Path) -> dict | None:
@@ -68,12 +70,14 @@ def panel_title(group: list[dict]) -> str:
 
 
 def curves(group: list[dict]) -> dict[str, list[dict]]:
-    """Per model label: one row per learning rate (ascending) with mean and sample std of the loss over its runs."""
+    """Per model label: one row per learning rate (ascending) with mean and sample std of the loss over its runs,
+    which must be seeds of one setting (seed_pooling.check_seeds raises MixedSettingsError otherwise)."""
     by: dict[tuple[str, float], list[dict]] = defaultdict(list)
     for p in group:
         by[(p["label"], p["lr"])].append(p)
     lines: dict[str, list[dict]] = defaultdict(list)
     for (label, lr), members in sorted(by.items()):
+        check_seeds(f"the runs of {label} at lr {lr:g} in one panel", [(m["run"], m["setting"]) for m in members])
         losses = [m["loss"] for m in members]
         lines[label].append({
             "lr": lr, "loss": statistics.mean(losses), "n": len(losses),
@@ -160,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished runs with a final_val_loss and an optim.lr", file=sys.stderr)
         return 2
     groups = panels(points, args.size_ratio)
+    try:
+        for group in groups:  # the seeds of every point must be one setting, checked before anything is drawn
+            curves(group)
+    except ValueError as error:  # MixedSettingsError, or UnreadableRecordError for a damaged config_changes.json
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     plot(groups, args.out, args.title)
     print(markdown(groups))
     return 0

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from assignment_experiments.studies.figures import save_figure
+from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, training_setting
 
 X_AXES = {
     "params": "non-embedding parameters",
@@ -50,6 +50,7 @@ def run_point(run_dir: Path) -> dict | None:
     flops = s.get("model_flops_per_token")
     return {
         "run": run_dir.name,
+        "setting": training_setting(run_dir),
         "label": label,
         "loss": s["final_val_loss"],
         "params": s.get("num_params_non_embedding"),
@@ -59,18 +60,15 @@ def run_point(run_dir: Path) -> dict | None:
     }
 
 
-def seed_group(run_name: str) -> str:
-    """The run's name without a trailing seed suffix (``_s1``, ``_s2``, ...): seeds of one config share it."""
-    return re.sub(r"_s\d+$", "", run_name)
-
-
 def pooled(points: list[dict], axes: list[str]) -> list[dict]:
-    """One row per seed group: label, group name, the mean of each x axis, mean and sample std of the loss, n."""
+    """One row per seed group (``X``, ``X_s1``, ...): label, group name, the mean of each x axis, mean and sample
+    std of the loss, n. Raises MixedSettingsError when a group's runs differ in more than their seed."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for p in points:
-        groups[seed_group(p["run"])].append(p)
+        groups[seed_of(p["run"])[0]].append(p)
     rows = []
     for group, members in sorted(groups.items()):
+        check_seeds(f"the runs pooled as {group}", [(m["run"], m["setting"]) for m in members])
         losses = [m["loss"] for m in members]
         row = {"label": members[0]["label"], "group": group, "loss": statistics.mean(losses), "n": len(losses)}
         row["std"] = statistics.stdev(losses) if len(losses) > 1 else 0.0
@@ -127,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     if not points:
         print("no finished runs with a final_val_loss", file=sys.stderr)
         return 2
+    try:
+        rows = pooled(points, args.x)  # the seeds of every group must be one setting, checked before anything is drawn
+    except ValueError as error:  # MixedSettingsError, or UnreadableRecordError for a damaged config_changes.json
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     plot(points, args.x, args.out, args.title)
-    print(markdown(pooled(points, args.x), args.x))
+    print(markdown(rows, args.x))
     return 0
 
 

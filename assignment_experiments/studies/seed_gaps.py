@@ -27,13 +27,13 @@ import argparse
 import itertools
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SEED_SUFFIX = re.compile(r"^(?P<stem>.+)_s(?P<seed>\d+)$")
+from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, training_setting
+
 MIN_SEEDS = 3  # the log's rule: a gap is real only over at least three seeds per side
 
 
@@ -81,12 +81,6 @@ def fisher_exact(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
     return min(1.0, sum(p for k in tables if (p := probability(k)) <= observed * (1 + 1e-7)))
 
 
-def seed_of(name: str) -> tuple[str, int]:
-    """``("X", k)`` for a run named ``X_s<k>``, ``(name, 0)`` otherwise."""
-    match = SEED_SUFFIX.match(name)
-    return (match["stem"], int(match["seed"])) if match else (name, 0)
-
-
 def metric_of(summary: dict, metric: str | None) -> tuple[str, float]:
     """The metric's name and value in one run's summary (the accuracy of a synthetic task, else the loss)."""
     name = metric or ("final_val_accuracy" if summary.get("final_val_accuracy") is not None else "final_val_loss")
@@ -97,8 +91,10 @@ def metric_of(summary: dict, metric: str | None) -> tuple[str, float]:
 
 
 def load_settings(run_dirs: list[Path], metric: str | None = None) -> tuple[str, dict[str, Setting]]:
-    """Group the runs into settings by name stem; every run must report the same metric."""
+    """Group the runs into settings by name stem; every run must report the same metric, and the runs of one stem
+    must differ only in their seed (seed_pooling.check_seeds: a run whose budget a resume extended is not a seed)."""
     seeds: dict[str, list[tuple[int, str, float]]] = {}
+    setting: dict[str, dict | None] = {}
     names: set[str] = set()
     for run in run_dirs:
         summary_path = run / "summary.json"
@@ -112,6 +108,7 @@ def load_settings(run_dirs: list[Path], metric: str | None = None) -> tuple[str,
         names.add(name)
         stem, seed = seed_of(run.name)
         seeds.setdefault(stem, []).append((seed, run.name, value))
+        setting[run.name] = training_setting(run)
     if len(names) > 1:
         raise ValueError(f"the runs report different metrics ({', '.join(sorted(names))}): pass --metric")
     settings = {}
@@ -120,6 +117,7 @@ def load_settings(run_dirs: list[Path], metric: str | None = None) -> tuple[str,
         duplicates = [seed for seed, group in itertools.groupby(entries, key=lambda e: e[0]) if len(list(group)) > 1]
         if duplicates:
             raise ValueError(f"{stem}: seed {duplicates[0]} appears twice (the same run given from two folders?)")
+        check_seeds(f"the runs pooled as {stem}", [(e[1], setting[e[1]]) for e in entries])
         settings[stem] = Setting(stem, [e[1] for e in entries], [e[2] for e in entries])
     return names.pop(), settings
 
