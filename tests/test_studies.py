@@ -145,6 +145,7 @@ def test_by_variant_splits_runs_whose_rate_or_budget_a_resume_changed(tmp_path, 
 
 def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsys):
     from assignment_experiments.studies import plot_accuracy
+    from assignment_experiments.studies.seed_pooling import MixedSettingsError
 
     def seed(name: str, seed: int, accuracy: float, changes: list | None = None, **train) -> Path:
         path = _fake_mqar_run(tmp_path, name, 64, [accuracy], lr=1e-3)
@@ -168,10 +169,10 @@ def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsy
     # nor is a run whose budget a resume extended to the same final value
     steps = {"key": "train.max_steps", "change": "1000 -> 2000", "step": 1000}
     extended = seed("a_ext", 2, 0.9, changes=[steps])
-    with pytest.raises(plot_accuracy.MixedSettingsError, match="made on --resume .*1000 -> 2000 at step 1,000"):
+    with pytest.raises(MixedSettingsError, match="made on --resume .*1000 -> 2000 at step 1,000"):
         plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, extended]))
     # nor one at another batch size
-    with pytest.raises(plot_accuracy.MixedSettingsError, match="train.batch_size"):
+    with pytest.raises(MixedSettingsError, match="train.batch_size"):
         plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, seed("a_b8", 2, 0.9, batch_size=8)]))
 
 
@@ -650,6 +651,10 @@ def test_every_seed_pooling_script_refuses_runs_that_differ_in_more_than_their_s
         capsys.readouterr()
         assert main([*map(str, seeds), str(longer), *extra]) == 2
         assert "differ in train.max_steps (t: 2000, t_s2: 4000)" in capsys.readouterr().err, main
+    (longer / "config.json").write_text("{")
+    for main, extra in scripts:  # a damaged config.json: named, not a traceback
+        assert main([*map(str, seeds), str(longer), *extra]) == 2
+        assert "t_s2/config.json is not valid JSON" in capsys.readouterr().err
     for main, extra in scripts[:2]:  # pooled by name: u and u_s2
         assert main([str(tmp_path / "u"), str(extended), *extra]) == 2
         error = capsys.readouterr().err

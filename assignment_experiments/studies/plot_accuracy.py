@@ -6,11 +6,11 @@
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
 (``model.d_model``, ``data.task_options.seq_len``, ``optim.lr``); runs without an accuracy (not a synthetic task) are
 skipped. The line label is the architecture plus what sets a variant apart (a short convolution before attention, an
-SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled (runs pooled so must differ
-in nothing else that shapes training: a step budget, a batch size or a rate changed on ``--resume`` is an error that
-names the runs, to be left out with ``--exclude``); where a cell was trained
-at several learning rates, the best one is shown, as Zoology's figure does (its lr is printed): the best mean accuracy
-or, for runs that stop at a target accuracy, the rate at which most seeds reached it, fastest. The plot
+SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled; runs pooled so must differ
+in nothing else that shapes training (a step budget, a batch size or a rate changed on ``--resume`` is an error that
+names the runs, to be left out with ``--exclude``). Where a cell was trained at several learning rates, the best one
+is shown, as Zoology's figure does (its lr is printed): the best mean accuracy or, for runs that stop at a target
+accuracy, the rate at which most seeds reached it, fastest. The plot
 draws that mean with each seed as a dot and, for MQAR, the value-guessing floor of each panel dashed. It also prints
 the grid as a Markdown table (rows: architecture, columns: sequence length x width; mean +- std over seeds). Where the
 runs stopped at a target accuracy (``train.target_accuracy``), a second plot row and a second table give the step at
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
 from assignment_experiments.studies.figures import save_figure
-from assignment_experiments.studies.seed_pooling import MixedSettingsError, change_text, check_seeds, training_setting
+from assignment_experiments.studies.seed_pooling import change_text, check_seeds, training_setting
 
 
 def variant_label(config: dict, summary: dict) -> str:
@@ -71,6 +71,7 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         if not (summary_path.is_file() and config_path.is_file()):
             print(f"skipping {run_dir}: no summary.json/config.json", file=sys.stderr)
             continue
+        setting = training_setting(run_dir)  # first: it names a config.json that is not valid JSON
         summary, config = json.loads(summary_path.read_text()), json.loads(config_path.read_text())
         accuracy = summary.get("final_val_accuracy")
         if accuracy is None:
@@ -80,7 +81,7 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         seq_len = data.get("task_options", {}).get("seq_len") or config["model"]["context_length"]
         is_mqar = data.get("task") in ("mqar", "associative_recall")
         floor = mqar_floors(data.get("task_options", {})).get("value-guessing floor") if is_mqar else None
-        points.append({"name": run_dir.name, "setting": training_setting(run_dir),
+        points.append({"name": run_dir.name, "setting": setting,
                        "arch": variant_label(config, summary), "width": config["model"]["d_model"],
                        "seq_len": seq_len, "lr": config.get("optim", {}).get("lr"), "accuracy": accuracy,
                        "floor": floor, "reached_step": summary.get("target_reached_step"),
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     except UnreadableRecordError as error:
         print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
         return 2
-    except MixedSettingsError as error:
+    except ValueError as error:  # MixedSettingsError, or a config.json that is not valid JSON
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not points:

@@ -159,16 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size_ratio < 1:
         parser.error(f"--size-ratio must be >= 1, got {args.size_ratio}")
-    points = [p for p in (lr_point(r) for r in args.runs) if p is not None]
-    if not points:
-        print("no finished runs with a final_val_loss and an optim.lr", file=sys.stderr)
-        return 2
-    groups = panels(points, args.size_ratio)
     try:
+        points = [p for p in (lr_point(r) for r in args.runs) if p is not None]
+        groups = panels(points, args.size_ratio)
         for group in groups:  # the seeds of every point must be one setting, checked before anything is drawn
             curves(group)
-    except ValueError as error:  # MixedSettingsError, or UnreadableRecordError for a damaged config_changes.json
+    except ValueError as error:  # MixedSettingsError, or a damaged config.json or config_changes.json
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not points:
+        print("no finished runs with a final_val_loss and an optim.lr", file=sys.stderr)
         return 2
     plot(groups, args.out, args.title)
     print(markdown(groups))

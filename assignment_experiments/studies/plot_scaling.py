@@ -121,14 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
     parser.add_argument("--title", default="Final validation loss vs scale", help="plot title (default: %(default)s)")
     args = parser.parse_args(argv)
-    points = [p for p in (run_point(r) for r in args.runs) if p is not None]
+    try:
+        points = [p for p in (run_point(r) for r in args.runs) if p is not None]
+        rows = pooled(points, args.x)  # the seeds of every group must be one setting, checked before anything is drawn
+    except ValueError as error:  # MixedSettingsError, or a damaged config.json or config_changes.json
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not points:
         print("no finished runs with a final_val_loss", file=sys.stderr)
-        return 2
-    try:
-        rows = pooled(points, args.x)  # the seeds of every group must be one setting, checked before anything is drawn
-    except ValueError as error:  # MixedSettingsError, or UnreadableRecordError for a damaged config_changes.json
-        print(f"error: {error}", file=sys.stderr)
         return 2
     plot(points, args.x, args.out, args.title)
     print(markdown(rows, args.x))

@@ -44,14 +44,18 @@ def change_text(change: dict) -> str:
 def training_setting(run_dir: Path) -> dict | None:
     """What a run trained with, flattened (``{"optim.lr": 0.01, ...}``, every default filled in), less the
     ``SEED_ONLY_DIFFERENCES``, plus what a ``--resume`` changed mid-run; None for a folder without ``config.json``.
-    Raises UnreadableRecordError for a damaged ``config_changes.json``."""
+    Raises UnreadableRecordError for a damaged ``config_changes.json``, ValueError for a damaged ``config.json``."""
     from assignment_experiments.config import flatten_config
     from assignment_experiments.report import typed_config
 
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return None
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        problem = f"{path} is not valid JSON ({error.msg}, line {error.lineno})"
+        raise ValueError(f"{problem}; fix it or leave the run out") from None
     with warnings.catch_warnings():  # a setting the architecture does not read: the report's concern, not a pool's
         warnings.simplefilter("ignore")
         flat = flatten_config(typed_config(config) or config)
