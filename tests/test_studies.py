@@ -83,20 +83,22 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert floors["elimination floor"] == pytest.approx(sum(1 / n for n in range(1, 9)) / 8, abs=0.01)
     assert plot_accuracy.main([*map(str, runs), "--vs-step", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 0
-    # by variant: the three transformer runs share one colour and one legend entry, the hymba run has its own
+    # by variant: the two 64-wide transformer runs (seeds) share one colour and one legend entry; the 128-wide one
+    # differs in a setting and the hymba run in its architecture, so each has its own
     everything = [*runs, hymba]
     variants = plot_accuracy.run_variants(everything)
     labels = plot_accuracy.plot_curves(plot_accuracy.load_curves(everything), tmp_path / "v.png", "t", variants)
-    assert labels == ["transformer (3 runs)", "hymba (1 run)"]
+    assert labels == ["transformer, model.d_model 64 (2 runs)", "transformer, model.d_model 128 (1 run)",
+                      "hymba (1 run)"]  # fmt: skip
     longer = _fake_mqar_run(tmp_path, "h_4k", 64, [0.9], architecture="hymba")  # hymba again, with twice the steps
     for run, steps in ((hymba, 2000), (longer, 4000)):
         config = json.loads((run / "config.json").read_text())
         (run / "config.json").write_text(json.dumps({**config, "train": {"max_steps": steps}}))
     variants = plot_accuracy.run_variants([*everything, longer])
     assert variants["h"] == "hymba, 2,000 steps" and variants["h_4k"] == "hymba, 4,000 steps"
-    assert variants["a"] == "transformer"  # its runs share every splitting setting: no suffix
+    assert variants["a"] == "transformer, model.d_model 64"  # the transformers differ in width only
     faster = _fake_mqar_run(tmp_path, "a_fast", 64, [0.5], lr=1e-2)  # a rate where the others have the default
-    variants = plot_accuracy.run_variants([*runs, faster])
+    variants = plot_accuracy.run_variants([*runs[:2], faster])
     assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr default"
     assert (
         plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
@@ -132,9 +134,14 @@ def test_by_variant_splits_runs_whose_rate_or_budget_a_resume_changed(tmp_path, 
     # a change to a setting that does not split by value (a floor lowered with --allow-change) splits by the change
     floor = run("h_floor", 4000, 1e-3, [{"key": "optim.min_lr", "change": "0.0002 -> 0.0001", "step": 700}])
     assert plot_accuracy.run_variants([longer, floor]) == {
-        "h_4k": "hymba",
+        "h_4k": "hymba, optim.min_lr 0.0001",  # the default, throughout
         "h_floor": "hymba, optim.min_lr 0.0002 -> 0.0001 at step 700",
     }
+    # any other setting two runs of one variant differ in is named, so they are not drawn as seeds of one setting
+    config = json.loads((floor / "config.json").read_text())
+    (floor / "config.json").write_text(json.dumps({**config, "train": {**config["train"], "batch_size": 512}}))
+    (floor / "config_changes.json").unlink()
+    assert plot_accuracy.run_variants([longer, floor])["h_floor"] == "hymba, train.batch_size 512"
     # a damaged record is a one-line error and exit code 2, not a wrong label or a traceback
     out = tmp_path / "ext.png"
     for damaged in ("[{}]", '[{"key": ["x"], "change": "a", "step": 1}]', "{", '[{"key": "optim.lr", "change": "a"}]'):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
 from assignment_experiments.studies.figures import save_figure
-from assignment_experiments.studies.seed_pooling import change_text, check_seeds, training_setting
+from assignment_experiments.studies.seed_pooling import CHANGED_ON_RESUME, change_text, check_seeds, training_setting
 
 
 def variant_label(config: dict, summary: dict) -> str:
@@ -185,52 +185,58 @@ def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float],
     return curves
 
 
-# Settings that split one architecture variant into separate plot lines when the plotted runs differ in them.
-SPLITTING_SETTINGS = (("optim", "lr", "lr {:g}"), ("train", "max_steps", "{:,} steps"))
+# How a label names the two settings runs of one variant most often differ in; any other is named "key value".
+SETTING_FORMS = {"optim.lr": "lr {:g}", "train.max_steps": "{:,} steps"}
 
 
 def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     """Run folder name -> :func:`variant_label` (seeds of one setting share a label), for runs with a config. Runs
-    of one variant that differ in learning rate or step budget get it added to their label (``hymba, 4,000 steps``),
-    so runs at two rates or budgets are not drawn as seeds of one setting. Other differences (width, say) are not
-    split: pass the runs of one such setting. A run whose ``optim.lr`` or ``train.max_steps`` a ``--resume`` changed
-    (``config_changes.json``) is split from runs that trained at its final value throughout, labelled with the
-    change (``hymba, 4,000 steps (train.max_steps 2000 -> 4000 at step 2,000)``), since its schedule is neither the
-    old one nor the new. A change to any other setting (``--allow-change optim.min_lr=...``) splits the run off the
-    same way, named by that change alone (``hymba, optim.min_lr 0.0002 -> 0.0001 at step 700``). Raises
-    UnreadableRecordError for a damaged ``config_changes.json``."""
-    configs, variants, changed = {}, {}, {}
+    of one variant that differ in any setting but the seed (seed_pooling.training_setting) get the settings they
+    differ in added to their label, so they are not drawn as seeds of one setting: ``hymba, 4,000 steps``,
+    ``hymba, lr 0.01``, ``hymba, train.batch_size 512``. A run whose setting a ``--resume`` changed
+    (``config_changes.json``) is split from runs that used its final value throughout and labelled with the change,
+    since its schedule is neither the old one nor the new: ``hymba, 4,000 steps (train.max_steps 2000 -> 4000 at
+    step 2,000)``, ``hymba, optim.min_lr 0.0002 -> 0.0001 at step 700``. Raises UnreadableRecordError for a damaged
+    ``config_changes.json``."""
+    variants, settings, changes = {}, {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
             summary_path = run_dir / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-            configs[run_dir.name] = json.loads((run_dir / "config.json").read_text())
-            variants[run_dir.name] = variant_label(configs[run_dir.name], summary)
-            changed[run_dir.name] = defaultdict(list)
+            config = json.loads((run_dir / "config.json").read_text())
+            variants[run_dir.name] = variant_label(config, summary)
+            # lr and budget as the config gives them (None: the default); every other setting resolved
+            settings[run_dir.name] = {**training_setting(run_dir),
+                                      **{key: (config.get(key.partition(".")[0]) or {}).get(key.partition(".")[2])
+                                         for key in SETTING_FORMS}}  # fmt: skip
+            recorded = defaultdict(list)
             for c in read_config_changes(run_dir):
-                changed[run_dir.name][c["key"]].append(change_text(c))
-    forms = {f"{section}.{key}": form for section, key, form in SPLITTING_SETTINGS}
-    recorded = sorted({key for name in variants for key in changed[name]} - forms.keys())
-    for dotted in [*forms, *recorded]:
-        section, _, key = dotted.partition(".")
-        # a setting a resume changed but that is not a splitting one (optim.min_lr, say) splits by its change alone
-        value = {name: (configs[name].get(section) or {}).get(key) if dotted in forms else None for name in variants}
-        change = {name: "; ".join(changed[name][dotted]) for name in variants}
-        for label in set(variants.values()):
-            names = [name for name in variants if variants[name] == label]
-            if len({(value[name], change[name]) for name in names}) > 1:
-                for name in names:
-                    variants[name] += _label_suffix(dotted, forms.get(dotted), value[name], change[name])
-    return variants
+                recorded[c["key"]].append(change_text(c))
+            changes[run_dir.name] = {key: "; ".join(texts) for key, texts in recorded.items()}
+    labels = dict(variants)
+    for label in set(variants.values()):
+        names = [name for name in variants if variants[name] == label]
+        keys = {key for name in names for key in [*settings[name], *changes[name]]} - {CHANGED_ON_RESUME}
+        split = [key for key in keys
+                 if len({(json.dumps(settings[n].get(key)), changes[n].get(key, "")) for n in names}) > 1]  # fmt: skip
+        split.sort(
+            key=lambda key: (list(SETTING_FORMS).index(key) if key in SETTING_FORMS else len(SETTING_FORMS), key)
+        )
+        for name in names:
+            labels[name] += "".join(
+                _label_part(key, settings[name].get(key), changes[name].get(key, "")) for key in split
+            )
+    return labels
 
 
-def _label_suffix(dotted: str, form: str | None, value, change: str) -> str:
-    """What a run's label gains when its variant is split on setting ``dotted``: its value in ``form`` (a splitting
-    setting), then what a resume changed; for a setting without a form, the change alone ("" when it has none)."""
+def _label_part(key: str, value, change: str) -> str:
+    """What a run's label gains for a setting ``key`` its variant is split on: the value (``SETTING_FORMS`` for lr
+    and budget), with what a resume changed; for another setting changed on resume, the change alone."""
+    form = SETTING_FORMS.get(key)
     if form is None:
-        return f", {dotted} {change}" if change else ""
-    text = form.format(value) if value is not None else f"{dotted.partition('.')[2]} default"
-    return f", {text}" + (f" ({dotted} {change})" if change else "")
+        return f", {key} {change}" if change else f", {key} {value}"
+    text = form.format(value) if value is not None else f"{key.partition('.')[2]} default"
+    return f", {text}" + (f" ({key} {change})" if change else "")
 
 
 def plot_curves(
