@@ -414,12 +414,19 @@ def flatten_config(raw: dict[str, Any], prefix: str = "", keep_whole: tuple[str,
     return out
 
 
+def completed_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a config dict as written, perhaps before keys were added) with today's defaults filled in and every
+    value type-checked, as a nested dict; not validated, so a run folder whose data has moved still reads. Raises
+    ConfigError for an unknown key or a value of the wrong type."""
+    return _resolve(_build(ExperimentConfig, _upgrade(raw), "")).to_dict()
+
+
 def resume_conflicts(saved: dict[str, Any], current: ExperimentConfig) -> list[str]:
     """``key: saved -> current`` for every setting that differs from a checkpoint's config, except resumable ones.
 
     The saved dict is completed with today's defaults first, so keys added since it was written do not count.
     """
-    before = flatten_config(_resolve(_build(ExperimentConfig, _upgrade(saved), "")).to_dict())
+    before = flatten_config(completed_config(saved))
     after = flatten_config(current.to_dict())
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"

@@ -8,6 +8,7 @@
 - :func:`record_config_changes` / :func:`read_config_changes`: the settings a ``--resume`` changed
   (``config_changes.json``), for the report and the plots, which would otherwise state ``config.json``'s final
   values for every step.
+- :func:`read_json`: a run file's JSON, or a one-line error naming the file, for the scripts that read many runs.
 - :func:`remove_temporary_checkpoints`: delete ``.step_*.tmp`` files left by a process killed mid-write (only call
   it while holding the run lock, so no live writer owns them).
 """
@@ -19,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cs336_basics.atomic_files import atomic_write_bytes
 
@@ -98,6 +100,16 @@ def read_config_changes(run_dir: Path) -> list[dict]:
     except (OSError, ValueError) as error:
         raise UnreadableRecordError(f"{path} is unreadable ({error})") from error
     return changes
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path`` (a run's ``summary.json`` or ``config.json``); ValueError with a one-line message naming
+    the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        problem = f"{path} is not valid JSON ({error.msg}, line {error.lineno})"
+        raise ValueError(f"{problem}; fix it or leave the run out") from None
 
 
 def remove_temporary_checkpoints(directory: Path) -> list[Path]:

@@ -99,7 +99,7 @@ def test_accuracy_grid_pools_seeds_and_curves_read_every_evaluation(tmp_path):
     assert variants["a"] == "transformer, model.d_model 64"  # the transformers differ in width only
     faster = _fake_mqar_run(tmp_path, "a_fast", 64, [0.5], lr=1e-2)  # a rate where the others have the default
     variants = plot_accuracy.run_variants([*runs[:2], faster])
-    assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr default"
+    assert variants["a_fast"] == "transformer, lr 0.01" and variants["a"] == "transformer, lr 0.001"  # the default
     assert (
         plot_accuracy.main([*map(str, everything), "--vs-step", "--by-variant", "--out", str(tmp_path / "v.png")]) == 0
     )
@@ -163,8 +163,15 @@ def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsy
             (path / "config_changes.json").write_text(json.dumps(changes))
         return path
 
-    # seeds, on different thread counts: one setting, pooled
-    seeds = [seed("a", 0, 0.5), seed("a_s1", 1, 0.7)]
+    # seeds on different thread counts, devices, checkpoint and sampling settings, with other prose and a float
+    # computed rather than written: one setting, pooled
+    seeds = [seed("a", 0, 0.5), seed("a_s1", 1, 0.7, device="cpu", checkpoint_every=7, sample_prompts=["x"])]
+    config = json.loads((seeds[1] / "config.json").read_text())
+    config.update(description="seed 1", logging={"log_every": 3}, optim={"lr": 1e-3, "min_lr": 3e-3 / 10})
+    (seeds[1] / "config.json").write_text(json.dumps(config))
+    config = json.loads((seeds[0] / "config.json").read_text())
+    (seeds[0] / "config.json").write_text(json.dumps({**config, "optim": {"lr": 1e-3, "min_lr": 3e-4}}))
+    assert 3e-3 / 10 != 3e-4
     assert plot_accuracy.best_cells(plot_accuracy.load_points(seeds))[("transformer", 64, 64)] == (1e-3, [0.5, 0.7])
     out = tmp_path / "w.png"
     # a run with twice the steps at the same rate is not a third seed: a one-line error names the setting and the runs
@@ -178,9 +185,20 @@ def test_accuracy_grid_pools_only_runs_that_differ_in_their_seed(tmp_path, capsy
     extended = seed("a_ext", 2, 0.9, changes=[steps])
     with pytest.raises(MixedSettingsError, match="made on --resume .*1000 -> 2000 at step 1,000"):
         plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, extended]))
-    # nor one at another batch size
+    # nor one at another batch size; with several differences, the error names the budget first
     with pytest.raises(MixedSettingsError, match="train.batch_size"):
         plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, seed("a_b8", 2, 0.9, batch_size=8)]))
+    both = seed("a_both", 2, 0.9, batch_size=8, max_steps=10, eval_every=3)
+    with pytest.raises(MixedSettingsError, match=r"differ in train.max_steps \(a: 2000, a_both: 10\); also "):
+        plot_accuracy.best_cells(plot_accuracy.load_points([*seeds, both]))
+    # a damaged config.json or summary.json is named, in the grid and in the learning curves
+    for name in ("config.json", "summary.json"):
+        intact = (both / name).read_text()
+        (both / name).write_text("{")
+        for mode in ([], ["--vs-step", "--by-variant"]):
+            assert plot_accuracy.main([*map(str, seeds), str(both), *mode, "--out", str(out)]) == 2
+            assert f"a_both/{name} is not valid JSON" in capsys.readouterr().err, (name, mode)
+        (both / name).write_text(intact)
 
 
 def test_accuracy_plot_leaves_out_excluded_runs(tmp_path, capsys):
@@ -656,12 +674,24 @@ def test_every_seed_pooling_script_refuses_runs_that_differ_in_more_than_their_s
     for main, extra in scripts:
         assert main([*map(str, seeds), *extra]) == 0
         capsys.readouterr()
+        for path in tmp_path.glob("*.png"):
+            path.unlink()
         assert main([*map(str, seeds), str(longer), *extra]) == 2
         assert "differ in train.max_steps (t: 2000, t_s2: 4000)" in capsys.readouterr().err, main
-    (longer / "config.json").write_text("{")
-    for main, extra in scripts:  # a damaged config.json: named, not a traceback
+        assert not list(tmp_path.glob("*.png")), main  # refused before anything is drawn
+    assert seed_gaps.main([*map(str, seeds), str(longer), "--out", str(tmp_path / "gaps.md")]) == 2
+    assert not (tmp_path / "gaps.md").exists()
+    # a damaged or foreign config.json, and a pooled run without one: named in one line, not a traceback
+    for text, message in (("{", "t_s2/config.json is not valid JSON"), ("[]", "t_s2/config.json is not a run config"),
+                          ('{"train": {"max_step": 1}}', "unknown key train.max_step")):  # fmt: skip
+        (longer / "config.json").write_text(text)
+        for main, extra in scripts:
+            assert main([*map(str, seeds), str(longer), *extra]) == 2
+            assert message in capsys.readouterr().err, (main, text)
+    (longer / "config.json").unlink()
+    for main, extra in scripts[:2]:  # (plot_lr skips a run without a config: it has no learning rate)
         assert main([*map(str, seeds), str(longer), *extra]) == 2
-        assert "t_s2/config.json is not valid JSON" in capsys.readouterr().err
+        assert "cannot be checked as seeds of one setting: t_s2 has no config.json" in capsys.readouterr().err
     for main, extra in scripts[:2]:  # pooled by name: u and u_s2
         assert main([str(tmp_path / "u"), str(extended), *extra]) == 2
         error = capsys.readouterr().err

@@ -33,7 +33,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from assignment_experiments.run_files import UnreadableRecordError, read_config_changes
+from assignment_experiments.run_files import UnreadableRecordError, read_config_changes, read_json
 from assignment_experiments.studies.figures import save_figure
 from assignment_experiments.studies.seed_pooling import CHANGED_ON_RESUME, change_text, check_seeds, training_setting
 
@@ -71,8 +71,7 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         if not (summary_path.is_file() and config_path.is_file()):
             print(f"skipping {run_dir}: no summary.json/config.json", file=sys.stderr)
             continue
-        setting = training_setting(run_dir)  # first: it names a config.json that is not valid JSON
-        summary, config = json.loads(summary_path.read_text()), json.loads(config_path.read_text())
+        setting, summary, config = training_setting(run_dir), read_json(summary_path), read_json(config_path)
         accuracy = summary.get("final_val_accuracy")
         if accuracy is None:
             print(f"skipping {run_dir}: no final_val_accuracy", file=sys.stderr)
@@ -173,12 +172,16 @@ def load_curves(run_dirs: list[Path]) -> list[tuple[str, list[int], list[float],
         if not metrics.is_file():
             print(f"skipping {run_dir}: no metrics.jsonl", file=sys.stderr)
             continue
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        try:
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            problem = f"{metrics} has a line that is not valid JSON ({error.msg})"
+            raise ValueError(f"{problem}; fix it or leave the run out") from None
         evals = [r for r in records if r.get("kind") == "eval" and r.get("val_accuracy") is not None]
         if not evals:
             print(f"skipping {run_dir}: no evaluation accuracies", file=sys.stderr)
             continue
-        data = json.loads((run_dir / "config.json").read_text()).get("data", {})
+        data = read_json(run_dir / "config.json").get("data", {})
         is_mqar = data.get("task") in ("mqar", "associative_recall")
         floors = mqar_floors(data.get("task_options", {})) if is_mqar else {}
         curves.append((run_dir.name, [r["step"] for r in evals], [r["val_accuracy"] for r in evals], floors))
@@ -196,19 +199,15 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
     ``hymba, lr 0.01``, ``hymba, train.batch_size 512``. A run whose setting a ``--resume`` changed
     (``config_changes.json``) is split from runs that used its final value throughout and labelled with the change,
     since its schedule is neither the old one nor the new: ``hymba, 4,000 steps (train.max_steps 2000 -> 4000 at
-    step 2,000)``, ``hymba, optim.min_lr 0.0002 -> 0.0001 at step 700``. Raises UnreadableRecordError for a damaged
-    ``config_changes.json``."""
+    step 2,000)``, ``hymba, optim.min_lr 0.0002 -> 0.0001 at step 700``. Raises ValueError (UnreadableRecordError
+    for ``config_changes.json``) naming a run file that cannot be read."""
     variants, settings, changes = {}, {}, {}
     for run_dir in run_dirs:
         if (run_dir / "config.json").is_file():
             summary_path = run_dir / "summary.json"
-            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-            config = json.loads((run_dir / "config.json").read_text())
-            variants[run_dir.name] = variant_label(config, summary)
-            # lr and budget as the config gives them (None: the default); every other setting resolved
-            settings[run_dir.name] = {**training_setting(run_dir),
-                                      **{key: (config.get(key.partition(".")[0]) or {}).get(key.partition(".")[2])
-                                         for key in SETTING_FORMS}}  # fmt: skip
+            settings[run_dir.name] = training_setting(run_dir)
+            summary = read_json(summary_path) if summary_path.is_file() else {}
+            variants[run_dir.name] = variant_label(read_json(run_dir / "config.json"), summary)
             recorded = defaultdict(list)
             for c in read_config_changes(run_dir):
                 recorded[c["key"]].append(change_text(c))
@@ -235,8 +234,7 @@ def _label_part(key: str, value, change: str) -> str:
     form = SETTING_FORMS.get(key)
     if form is None:
         return f", {key} {change}" if change else f", {key} {value}"
-    text = form.format(value) if value is not None else f"{key.partition('.')[2]} default"
-    return f", {text}" + (f" ({key} {change})" if change else "")
+    return f", {form.format(value)}" + (f" ({key} {change})" if change else "")
 
 
 def plot_curves(
@@ -367,23 +365,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vs-step", action="store_true", help="plot accuracy against training step, one line per run")
     parser.add_argument("--by-variant", action="store_true",
                         help="with --vs-step: one colour and one legend entry per architecture variant (and per "
-                        "learning rate or step budget where the runs differ in it), its seeds drawn alike (for many "
-                        "runs of a few settings)")  # fmt: skip
+                        "setting where its runs differ in one: a learning rate, a step budget), its seeds drawn "
+                        "alike (for many runs of a few settings)")  # fmt: skip
     parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                         help="leave out runs whose folder name matches this shell pattern (repeatable), e.g. runs "
                         "that a glob catches but that trained on another budget")  # fmt: skip
     args = parser.parse_args(argv)
     args.runs = [run for run in args.runs if not any(fnmatch.fnmatchcase(run.name, p) for p in args.exclude)]
     if args.vs_step:
-        curves = load_curves(args.runs)
-        if not curves:
-            print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
-            return 2
-        drawn = {name for name, *_ in curves}
         try:
+            curves = load_curves(args.runs)
+            drawn = {name for name, *_ in curves}
             variants = run_variants([run for run in args.runs if run.name in drawn]) if args.by_variant else None
         except UnreadableRecordError as error:
             print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
+            return 2
+        except ValueError as error:  # a config.json or summary.json that is not what it should be
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if not curves:
+            print("no runs with evaluation accuracies in metrics.jsonl", file=sys.stderr)
             return 2
         plot_curves(curves, args.out, args.title or "Answer accuracy during training", variants)
         for name, steps, accuracies, _ in curves:
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except UnreadableRecordError as error:
         print(f"error: {error}; fix the file or leave the run out with --exclude", file=sys.stderr)
         return 2
-    except ValueError as error:  # MixedSettingsError, or a config.json that is not valid JSON
+    except ValueError as error:  # MixedSettingsError, or a config.json or summary.json that is not what it should be
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not points:

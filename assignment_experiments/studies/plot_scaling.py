@@ -18,12 +18,12 @@ bars). One panel per x axis; prints the pooled points as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from assignment_experiments.run_files import read_json
 from assignment_experiments.studies.figures import save_figure
 from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, training_setting
 
@@ -40,7 +40,7 @@ def run_point(run_dir: Path) -> dict | None:
     if not path.is_file():
         print(f"skipping {run_dir}: no summary.json", file=sys.stderr)
         return None
-    s = json.loads(path.read_text())
+    s = read_json(path)
     if s.get("final_val_loss") is None:
         print(f"skipping {run_dir}: no final_val_loss", file=sys.stderr)
         return None

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from assignment_experiments.run_files import read_json
 from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, training_setting
 
 MIN_SEEDS = 3  # the log's rule: a gap is real only over at least three seeds per side
@@ -100,10 +100,7 @@ def load_settings(run_dirs: list[Path], metric: str | None = None) -> tuple[str,
         summary_path = run / "summary.json"
         if not summary_path.is_file():
             raise ValueError(f"{run}: no summary.json (not a finished run folder)")
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{summary_path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        summary = read_json(summary_path)
         name, value = metric_of(summary, metric)
         names.add(name)
         stem, seed = seed_of(run.name)
