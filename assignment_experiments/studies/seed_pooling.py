@@ -87,9 +87,10 @@ def check_seeds(what: str, runs: list[tuple[str, dict | None]], fix: str = "pass
             f"{what} cannot be checked as seeds of one setting: {missing[0]} has no config.json; {fix}"
         )
     known = [(name, setting) for name, setting in runs if setting is not None]
+    rank = {key: index for index, key in enumerate(FIRST_NAMED)}  # then the others, alphabetically
     for (first, mine), (other, theirs) in ((known[0], run) for run in known[1:]):
         differing = sorted((key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key)),
-                           key=lambda key: (FIRST_NAMED.index(key) if key in FIRST_NAMED else 99, key))  # fmt: skip
+                           key=lambda key: (rank.get(key, len(rank)), key))  # fmt: skip
         if differing:
             key, others = differing[0], differing[1:]
             more = f"; also {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}" if others else ""
