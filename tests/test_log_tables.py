@@ -4,7 +4,8 @@ Every markdown table above the log's generated "## Results table", and in ``resu
 a row whose first cell names a run folder under ``results/runs/`` (``lr_0.01``, ``ablate_baseline_s1 (seed 1)``, or a
 pattern ``AMMMMMMA (seed 1)`` of the ``pattern_*`` runs) has each cell of a known column compared with that run's
 ``summary.json``, at the precision the cell is printed with; the log's architecture, mHC, MQAR and scale-ladder
-learning-rate tables, whose rows name a model, are checked against the runs each label stands for. Run it alone with
+learning-rate tables, whose rows name a model, are checked against the runs each label stands for, and the seed tables'
+per-seed losses and "mean ± std" cells against the seeds they pool. Run it alone with
 ``uv run pytest tests/test_log_tables.py -q``, or ``uv run python tests/test_log_tables.py`` for the counts."""
 
 from __future__ import annotations
@@ -303,3 +304,107 @@ def test_study_11_attention_probe_table_matches_the_probe_output():
                 continue
             values = probe[(run, layer)]
             assert previous == values[1] and pair == f"{values[2]} / {values[3]}", f"{run} layer {layer}"
+
+
+# Seed-pooled tables (studies 9, 10, 12 and 14): "a / b / c" cells under a header naming the seeds, and "mean ± std"
+# cells, against the final validation losses of the seeds they pool (a run ``X`` and ``X_s1``, ``X_s2``, ...).
+FAITHFUL = {  # study 10's rows
+    "dense SwiGLU FFN": "dense_ffn_f",
+    "MoE 4 experts, top-1": "moe_4x_top1_f",
+    "MoE 8 half-width experts, top-2": "moe_8x_top2_half_f",
+    "AMAM, plain residual": "residual_standard_f",
+    "AMAM, mHC (4 streams)": "residual_mhc_f",
+}
+SEEDS = re.compile(r"(s0 / s1 / s2|seed 0 / 1 / 2)$")
+
+
+def _seed_stem(header: list[str], row: list[str], column: str) -> str:
+    """The seed-0 run a cell of a seed-pooled table stands for."""
+    label = re.sub(r"[*`]", "", row[0])
+    if header[0] == "run (seed 0)":
+        return label
+    if header[0] == "pattern":
+        return f"pattern1k_{label}"
+    if header[1] == "lr":  # study 9: the architecture at the row's rate
+        return f"lr_{ARCH[label]}_{row[1]}"
+    if column.startswith("beta2 "):  # study 9's beta2 table: 0.95 is the default, 0.999 the ``_b999`` runs
+        return f"lr_{ARCH[label]}_1e-2" + ("_b999" if column.startswith("beta2 0.999") else "")
+    return FAITHFUL[label]
+
+
+def _seeds_of(stem: str, count: int) -> list[str]:
+    return [stem] + [f"{stem}_s{i}" for i in range(1, count)]
+
+
+def seed_pooled_mismatches() -> tuple[list[str], int]:
+    """Cells of the log's seed-pooled tables that disagree with the seeds' ``summary.json``, and how many were
+    compared."""
+    import statistics
+
+    from assignment_experiments.studies import seed_gaps
+
+    found, checked = [], 0
+
+    def check(where: str, stated: tuple[float, int], actual: float) -> None:
+        nonlocal checked
+        checked += 1
+        value, decimals = stated
+        if abs(value - actual) > 0.5 * 10**-decimals + 1e-9:
+            found.append(f"{where}: says {value}, the runs' files say {actual!r}")
+
+    def losses(runs: list[str]) -> list[float]:
+        missing = [run for run in runs if not _summary(run)]
+        assert not missing, f"{missing}: pooled by a seed table of the log, but not under results/runs"
+        return [_summary(run)["final_val_loss"] for run in runs]
+
+    for table in _hand_written_tables():
+        header = table[0]
+        if not any(SEEDS.search(column) or column.startswith("mean ± std") for column in header):
+            continue
+        for row in table[2:]:
+            pooled: list[seed_gaps.Setting] = []  # the settings of this row, in column order
+            runs: list[str] = []
+            for column, cell in zip(header, row, strict=True):
+                if SEEDS.search(column):
+                    stated = _numbers(cell)
+                    runs = _seeds_of(_seed_stem(header, row, column), len(stated))
+                    for run, value, loss in zip(runs, stated, losses(runs), strict=True):
+                        check(f"{run} final val loss", value, loss)
+                elif column.startswith("mean ± std"):
+                    if cell == "-":  # one seed: no seeds beyond it may have finished
+                        stem = _seed_stem(header, row, column)
+                        assert not _summary(f"{stem}_s1"), f"{stem}_s1 has finished, but the log pools {stem} alone"
+                        continue
+                    if not runs or column != "mean ± std":  # the count is in the cell or the header: "(3)"
+                        count = re.search(r"\((\d+)( seeds)?\)", f"{cell} {column}")
+                        runs = _seeds_of(_seed_stem(header, row, column), int(count[1]))
+                    values = losses(runs)
+                    mean, std = _numbers(cell)[:2]
+                    check(f"{runs} mean", mean, statistics.mean(values))
+                    check(f"{runs} std", std, statistics.stdev(values))
+                    assert not _summary(f"{runs[0]}_s{len(runs)}"), f"{runs}: a further seed has finished"
+                    pooled.append(seed_gaps.Setting(runs[0], runs, values))
+                    runs = []
+                elif column == "tokens/s (seed 0)":
+                    check(
+                        f"{row[0]} tokens/s",
+                        _numbers(cell)[0],
+                        _summary(_seed_stem(header, row, column))["tokens_per_s"],
+                    )
+                elif column == "0.999 - 0.95":
+                    check(f"{row[0]} {column}", _numbers(cell)[0], pooled[1].mean - pooled[0].mean)
+                elif column == "2 x pooled std":
+                    check(
+                        f"{row[0]} {column}",
+                        _numbers(cell)[0],
+                        seed_gaps.compare(pooled[0], pooled[1]).twice_pooled_std,
+                    )
+    return found, checked
+
+
+def test_seed_pooled_tables_match_the_seeds_they_pool():
+    """Every per-seed loss, mean ± std, and beta2 difference in the seed tables of studies 9, 10, 12 and 14, from the
+    runs' own summaries: a mean typed by hand, or a seed left out of it, fails here."""
+    found, checked = seed_pooled_mismatches()
+    assert checked > 100, f"only {checked} cells checked: did the seed tables' layout change?"
+    assert not found, "\n".join(found)
