@@ -115,6 +115,13 @@ MQAR = {
     "hybrid AM": "hybrid_AM",
     "hybrid MA": "hybrid_MA",
 }
+FAITHFUL = {  # study 10's rows
+    "dense SwiGLU FFN": "dense_ffn_f",
+    "MoE 4 experts, top-1": "moe_4x_top1_f",
+    "MoE 8 half-width experts, top-2": "moe_8x_top2_half_f",
+    "AMAM, plain residual": "residual_standard_f",
+    "AMAM, mHC (4 streams)": "residual_mhc_f",
+}
 MHC = {"plain": "residual_standard", "mHC, c = 6 (default)": "residual_mhc", "mHC, c = 2": "residual_mhc_logit2"}
 PAIRED = {
     "params": "num_params", "final val loss s0 / s1": "final_val_loss", "ppl s0 / s1": "final_val_perplexity",
@@ -182,8 +189,8 @@ def _check_width_table(header, rows, cells, compare, best_lr) -> None:
 
 
 def labelled_mismatches() -> tuple[list[str], int]:
-    """Cells of the architecture, mHC and MQAR tables and of the scale ladder's and the patterns' learning-rate tables
-    of the log, checked against the runs their labels stand for."""
+    """Cells of the architecture, mHC and MQAR tables and of the learning-rate tables (studies 9, 10, 12 and the scale
+    ladder's) of the log, checked against the runs their labels stand for."""
     found, checked = [], 0
     best_lr: dict[tuple[str, str], str] = {}  # study 11's width table: (row, column) -> the run-name part of its lr
 
@@ -214,21 +221,31 @@ def labelled_mismatches() -> tuple[list[str], int]:
                         mean = sum(_summary(run)["final_val_loss"] for run in runs) / 2
                         compare(f"{runs} mean", _numbers(cell)[0], mean)
             continue
-        # learning-rate checks, a cell per (row, lr): the scale ladder's (rows: rung, architecture) and the
-        # patterns' of study 12 (rows: pattern); lr 1e-2 is the run without an lr suffix
-        if header[:2] == ["rung", "architecture"] or (header[0] == "pattern" and header[1].startswith("lr ")):
-            ladder = header[0] == "rung"
+        # learning-rate checks, a cell per (row, lr): the scale ladder's (rows: rung, architecture), the patterns' of
+        # study 12 (rows: pattern), study 9's (rows: architecture; runs lr_<arch>_<lr>) and study 10's (rows: model);
+        # except in study 9, lr 1e-2 is the run without an lr suffix. A "best" cell names the row's lowest loss.
+        lr_columns = [i for i, column in enumerate(header) if column.startswith("lr ")]
+        if lr_columns and header[0] in ("rung", "pattern", "model"):
             for row in rows:
-                stem = f"ladder_{ARCH[row[1]]}_{row[0]}" if ladder else f"pattern1k_{row[0]}"
-                for column, cell in zip(
-                    header[2:] if ladder else header[1:], row[2:] if ladder else row[1:], strict=True
-                ):
-                    lr = column.removeprefix("lr ")
-                    run = stem + ("" if lr == "1e-2" else f"_lr{lr}")
-                    if cell:
-                        compare(f"{run} final val loss", _numbers(cell)[0], _summary(run).get("final_val_loss"))
+                label = row[0].replace("*", "")
+                losses = {}
+                for i in lr_columns:
+                    lr = header[i].removeprefix("lr ")
+                    suffix = "" if lr == "1e-2" else f"_lr{lr}"
+                    if header[0] == "rung":
+                        run = f"ladder_{ARCH[row[1]]}_{row[0]}{suffix}"
+                    elif header[0] == "pattern":
+                        run = f"pattern1k_{label}{suffix}"
+                    else:
+                        run = f"lr_{ARCH[label]}_{lr}" if label in ARCH else FAITHFUL[label] + suffix
+                    if row[i]:
+                        losses[lr] = _summary(run).get("final_val_loss")
+                        compare(f"{run} final val loss", _numbers(row[i])[0], losses[lr])
                     else:
                         assert not _summary(run), f"{run} has finished but its cell in a learning-rate table is empty"
+                if "best" in header:
+                    best = row[header.index("best")]
+                    assert best == min(losses, key=losses.get), f"{label}: the best rate is not {best}: {losses}"
             continue
         cells = [re.fullmatch(r"L=(\d+), d=(\d+)", column) for column in header]
         if header[0] == "steps to target" or (
@@ -308,13 +325,6 @@ def test_study_11_attention_probe_table_matches_the_probe_output():
 
 # Seed-pooled tables (studies 9, 10, 12 and 14): "a / b / c" cells under a header naming the seeds, and "mean ± std"
 # cells, against the final validation losses of the seeds they pool (a run ``X`` and ``X_s1``, ``X_s2``, ...).
-FAITHFUL = {  # study 10's rows
-    "dense SwiGLU FFN": "dense_ffn_f",
-    "MoE 4 experts, top-1": "moe_4x_top1_f",
-    "MoE 8 half-width experts, top-2": "moe_8x_top2_half_f",
-    "AMAM, plain residual": "residual_standard_f",
-    "AMAM, mHC (4 streams)": "residual_mhc_f",
-}
 SEEDS = re.compile(r"(s0 / s1 / s2|seed 0 / 1 / 2)$")
 
 
