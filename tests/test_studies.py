@@ -387,6 +387,45 @@ def test_lr_plot_panels_by_size_and_tokens_pools_seeds_and_says_when_the_best_ra
         plot_lr.main([str(runs[0]), "--size-ratio", "0.5", "--out", str(tmp_path / "x.png")])
 
 
+def test_scaling_and_lr_plots_name_moe_and_mhc_variants_and_place_an_moe_by_its_active_parameters(tmp_path, capsys):
+    """An MoE Transformer is labelled as such (not as the dense Transformer), sits at its active parameters on the
+    ``active`` axis, and shares the learning-rate panel of the dense model with its compute per token; an mHC hybrid
+    is labelled apart from the plain one."""
+    from assignment_experiments.studies import plot_lr, plot_scaling
+
+    def fake(name: str, arch: str, lr: float, loss: float, model: dict, total: int, active: int, pattern=None):
+        run = tmp_path / name
+        run.mkdir()
+        summary = {"architecture": arch, "pattern": pattern, "final_val_loss": loss, "num_params": total + 500,
+                   "num_params_non_embedding": total, "num_params_active": active + 500, "tokens_seen": 1000,
+                   "model_flops_per_token": 6.0 * active, "runtime_s": 1.0}  # 500 embedding parameters  # fmt: skip
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "config.json").write_text(json.dumps({"model": {"architecture": arch, **model}, "optim": {"lr": lr}}))
+        return run
+
+    moe = {"ffn": {"moe": {"num_experts": 8, "top_k": 2, "d_ff": 192}}}
+    runs = [
+        fake("dense_lr3", "transformer", 3e-3, 1.5, {}, 1000, 1000),
+        fake("dense_lr10", "transformer", 1e-2, 1.4, {}, 1000, 1000),
+        fake("moe_lr3", "transformer", 3e-3, 1.45, moe, 2800, 1010),  # 2.8x the parameters, the same per token
+        fake("moe_lr10", "transformer", 1e-2, 1.42, moe, 2800, 1010),
+        fake("amam", "hybrid", 1e-2, 1.3, {"pattern": "AMAM"}, 1100, 1100, pattern="AMAM"),
+        fake("amam_mhc", "hybrid", 1e-2, 1.32, {"pattern": "AMAM", "residual": {"kind": "mhc"}}, 1200, 1200, "AMAM"),
+    ]
+    points = {p["run"]: p for p in (plot_scaling.run_point(r) for r in runs)}
+    assert points["moe_lr3"]["label"] == "transformer + MoE 8x top-2" and points["dense_lr3"]["label"] == "transformer"
+    assert points["amam_mhc"]["label"] == "hybrid AMAM + mHC" and points["amam"]["label"] == "hybrid AMAM"
+    assert (points["moe_lr3"]["params"], points["moe_lr3"]["active"]) == (2800, 1010)
+    assert points["dense_lr3"]["active"] == points["dense_lr3"]["params"] == 1000
+    groups = plot_lr.panels([plot_lr.lr_point(r) for r in runs], size_ratio=1.5)
+    assert len(groups) == 1  # by active parameters the MoE is the dense model's size (by total, 2.8x larger)
+    assert plot_lr.panel_title(groups[0]).startswith("~0.001M active non-embedding params")
+    assert set(plot_lr.curves(groups[0])) == {"transformer", "transformer + MoE 8x top-2", "hybrid AMAM",
+                                              "hybrid AMAM + mHC"}  # fmt: skip
+    assert plot_scaling.main([*map(str, runs), "--x", "active", "params", "--out", str(tmp_path / "s.png")]) == 0
+    assert "| transformer + MoE 8x top-2 | `moe_lr10` | 1.01e+03 | 2.8e+03 | 1.420 | 1 |" in capsys.readouterr().out
+
+
 def test_mqar_by_query_shows_the_elimination_pattern_of_an_elimination_predictor():
     """Oracle: a predictor that never matches keys (a random value not yet shown after the pairs) scores
     1/4, 1/3, 1/2, 1 on the four queries of the revealed task; a recall predictor scores 1 on each."""

@@ -8,8 +8,9 @@ bound, not an optimum, and a flat bottom says the choice hardly matters. For eac
 ``optim.lr`` and ``summary.json`` the model (architecture, hybrid pattern), ``final_val_loss``,
 ``num_params_non_embedding`` and ``tokens_seen``.
 
-Panels: runs trained on the same number of tokens whose non-embedding parameter counts lie within ``--size-ratio``
-of each other share a panel (the rungs of a scale ladder, say). Runs of one model at one rate in a panel (seeds) are
+Panels: runs trained on the same number of tokens whose active non-embedding parameter counts lie within
+``--size-ratio`` of each other share a panel (the rungs of a scale ladder, say; an MoE shares the panel of the dense
+model with its compute per token, and its legend names it). Runs of one model at one rate in a panel (seeds) are
 pooled into mean +- sample std (runs that differ in more than their seed are refused, with the setting named).
 Each line's best rate is drawn as a filled star, and the Markdown table printed
 says when that best lies at the edge of the rates tried.
@@ -50,22 +51,23 @@ def panels(points: list[dict], size_ratio: float) -> list[list[dict]]:
         by_tokens[p["tokens"]].append(p)
     groups = []
     for _, members in sorted(by_tokens.items(), key=lambda kv: kv[0] or 0):
-        members.sort(key=lambda p: p["params"] or 0)
+        members.sort(key=lambda p: p["active"] or 0)
         current: list[dict] = []
         for p in members:
-            if current and (p["params"] or 0) > size_ratio * (current[0]["params"] or 0):
+            if current and (p["active"] or 0) > size_ratio * (current[0]["active"] or 0):
                 groups.append(current)
                 current = []
             current.append(p)
         groups.append(current)
-    groups.sort(key=lambda g: (min(p["params"] or 0 for p in g), min(p["tokens"] or 0 for p in g)))
+    groups.sort(key=lambda g: (min(p["active"] or 0 for p in g), min(p["tokens"] or 0 for p in g)))
     return groups
 
 
 def panel_title(group: list[dict]) -> str:
-    params = [p["params"] for p in group if p["params"]]
+    params = [p["active"] for p in group if p["active"]]
     tokens = group[0]["tokens"]
-    size = f"~{statistics.median(params) / 1e6:.2g}M non-embedding params" if params else "size unknown"
+    active = " active" if any(p["active"] != p["params"] for p in group) else ""  # an MoE in the panel
+    size = f"~{statistics.median(params) / 1e6:.2g}M{active} non-embedding params" if params else "size unknown"
     return f"{size}, {tokens / 1e6:.3g}M tokens" if tokens else size
 
 
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
     parser.add_argument("--out", type=Path, required=True, help="output PNG")
     parser.add_argument("--size-ratio", type=float, default=1.5,
-                        help="runs within this factor of non-embedding parameters share a panel "
+                        help="runs within this factor of active non-embedding parameters share a panel "
                         "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--title", default="Final validation loss vs learning rate",
                         help="plot title (default: %(default)s)")  # fmt: skip

@@ -4,9 +4,13 @@
         --out results/studies/scale_ladder/loss_vs_scale.png
 
 For each run: ``summary.json`` gives the architecture (and hybrid pattern), ``final_val_loss``,
-``num_params_non_embedding``, ``tokens_seen``, ``model_flops_per_token`` and ``runtime_s``. The x axes:
+``num_params_non_embedding``, ``num_params_active``, ``tokens_seen``, ``model_flops_per_token`` and ``runtime_s``;
+``config.json`` whether the FFN is a mixture of experts or the residual stream mHC, which the line's label names. The
+x axes:
 
 - ``params``: non-embedding parameters;
+- ``active``: non-embedding parameters a token passes through (an MoE counts its router and top-k experts, so that it
+  sits beside the dense model of equal compute per token; for every other model the same as ``params``);
 - ``flops``: training FLOPs, ``model_flops_per_token x tokens_seen`` (the convention of ``models/flops.py``:
   6 x weight-matrix entries + attention scores, element-wise work such as the selective scan ignored);
 - ``time``: training wall-clock (``runtime_s``; on a shared CPU this is noisy).
@@ -29,9 +33,24 @@ from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, tr
 
 X_AXES = {
     "params": "non-embedding parameters",
+    "active": "active non-embedding parameters per token",
     "flops": "training FLOPs",
     "time": "training wall-clock (s)",
 }
+
+
+def model_label(summary: dict, setting: dict) -> str:
+    """The model as a plot's legend names it: the architecture, a hybrid by its layer pattern, and a mixture-of-experts
+    FFN or an mHC residual stream named, so that a variant is never drawn as its dense or plain base model.
+    ``setting`` is the run's flattened config (``seed_pooling.training_setting``)."""
+    label = summary.get("architecture") or "?"
+    if label == "hybrid" and summary.get("pattern"):
+        label = f"hybrid {summary['pattern']}"
+    if setting.get("model.ffn.moe.num_experts"):
+        label += f" + MoE {setting['model.ffn.moe.num_experts']}x top-{setting.get('model.ffn.moe.top_k', 1)}"
+    if setting.get("model.residual.kind") == "mhc":
+        label += " + mHC"
+    return label
 
 
 def run_point(run_dir: Path) -> dict | None:
@@ -44,16 +63,16 @@ def run_point(run_dir: Path) -> dict | None:
     if s.get("final_val_loss") is None:
         print(f"skipping {run_dir}: no final_val_loss", file=sys.stderr)
         return None
-    label = s.get("architecture") or "?"
-    if label == "hybrid" and s.get("pattern"):
-        label = f"hybrid {s['pattern']}"
+    setting = training_setting(run_dir)
     flops = s.get("model_flops_per_token")
+    params, total, active = (s.get(k) for k in ("num_params_non_embedding", "num_params", "num_params_active"))
     return {
         "run": run_dir.name,
-        "setting": training_setting(run_dir),
-        "label": label,
+        "setting": setting,
+        "label": model_label(s, setting or {}),
         "loss": s["final_val_loss"],
-        "params": s.get("num_params_non_embedding"),
+        "params": params,
+        "active": active - (total - params) if None not in (params, total, active) else params,
         "flops": flops * s["tokens_seen"] if flops and s.get("tokens_seen") else None,
         "tokens": s.get("tokens_seen"),
         "time": s.get("runtime_s"),
