@@ -413,17 +413,19 @@ def test_scaling_and_lr_plots_name_moe_and_mhc_variants_and_place_an_moe_by_its_
         fake("amam_mhc", "hybrid", 1e-2, 1.32, {"pattern": "AMAM", "residual": {"kind": "mhc"}}, 1200, 1200, "AMAM"),
     ]
     points = {p["run"]: p for p in (plot_scaling.run_point(r) for r in runs)}
-    assert points["moe_lr3"]["label"] == "transformer + MoE 8x top-2" and points["dense_lr3"]["label"] == "transformer"
-    assert points["amam_mhc"]["label"] == "hybrid AMAM + mHC" and points["amam"]["label"] == "hybrid AMAM"
+    assert points["moe_lr3"]["label"] == "transformer +MoE 8x top-2" and points["dense_lr3"]["label"] == "transformer"
+    assert points["amam_mhc"]["label"] == "hybrid AMAM +mHC" and points["amam"]["label"] == "hybrid AMAM"
     assert (points["moe_lr3"]["params"], points["moe_lr3"]["active"]) == (2800, 1010)
     assert points["dense_lr3"]["active"] == points["dense_lr3"]["params"] == 1000
     groups = plot_lr.panels([plot_lr.lr_point(r) for r in runs], size_ratio=1.5)
     assert len(groups) == 1  # by active parameters the MoE is the dense model's size (by total, 2.8x larger)
     assert plot_lr.panel_title(groups[0]).startswith("~0.001M active non-embedding params")
-    assert set(plot_lr.curves(groups[0])) == {"transformer", "transformer + MoE 8x top-2", "hybrid AMAM",
-                                              "hybrid AMAM + mHC"}  # fmt: skip
+    assert set(plot_lr.curves(groups[0])) == {"transformer", "transformer +MoE 8x top-2", "hybrid AMAM",
+                                              "hybrid AMAM +mHC"}  # fmt: skip
+    dense_only = plot_lr.panels([plot_lr.lr_point(r) for r in runs if not r.name.startswith("moe")], size_ratio=1.5)
+    assert "active" not in plot_lr.panel_title(dense_only[0])  # the word is for panels that hold an MoE
     assert plot_scaling.main([*map(str, runs), "--x", "active", "params", "--out", str(tmp_path / "s.png")]) == 0
-    assert "| transformer + MoE 8x top-2 | `moe_lr10` | 1.01e+03 | 2.8e+03 | 1.420 | 1 |" in capsys.readouterr().out
+    assert "| transformer +MoE 8x top-2 | `moe_lr10` | 1.01e+03 | 2.8e+03 | 1.420 | 1 |" in capsys.readouterr().out
 
 
 def test_mqar_by_query_shows_the_elimination_pattern_of_an_elimination_predictor():

@@ -5,12 +5,12 @@
 
 Reads each run's ``summary.json`` (``final_val_accuracy``, ``architecture``, ``pattern``) and ``config.json``
 (``model.d_model``, ``data.task_options.seq_len``, ``optim.lr``); runs without an accuracy (not a synthetic task) are
-skipped. The line label is the architecture plus what sets a variant apart (a short convolution before attention, an
-SSM convolution cut to width 1). Seeds of one (architecture, length, width, lr) are pooled; runs pooled so must differ
-in nothing else that shapes training (a step budget, a batch size or a rate changed on ``--resume`` is an error that
-names the runs, to be left out with ``--exclude``). Where a cell was trained at several learning rates, the best one
-is shown, as Zoology's figure does (its lr is printed): the best mean accuracy or, for runs that stop at a target
-accuracy, the rate at which most seeds reached it, fastest. The plot
+skipped. The line label is the architecture plus what sets a variant apart (``model_labels.variant_label``: a short
+convolution before attention, an SSM convolution cut to width 1, ...). Seeds of one (architecture, length, width, lr)
+are pooled; runs pooled so must differ in nothing else that shapes training (a step budget, a batch size or a rate
+changed on ``--resume`` is an error that names the runs, to be left out with ``--exclude``). Where a cell was trained
+at several learning rates, the best one is shown, as Zoology's figure does (its lr is printed): the best mean
+accuracy or, for runs that stop at a target accuracy, the rate at which most seeds reached it, fastest. The plot
 draws that mean with each seed as a dot and, for MQAR, the value-guessing floor of each panel dashed. It also prints
 the grid as a Markdown table (rows: architecture, columns: sequence length x width; mean +- std over seeds). Where the
 runs stopped at a target accuracy (``train.target_accuracy``), a second plot row and a second table give the step at
@@ -35,30 +35,8 @@ from pathlib import Path
 
 from assignment_experiments.run_files import UnreadableRecordError, read_config_changes, read_json
 from assignment_experiments.studies.figures import save_figure
+from assignment_experiments.studies.model_labels import variant_label
 from assignment_experiments.studies.seed_pooling import CHANGED_ON_RESUME, change_text, check_seeds, training_setting
-
-
-def variant_label(config: dict, summary: dict) -> str:
-    """The architecture as a plot line names it: hybrids with their pattern, plus the settings that make a variant
-    (``+conv4`` for a short convolution before attention, ``ssm conv 1`` for an SSM without its time convolution,
-    ``+out norm`` for Mamba-2's output norm, ``ssm branch only`` for a one-branch Hymba, ``+4 meta tokens`` for meta
-    tokens outside Hymba, which has them)."""
-    model = config["model"]
-    arch = summary.get("architecture") or model["architecture"]
-    pattern = summary.get("pattern") or model.get("pattern")
-    label = f"{arch} {pattern}" if arch == "hybrid" and pattern else arch
-    if short_conv := (model.get("attention") or {}).get("short_conv"):
-        label += f" +conv{short_conv}"
-    if (model.get("ssm") or {}).get("d_conv") == 1:
-        label += " (ssm conv 1)"
-    if (model.get("ssm") or {}).get("out_norm"):
-        label += " +out norm"
-    meta = model.get("num_meta_tokens") or 0
-    if arch == "hymba" and (branches := (model.get("hymba") or {}).get("branches", "both")) != "both":
-        label += f" ({branches} branch only{'' if meta else ', no meta tokens'})"
-    elif arch != "hymba" and meta:
-        label += f" +{meta} meta tokens"
-    return label
 
 
 def load_points(run_dirs: list[Path]) -> list[dict]:
@@ -81,7 +59,7 @@ def load_points(run_dirs: list[Path]) -> list[dict]:
         is_mqar = data.get("task") in ("mqar", "associative_recall")
         floor = mqar_floors(data.get("task_options", {})).get("value-guessing floor") if is_mqar else None
         points.append({"name": run_dir.name, "setting": setting,
-                       "arch": variant_label(config, summary), "width": config["model"]["d_model"],
+                       "arch": variant_label(setting, summary), "width": config["model"]["d_model"],
                        "seq_len": seq_len, "lr": config.get("optim", {}).get("lr"), "accuracy": accuracy,
                        "floor": floor, "reached_step": summary.get("target_reached_step"),
                        "seed": config.get("train", {}).get("seed", 0),
@@ -207,7 +185,7 @@ def run_variants(run_dirs: list[Path]) -> dict[str, str]:
             summary_path = run_dir / "summary.json"
             settings[run_dir.name] = training_setting(run_dir)
             summary = read_json(summary_path) if summary_path.is_file() else {}
-            variants[run_dir.name] = variant_label(read_json(run_dir / "config.json"), summary)
+            variants[run_dir.name] = variant_label(settings[run_dir.name], summary)
             recorded = defaultdict(list)
             for c in read_config_changes(run_dir):
                 recorded[c["key"]].append(change_text(c))

@@ -5,8 +5,8 @@
 
 A learning-rate check is only read right as a curve: a best rate at the edge of the swept range is a lower or upper
 bound, not an optimum, and a flat bottom says the choice hardly matters. For each run, ``config.json`` gives
-``optim.lr`` and ``summary.json`` the model (architecture, hybrid pattern), ``final_val_loss``,
-``num_params_non_embedding`` and ``tokens_seen``.
+``optim.lr`` and the settings that make a variant, and ``summary.json`` the architecture (hybrid pattern),
+``final_val_loss``, ``num_params_non_embedding``, ``num_params``, ``num_params_active`` and ``tokens_seen``.
 
 Panels: runs trained on the same number of tokens whose active non-embedding parameter counts lie within
 ``--size-ratio`` of each other share a panel (the rungs of a scale ladder, say; an MoE shares the panel of the dense
@@ -44,8 +44,8 @@ def lr_point(run_dir: Path) -> dict | None:
 
 
 def panels(points: list[dict], size_ratio: float) -> list[list[dict]]:
-    """Points grouped by tokens seen, then by parameter count: sorted by size, a new panel starts wherever the next
-    run is more than ``size_ratio`` times larger than the smallest run of the current panel."""
+    """Points grouped by tokens seen, then by active non-embedding parameter count: sorted by size, a new panel starts
+    wherever the next run is more than ``size_ratio`` times larger than the smallest run of the current panel."""
     by_tokens: dict[int | None, list[dict]] = defaultdict(list)
     for p in points:
         by_tokens[p["tokens"]].append(p)

@@ -4,9 +4,9 @@
         --out results/studies/scale_ladder/loss_vs_scale.png
 
 For each run: ``summary.json`` gives the architecture (and hybrid pattern), ``final_val_loss``,
-``num_params_non_embedding``, ``num_params_active``, ``tokens_seen``, ``model_flops_per_token`` and ``runtime_s``;
-``config.json`` whether the FFN is a mixture of experts or the residual stream mHC, which the line's label names. The
-x axes:
+``num_params_non_embedding``, ``num_params``, ``num_params_active``, ``tokens_seen``, ``model_flops_per_token`` and
+``runtime_s``; ``config.json`` the settings that make a variant (an MoE FFN, mHC, a short convolution, ...), which the
+line's label names (``model_labels.variant_label``). The x axes:
 
 - ``params``: non-embedding parameters;
 - ``active``: non-embedding parameters a token passes through (an MoE counts its router and top-k experts, so that it
@@ -29,28 +29,15 @@ from pathlib import Path
 
 from assignment_experiments.run_files import read_json
 from assignment_experiments.studies.figures import save_figure
+from assignment_experiments.studies.model_labels import variant_label
 from assignment_experiments.studies.seed_pooling import check_seeds, seed_of, training_setting
 
 X_AXES = {
     "params": "non-embedding parameters",
-    "active": "active non-embedding parameters per token",
+    "active": "active non-embedding parameters per token",  # summary's num_params_active counts embeddings too
     "flops": "training FLOPs",
     "time": "training wall-clock (s)",
 }
-
-
-def model_label(summary: dict, setting: dict) -> str:
-    """The model as a plot's legend names it: the architecture, a hybrid by its layer pattern, and a mixture-of-experts
-    FFN or an mHC residual stream named, so that a variant is never drawn as its dense or plain base model.
-    ``setting`` is the run's flattened config (``seed_pooling.training_setting``)."""
-    label = summary.get("architecture") or "?"
-    if label == "hybrid" and summary.get("pattern"):
-        label = f"hybrid {summary['pattern']}"
-    if setting.get("model.ffn.moe.num_experts"):
-        label += f" + MoE {setting['model.ffn.moe.num_experts']}x top-{setting.get('model.ffn.moe.top_k', 1)}"
-    if setting.get("model.residual.kind") == "mhc":
-        label += " + mHC"
-    return label
 
 
 def run_point(run_dir: Path) -> dict | None:
@@ -69,7 +56,7 @@ def run_point(run_dir: Path) -> dict | None:
     return {
         "run": run_dir.name,
         "setting": setting,
-        "label": model_label(s, setting or {}),
+        "label": variant_label(setting, s),
         "loss": s["final_val_loss"],
         "params": params,
         "active": active - (total - params) if None not in (params, total, active) else params,
@@ -99,7 +86,7 @@ def pooled(points: list[dict], axes: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict], axes: list[str]) -> str:
-    lines = ["| architecture | runs | " + " | ".join(X_AXES[a] for a in axes) + " | final val loss | seeds |"]
+    lines = ["| model | runs | " + " | ".join(X_AXES[a] for a in axes) + " | final val loss | seeds |"]
     lines.append("|" + " --- |" * (len(axes) + 4))
     for r in sorted(rows, key=lambda r: (r["label"], r[axes[0]] or 0)):
         cells = " | ".join("-" if r[a] is None else f"{r[a]:.3g}" for a in axes)
