@@ -123,7 +123,11 @@ FAITHFUL = {  # study 10's rows
     "AMAM, plain residual": "residual_standard_f",
     "AMAM, mHC (4 streams)": "residual_mhc_f",
 }
-LADDER = {**{label: f"ladder_{arch}" for label, arch in ARCH.items()}, "Transformer +MoE 8x top-2": "moe_ladder"}
+LADDER = {  # the scale ladder's rows (study 14) and the MoE and mHC variants put on it (study 10)
+    **{label: f"ladder_{arch}" for label, arch in ARCH.items()},
+    "Transformer +MoE 8x top-2": "moe_ladder",
+    "hybrid AMAM +mHC": "mhc_ladder",
+}
 SWEPT_IN_STUDY_9 = {**ARCH, "dense SwiGLU FFN": "transformer"}  # study 10's dense FFN is study 9's Transformer
 MHC = {"plain": "residual_standard", "mHC, c = 6 (default)": "residual_mhc", "mHC, c = 2": "residual_mhc_logit2"}
 PAIRED = {
