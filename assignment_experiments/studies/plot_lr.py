@@ -19,7 +19,6 @@ says when that best lies at the edge of the rates tried.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -35,12 +34,10 @@ def lr_point(run_dir: Path) -> dict | None:
     point = run_point(run_dir)
     if point is None:
         return None
-    try:
-        lr = json.loads((run_dir / "config.json").read_text())["optim"]["lr"]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        print(f"skipping {run_dir}: no optim.lr in config.json ({e})", file=sys.stderr)
+    if point["setting"] is None:  # the rate is read from the config run_point already parsed
+        print(f"skipping {run_dir}: no config.json, so no optim.lr", file=sys.stderr)
         return None
-    return {**point, "lr": float(lr)}
+    return {**point, "lr": float(point["setting"]["optim.lr"])}
 
 
 def panels(points: list[dict], size_ratio: float) -> list[list[dict]]:
