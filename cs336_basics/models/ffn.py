@@ -7,7 +7,7 @@ from torch import nn
 
 from cs336_basics.models.moe import MoEFeedForward
 from cs336_basics.models.spec import FFNSpec
-from cs336_basics.nn.layers import SiLUFFN, SwiGLU, default_swiglu_d_ff
+from cs336_basics.nn.layers import Identity, SiLUFFN, SwiGLU, default_swiglu_d_ff
 
 
 def default_d_ff(d_model: int, kind: str = "swiglu") -> int:
@@ -47,6 +47,6 @@ def build_dense_ffn(d_model: int, spec: FFNSpec) -> nn.Module | None:
     if spec.kind == "none":
         return None
     if spec.kind == "identity":
-        return nn.Identity()
+        return Identity()
     d_ff = default_d_ff(d_model, spec.kind) if spec.d_ff is None else spec.d_ff
     return SwiGLU(d_model, d_ff) if spec.kind == "swiglu" else SiLUFFN(d_model, d_ff)

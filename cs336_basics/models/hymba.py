@@ -78,7 +78,7 @@ from cs336_basics.models.mamba import mamba_mixer
 from cs336_basics.models.mamba_block import MambaState
 from cs336_basics.models.spec import ModelSpec
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, KVCache
-from cs336_basics.nn.layers import Linear, RMSNorm
+from cs336_basics.nn.layers import Identity, Linear, RMSNorm
 
 NORM_EPS = 1e-5  # as RMSNorm
 
@@ -151,7 +151,7 @@ class HymbaLayer(Block):
         if has_ssm:
             self.mixer = mamba_mixer(d, spec.ssm)
             if paper:
-                self.mixer.out_proj = nn.Identity()  # the one output projection below replaces it
+                self.mixer.out_proj = Identity()  # the one output projection below replaces it
         if not paper:
             self.attn_norm = RMSNorm(d) if has_attn else None
             self.ssm_norm = RMSNorm(d) if has_ssm else None

@@ -45,7 +45,7 @@ from cs336_basics.models.hyper_connections import (
 )
 from cs336_basics.models.moe import collect_moe_diagnostics
 from cs336_basics.models.spec import ModelSpec
-from cs336_basics.nn.layers import Embedding, Linear, build_norm, dropout
+from cs336_basics.nn.layers import Embedding, Identity, Linear, build_norm, dropout
 
 
 @dataclass
@@ -87,7 +87,7 @@ class LanguageModel(nn.Module):
         self.layers = nn.ModuleList(block_class(letter)(spec, i) for i, letter in enumerate(spec.plan))
         for block in self.layers:
             block.connect(list(self.layers))
-        self.ln_final = build_norm(spec.norm_layer, d) if spec.norm == "pre" else nn.Identity()
+        self.ln_final = build_norm(spec.norm_layer, d) if spec.norm == "pre" else Identity()
         self.lm_head = Linear(d, spec.vocab_size)
         if spec.tie_embeddings:  # one matrix for input and output: std d^-0.5 gives unit-scale initial logits
             std = d**-0.5

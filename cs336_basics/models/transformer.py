@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from cs336_basics.models.block import Block, Branch, register_block
 from cs336_basics.models.ffn import build_dense_ffn, build_moe_ffn
 from cs336_basics.models.spec import AttentionSpec, FFNSpec, ModelSpec
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, KVCache
 from cs336_basics.nn.conv import CausalDepthwiseConv1d, conv_state_after
-from cs336_basics.nn.layers import build_norm
+from cs336_basics.nn.layers import Identity, build_norm
 
 
 @dataclass
@@ -46,8 +46,8 @@ class TransformerBlock(Block):
         moe = build_moe_ffn(d, spec.ffn)
         self.norm = spec.norm
         self.attn = CausalMultiHeadSelfAttention(d, attn.num_heads, **spec.attention_options(layer))
-        self.ln1 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
-        self.ln2 = build_norm(spec.norm_layer, d) if spec.norm != "none" else nn.Identity()
+        self.ln1 = build_norm(spec.norm_layer, d) if spec.norm != "none" else Identity()
+        self.ln2 = build_norm(spec.norm_layer, d) if spec.norm != "none" else Identity()
         self.ffn = moe if moe is not None else build_dense_ffn(d, spec.ffn)
         # optional causal depthwise conv on the attention input (key ``short_conv.weight``/``.bias``)
         self.short_conv = CausalDepthwiseConv1d(d, attn.short_conv) if attn.short_conv else None

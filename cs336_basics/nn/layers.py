@@ -1,4 +1,4 @@
-"""The basic parametrised layers: Linear, Embedding, RMSNorm and the two feed-forward networks.
+"""The basic layers: Linear, Embedding, RMSNorm, LayerNorm, Dropout, Identity and the two feed-forward networks.
 
 Conventions shared by all of them (they fix the state-dict layout of ``docs/ADAPTERS.md``):
 
@@ -24,6 +24,14 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from cs336_basics.nn.functional import silu
+
+
+class Identity(nn.Module):
+    """Returns its input: the stand-in where a configuration turns a norm, a final norm or a mixer off, so the
+    module tree (and every caller) stays the same shape. No parameters, so state dicts are unaffected."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 class Linear(nn.Module):
