@@ -4,7 +4,7 @@ Sharing follows Hymba-1.5B's groups (pairs of consecutive non-global layers; an 
 each consumer layer drops its K and V projections and keeps no KV cache. Both models are built here from the same
 spec (on the meta device: nothing is allocated) with paper fusion and schedule; the cache is what ``make_cache``
 allocates (float32) for ``batch`` sequences of ``context + meta tokens`` positions. These are exact counts, not
-timings. Run: ``uv run python benchmarks/bench_hymba_kv_sharing.py`` (writes
+timings. Run: ``uv run python benchmarks/bench_hymba_kv_sharing.py [--write]`` (``--write`` updates
 ``benchmarks/results/hymba_kv_sharing.md``).
 """
 
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--meta", type=int, default=8, help="meta tokens (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="sequences the KV cache holds (default: %(default)s)")
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32], help="model depths to count")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "hymba_kv_sharing.md", help="Markdown table to write")
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/hymba_kv_sharing.md")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -53,7 +53,7 @@ def main() -> None:
     command = "uv run python benchmarks/bench_hymba_kv_sharing.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items()
-        if k != "out"
+        if k != "write"
     )
     lines = [
         "# Hymba cross-layer KV sharing: parameters and KV-cache memory",
@@ -74,8 +74,11 @@ def main() -> None:
             f"({params['shared'] / params['plain'] - 1:+.1%}) | {cache['plain'] / 2**20:.2f} -> "
             f"{cache['shared'] / 2**20:.2f} MiB | {cache['shared'] / cache['plain']:.2f}x |"
         )
-    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/hymba_kv_sharing.md)")
+        return
+    (RESULTS_DIR / "hymba_kv_sharing.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

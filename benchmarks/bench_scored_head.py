@@ -1,16 +1,19 @@
 """Training-step time with the output layer on the answer positions only vs on every position (MQAR, vocab 8192).
 
-    uv run python benchmarks/bench_scored_head.py --steps 10
+    uv run python benchmarks/bench_scored_head.py --steps 10 [--write]
 
 Builds the model of ``configs/mqar_zoology.json`` (2 layers, width 64, vocabulary 8192) and times forward + backward
 of one batch of 64 sequences, once with ``score_mask`` (the LM head on the 4 answers per sequence, what the trainer
 does for synthetic tasks) and once with the full logits; prints both and their ratio. One thread by default, so the
-figure does not depend on what else the machine runs.
+figure does not depend on what else the machine runs. ``--write`` updates ``benchmarks/results/scored_head.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -18,12 +21,14 @@ from pathlib import Path
 import torch
 
 CONFIG = Path(__file__).resolve().parents[1] / "assignment_experiments" / "configs" / "mqar_zoology.json"
+RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_scored_head.py", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/scored_head.md")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from assignment_experiments.config import load_config
@@ -51,9 +56,30 @@ def main() -> None:
             step(subset)
         timings[subset] = (time.perf_counter() - started) / args.steps
     tokens = inputs.numel()
-    for subset, label in ((True, "answer positions only"), (False, "every position")):
-        print(f"{label:>22}: {timings[subset] * 1e3:7.1f} ms/step, {tokens / timings[subset]:10,.0f} tokens/s")
-    print(f"speed-up: {timings[False] / timings[True]:.1f}x")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "# Output layer on the answer positions only vs on every position (MQAR training step)",
+        "",
+        f"Command: `uv run python benchmarks/bench_scored_head.py --steps {args.steps} --threads {args.threads}`  ",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()}-core CPU "
+        f"({platform.machine()}), load average {load:.1f} at the end; torch {torch.__version__}, {args.threads} "
+        f"thread(s).  ",
+        f"Model and task: `configs/mqar_zoology.json` (2 layers, width {config.model.d_model}, vocabulary "
+        f"{config.data.task_options['vocab_size']}), one batch of {inputs.shape[0]} x {inputs.shape[1]} tokens, forward"
+        f" + backward, mean of {args.steps} steps after one warm-up step. The losses are equal "
+        "(`tests/test_scored_positions.py`).",
+        "",
+        "| output layer on | ms / step | tokens / s |",
+        "| --- | --- | --- |",
+    ]
+    for subset, label in ((True, "the answer positions only"), (False, "every position")):
+        lines.append(f"| {label} | {timings[subset] * 1e3:.1f} | {tokens / timings[subset]:,.0f} |")
+    lines += ["", f"Speed-up: **{timings[False] / timings[True]:.1f}x**."]
+    print("\n".join(lines))
+    if not args.write:
+        print("(not written: pass --write to update benchmarks/results/scored_head.md)")
+        return
+    (RESULTS_DIR / "scored_head.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
