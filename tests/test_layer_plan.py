@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from assignment_experiments.evaluate import main as evaluate_main
+from assignment_experiments.report import main as report_main
 from assignment_experiments.run_experiment import main
 from cs336_basics.models.block import BLOCKS, Block, Branch, register_block, validate_plan
 from cs336_basics.models.factory import hybrid_lm, transformer_lm
@@ -71,7 +73,7 @@ def test_the_new_block_decodes_through_the_shared_cache(letter_f):
     assert cache.length == 10
 
 
-def test_the_new_block_trains_through_the_runner(letter_f, tmp_path: Path):
+def test_the_new_block_trains_evaluates_and_reports_through_the_runner(letter_f, tmp_path: Path, capsys):
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, np.tile(np.random.default_rng(0).integers(0, 40, size=23), 60).astype(np.uint16))
     config = {
@@ -90,6 +92,15 @@ def test_the_new_block_trains_through_the_runner(letter_f, tmp_path: Path):
     records = [json.loads(line) for line in (tmp_path / "runs" / "toy" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert summary["steps"] == 8 and losses[-1] < losses[0]
+
+    # ... and the run folder works with the tools every other run does: evaluate rebuilds the model from the config
+    # (the same final loss, on the same fixed windows) and report tabulates it.
+    run_dir = tmp_path / "runs" / "toy"
+    assert evaluate_main([str(run_dir), "--json", "--num-threads", "1"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["loss"] == pytest.approx(summary["final_val_loss"], rel=1e-5)
+    assert report_main([str(run_dir), "--out-dir", str(tmp_path / "report")]) == 0
+    assert "| toy |" in (tmp_path / "report" / "results.md").read_text()
 
 
 def test_unknown_letters_and_taken_letters_are_rejected():
