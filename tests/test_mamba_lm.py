@@ -28,6 +28,30 @@ def _lm(**kwargs) -> mamba_lm:
     return mamba_lm(VOCAB, D_MODEL, LAYERS, d_state=4, d_conv=4, expand=2, **kwargs)
 
 
+def _lm_whose_state_matters(**kwargs) -> mamba_lm:
+    """``_lm`` with every step size at softplus(0.5) ~ 0.97. At the default init (dt from 1e-3 to 1e-1) the SSM state
+    moves the logits by under 1e-4, so a cache that dropped it would pass a decoding check at 1e-4; here dropping it
+    moves them by ~1e-3, while a correct cache stays within ~5e-7 of the full forward."""
+    model = _lm(**kwargs)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.mixer.dt_bias.fill_(0.5)
+    return model
+
+
+def _decode(model, ids: torch.Tensor, prompt_len: int, drop_ssm_state: bool = False) -> torch.Tensor:
+    """Logits of a prefill of ``prompt_len`` tokens, then one token at a time through the cache; with
+    ``drop_ssm_state`` the SSM states are zeroed after the prefill (the bug the decoding checks must see)."""
+    cache = model.make_cache(ids.shape[0], ids.shape[1])
+    parts = [model(ids[:, :prompt_len], cache=cache)]
+    if drop_ssm_state:
+        for state in cache.layers:
+            state.own.ssm.zero_()
+    parts += [model(ids[:, t : t + 1], cache=cache) for t in range(prompt_len, ids.shape[1])]
+    assert cache.length == ids.shape[1]
+    return torch.cat(parts, dim=1)
+
+
 def test_state_dict_keys_follow_documented_layout():
     shapes = {k: tuple(v.shape) for k, v in _lm().state_dict().items()}
     d_inner, R, n = 2 * D_MODEL, 1, 4
@@ -76,24 +100,22 @@ def test_lm_is_causal():
 
 @pytest.mark.parametrize("prompt_len", [1, 2, 3, 4, 9])
 def test_cached_decoding_equals_full_forward_at_every_position(prompt_len):
-    model = _lm(ffn="swiglu").eval()
+    model = _lm_whose_state_matters(ffn="swiglu").eval()
     ids = torch.randint(0, VOCAB, (2, 12))
     with torch.no_grad():
         full = model(ids)
-        cache = model.make_cache(2, 12)
-        parts = [model(ids[:, :prompt_len], cache=cache)]
-        parts += [model(ids[:, t : t + 1], cache=cache) for t in range(prompt_len, 12)]
-    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
-    assert cache.length == 12
+        torch.testing.assert_close(_decode(model, ids, prompt_len), full, rtol=1e-5, atol=1e-5)
+        # the check can fail: a cache that loses the SSM state after the prefill is far outside it
+        assert (_decode(model, ids, prompt_len, drop_ssm_state=True) - full).abs().max() > 1e-4
 
 
 def test_multi_token_continuation_after_prefill_equals_full_forward():
-    model = _lm().eval()
+    model = _lm_whose_state_matters().eval()
     ids = torch.randint(0, VOCAB, (1, 10))
     with torch.no_grad():
         cache = model.make_cache(1, 10)
         parts = [model(ids[:, :3], cache=cache), model(ids[:, 3:7], cache=cache), model(ids[:, 7:], cache=cache)]
-        torch.testing.assert_close(torch.cat(parts, dim=1), model(ids), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.cat(parts, dim=1), model(ids), rtol=1e-5, atol=1e-5)
 
 
 def test_cache_size_does_not_grow_with_sequence():
@@ -109,7 +131,7 @@ def test_cache_size_does_not_grow_with_sequence():
 
 
 def test_generate_with_recurrent_cache_matches_greedy_recompute():
-    model = _lm().eval()
+    model = _lm_whose_state_matters().eval()
     prompt = [3, 1, 4, 1, 5]
     assert generate(model, prompt, max_new_tokens=6, temperature=0.0) == greedy_by_recompute(model, prompt, 6)
 

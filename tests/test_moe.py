@@ -208,13 +208,22 @@ def _moe_transformer():
     return transformer_lm(20, 16, 16, 2, 2, moe={"num_experts": 3, "top_k": 2, "d_ff": 16})
 
 
+def _weighted_aux_sum(model) -> torch.Tensor:
+    """The model's auxiliary loss written out: every MoE layer's weighted load-balancing and z-loss of the last
+    forward (each of those two is checked against a hand computation above)."""
+    layers = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    assert layers
+    return sum(m.load_balance_weight * m.last_load_balance_loss + m.z_loss_weight * m.last_z_loss for m in layers)
+
+
 def test_transformer_with_moe_ffn_reports_aux_loss_and_stays_causal():
     model = _moe_transformer()
     ids = torch.randint(0, 20, (2, 10))
     changed = ids.clone()
     changed[:, 6:] = torch.randint(0, 20, (2, 4))
     past = model(ids)[:, :6]
-    torch.testing.assert_close(collect_auxiliary_losses(model), model.auxiliary_loss())
+    assert model.auxiliary_loss().item() > 0
+    torch.testing.assert_close(model.auxiliary_loss(), _weighted_aux_sum(model))
     torch.testing.assert_close(model(changed)[:, :6], past, rtol=1e-5, atol=1e-5)
     assert len([k for k in collect_moe_diagnostics(model) if "/load_" in k]) == 2 * 3
 
@@ -224,9 +233,9 @@ def test_mamba_with_moe_ffn_reports_aux_loss():
 
     model = mamba_lm(20, 16, 2, d_state=4, moe={"num_experts": 3, "top_k": 1, "d_ff": 16}, scan_backend="chunked")
     model(torch.randint(0, 20, (2, 8)))
-    aux = collect_auxiliary_losses(model)
+    aux = model.auxiliary_loss()
     assert aux.item() > 0
-    torch.testing.assert_close(aux, model.auxiliary_loss())
+    torch.testing.assert_close(aux, _weighted_aux_sum(model))
     counts = moe_parameter_counts(model)
     assert counts["total"] - counts["active"] == 2 * 2 * (3 * 16 * 16)
 

@@ -40,7 +40,9 @@ def test_layer_norm_matches_torch_with_a_trained_gain_and_bias():
     x = torch.randn(3, 5, D) * 4 + 2
     expected = F.layer_norm(x, (D,), norm.weight, norm.bias, eps=1e-5)
     torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
-    assert norm(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    low = x.to(torch.bfloat16)  # computed in float32 inside, rounded once to the input dtype
+    expected_low = F.layer_norm(low.float(), (D,), norm.weight, norm.bias, eps=1e-5).to(torch.bfloat16)
+    torch.testing.assert_close(norm(low), expected_low, rtol=1e-5, atol=1e-5)
 
 
 def test_linear_with_bias_matches_torch_and_keeps_the_bias_free_layout_by_default():
