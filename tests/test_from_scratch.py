@@ -5,7 +5,10 @@ opt-in fast backends a config selects by name (``OPT_IN_BACKENDS``).
 
 The check reads the source with ``ast`` and resolves every name to the dotted path it was imported from, so
 ``from torch import nn; nn.Linear``, ``import torch.nn.functional as F; F.softmax`` and
-``from torch.nn import Linear`` are all caught, while a docstring that mentions ``torch.nn.Linear`` is not.
+``from torch.nn import Linear`` are all caught, while a docstring that mentions ``torch.nn.Linear`` is not. The
+``torch.*`` twins of the functional ops the library writes itself (``torch.softmax``, ``torch.layer_norm``,
+``torch.conv1d``, ..., ``torch._C._nn``), the tensor methods ``.softmax()`` / ``.log_softmax()`` and an
+``importlib.import_module("torch.nn...")`` count as uses too.
 """
 
 from __future__ import annotations
@@ -35,7 +38,17 @@ ALLOWED = (
 OPT_IN_BACKENDS = {
     "cs336_basics/nn/attention.py": {"torch.nn.functional.scaled_dot_product_attention"},  # attention.backend
 }
-GUARDED = ("torch.nn", "torch.optim")
+GUARDED = ("torch.nn", "torch.optim", "torch._C._nn")
+# torch.* twins of torch.nn.functional ops that the library implements itself (elementwise maths such as
+# torch.sigmoid, torch.exp or torch.logsumexp is not on the list: those are tensor primitives, not layers).
+FUNCTIONAL_TWINS = {
+    f"torch.{name}"
+    for name in ("softmax", "log_softmax", "layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm",
+                 "conv1d", "conv2d", "conv_transpose1d", "embedding", "embedding_bag", "dropout", "alpha_dropout",
+                 "feature_dropout", "bilinear", "scaled_dot_product_attention")
+}  # fmt: skip
+TENSOR_METHODS = {"softmax", "log_softmax"}  # ``x.softmax(-1)``: the method form of the same ops
+TENSOR_METHOD_PATHS = {f"torch.Tensor.{name}" for name in TENSOR_METHODS}
 
 
 def forbidden_uses(source: str) -> list[tuple[int, str]]:
@@ -63,7 +76,8 @@ def forbidden_uses(source: str) -> list[tuple[int, str]]:
         return None
 
     def guarded(path: str) -> bool:
-        return any(path == g or path.startswith(g + ".") for g in GUARDED)
+        named = path in FUNCTIONAL_TWINS or path in TENSOR_METHOD_PATHS
+        return named or any(path == g or path.startswith(g + ".") for g in GUARDED)
 
     def allowed(path: str) -> bool:
         return any(path.startswith(a) if a.endswith(".") else path == a or path.startswith(a + ".") for a in ALLOWED)
@@ -74,7 +88,15 @@ def forbidden_uses(source: str) -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             paths = [f"{node.module}.{name.name}" for name in node.names]  # ``from torch.nn import Linear`` is a use
         elif isinstance(node, ast.Attribute) and id(node) not in inner:
-            paths = [dotted(node)]  # the whole chain: ``nn.init.zeros_`` is one use, not two
+            path = dotted(node)  # the whole chain: ``nn.init.zeros_`` is one use, not two
+            if path is None and node.attr in TENSOR_METHODS:  # on a tensor, not on an imported module
+                path = f"torch.Tensor.{node.attr}"
+            paths = [path]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = dotted(node.func) or (node.func.id if isinstance(node.func, ast.Name) else None)
+            if called not in ("importlib.import_module", "__import__"):
+                continue
+            paths = [str(node.args[0].value)]
         else:
             continue
         uses += [(node.lineno, path) for path in paths
@@ -91,6 +113,9 @@ def test_the_scanner_catches_every_import_form():
         "import torch\nfrom torch import nn, optim\nimport torch.nn.functional as F\nfrom torch.nn import Linear\n"
         "a = nn.Linear(2, 2)\nb = F.softmax(x, -1)\nc = torch.nn.LayerNorm(3)\nd = optim.Adam(p)\n"
         "e = torch.optim.lr_scheduler.StepLR\n"
+        "f = torch.softmax(x, -1)\ng = x.log_softmax(-1)\nh = torch._C._nn.linear(x, w)\n"
+        "import importlib\ni = importlib.import_module('torch.nn.functional')\n"
+        "from cs336_basics.nn import functional\nj = functional.softmax(x, -1)\nk = torch.sigmoid(x).exp()\n"
         "ok = (nn.Module, nn.Parameter, nn.ModuleList, nn.init.zeros_, torch.optim.Optimizer)\n"
         '"""torch.nn.Linear in a docstring is not a use"""\n'
     )
@@ -102,8 +127,12 @@ def test_the_scanner_catches_every_import_form():
         "torch.nn.LayerNorm",
         "torch.optim.Adam",
         "torch.optim.lr_scheduler.StepLR",
+        "torch.softmax",
+        "torch.Tensor.log_softmax",
+        "torch._C._nn.linear",
+        "torch.nn.functional",
     ]
-    assert [line for line, _ in found] == [4, 5, 6, 7, 8, 9]
+    assert [line for line, _ in found] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 14]
 
 
 @pytest.mark.parametrize("path", library_files(), ids=lambda p: str(p.relative_to(ROOT)))
