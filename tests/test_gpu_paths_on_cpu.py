@@ -12,6 +12,7 @@ steps on CUDA (``pytest -m gpu``, step (a) of ``benchmarks/gpu_check.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -88,10 +89,38 @@ def test_bf16_autocast_step_tracks_the_fp32_step(architecture, device="cpu"):
     assert torch.nn.functional.cosine_similarity(delta_ref, delta_bf16, dim=0) > 0.8
 
 
-def test_bf16_mamba_step_with_the_triton_scan_matches_the_chunked_scan():
+class CountingLaunches:
+    """Stands in for a ``@triton.jit`` kernel: counts ``kernel[grid](...)`` launches and makes the real launch, so a
+    test can tell that the Triton kernel ran, not some other backend that computes the same numbers."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+def test_bf16_mamba_step_with_the_triton_scan_matches_the_chunked_scan(monkeypatch):
     # The GPU default: under autocast the block hands the Triton kernels bf16 u/delta/B/C/z and float32 A/D/bias.
     pytest.importorskip("triton")
     import kernels.selective_scan.triton_scan as triton_scan
+
+    # Matching the chunked scan proves nothing if the chunked scan is what ran: count the dispatcher's calls into the
+    # Triton entry point, and the launches of the forward and backward kernels (the backward has no Python entry of
+    # its own: SelectiveScanTriton.backward launches selective_scan_bwd_kernel).
+    entry_calls = []
+    real_entry = triton_scan.selective_scan_triton
+
+    def counting_entry(*args, **kwargs):
+        entry_calls.append(1)
+        return real_entry(*args, **kwargs)
+
+    fwd = CountingLaunches(triton_scan.selective_scan_fwd_kernel)
+    bwd = CountingLaunches(triton_scan.selective_scan_bwd_kernel)
+    monkeypatch.setattr(triton_scan, "selective_scan_triton", counting_entry)
+    monkeypatch.setattr(triton_scan, "selective_scan_fwd_kernel", fwd)
+    monkeypatch.setattr(triton_scan, "selective_scan_bwd_kernel", bwd)
 
     chunked = make_trainer(make_model("mamba", scan_backend="chunked"), precision="bf16")
     triton = make_trainer(make_model("mamba", scan_backend="triton"), precision="bf16")
@@ -101,7 +130,10 @@ def test_bf16_mamba_step_with_the_triton_scan_matches_the_chunked_scan():
         got = triton.train_step()
     finally:
         triton_scan.DEFAULT_CHUNK = original
+    # one Mamba layer, one step: one scan forward and one backward, both through the Triton kernels
+    assert (len(entry_calls), fwd.launches, bwd.launches) == (1, 1, 1)
     ref = chunked.train_step()
+    assert (len(entry_calls), fwd.launches, bwd.launches) == (1, 1, 1)  # the chunked model never reached Triton
     assert got["loss"] == pytest.approx(ref["loss"], rel=1e-2)
     assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=5e-2)
     for (name, a), b in zip(triton.model.named_parameters(), chunked.model.parameters(), strict=True):
@@ -109,12 +141,39 @@ def test_bf16_mamba_step_with_the_triton_scan_matches_the_chunked_scan():
 
 
 # ----- torch.compile --------------------------------------------------------------------------------------------------
+class CountingBackend:
+    """A ``torch.compile`` backend that compiles with the named one (``aot_eager``, ``inductor``) and counts the calls
+    into the graphs it returns: compiled and eager steps that agree prove nothing unless the compiled graphs ran.
+
+    A backend is called once per graph it compiles, so counting there counts compilations; the count has to sit in
+    the callable it returns. Every graph a forward runs adds one call (graph breaks split Mamba's forward into several,
+    and a guard may recompile on the second step), so a training step that went through the compiled module adds at
+    least one, and a step that bypassed it adds none.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.compile_with, self.calls = torch._dynamo.lookup_backend(name), 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        compiled = self.compile_with(gm, example_inputs)
+
+        @functools.wraps(compiled)  # keeps the attributes Dynamo may read off a compiled graph
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+
+        return run
+
+
 def compiled_matches_eager(architecture: str, device: str, backend: str, precision: str = "fp32") -> None:
     eager = make_trainer(make_model(architecture, device), device, precision)
     model = make_model(architecture, device)
-    compiled = make_trainer(model, device, precision, train_module=torch.compile(model, backend=backend))
+    counting = CountingBackend(backend)
+    compiled = make_trainer(model, device, precision, train_module=torch.compile(model, backend=counting))
     for _ in range(2):  # the second step runs the cached graph with updated weights
+        before = counting.calls
         ref, got = eager.train_step(), compiled.train_step()
+        assert counting.calls > before, (architecture, backend)  # this step ran the compiled graphs, not the model
         tol = 1e-5 if precision == "fp32" else 1e-2
         assert got["loss"] == pytest.approx(ref["loss"], rel=tol), (architecture, backend)
         assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=10 * tol)
@@ -181,12 +240,25 @@ def test_runner_train_compile_true_trains_the_compiled_module(architectures, tmp
 
     calls = []
     real_compile = torch.compile
+    counting = CountingBackend("aot_eager")
 
     def aot_eager_compile(module, **kwargs):
         calls.append(type(module).__name__)
-        return real_compile(module, backend="aot_eager")
+        return real_compile(module, backend=counting)
+
+    # a final loss and plain checkpoint keys come just as well from a loop that trains the bare model: count, step by
+    # step, the calls into the compiled graphs (evaluations run outside train_step and are not counted)
+    graph_calls_per_step = []
+    real_train_step = Trainer.train_step
+
+    def counted_train_step(self):
+        before = counting.calls
+        metrics = real_train_step(self)
+        graph_calls_per_step.append(counting.calls - before)
+        return metrics
 
     monkeypatch.setattr(torch, "compile", aot_eager_compile)
+    monkeypatch.setattr(Trainer, "train_step", counted_train_step)
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, (np.arange(600) * 7 % VOCAB).astype(np.uint16))
     for architecture in architectures:
@@ -204,7 +276,9 @@ def test_runner_train_compile_true_trains_the_compiled_module(architectures, tmp
             model.pop("num_layers")
         path = tmp_path / f"{architecture}.json"
         path.write_text(json.dumps(config))
+        graph_calls_per_step.clear()
         assert main(["--config", str(path), "--runs-dir", str(tmp_path / "runs"), "--name", architecture]) == 0
+        assert len(graph_calls_per_step) == 2 and min(graph_calls_per_step) >= 1, (architecture, graph_calls_per_step)
         run = tmp_path / "runs" / architecture
         summary = json.loads((run / "summary.json").read_text())
         assert np.isfinite(summary["final_val_loss"]), architecture

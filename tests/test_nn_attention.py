@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cs336_basics.nn.attention as attention_module
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding, causal_mask
 from tests.adapters import (
     run_multihead_self_attention,
@@ -129,6 +130,27 @@ def test_sliding_window_attention_matches_a_banded_mask(window):
     torch.testing.assert_close(attn(x), torch_mha(x, weights, 2, window=window), rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture
+def sdpa_calls(monkeypatch) -> list[int]:
+    """Counts calls into the fused kernel behind ``backend="torch_sdpa"`` (the module's ``torch_sdpa`` alias), which
+    still runs. A torch_sdpa layer that matches an oracle proves nothing if the naive path is what ran: the tests that
+    take this fixture assert the kernel ran once per forward on that backend and never on the naive one."""
+    calls = []
+    real = attention_module.torch_sdpa
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module, "torch_sdpa", counting_sdpa)
+    return calls
+
+
+def expected_sdpa_calls(backend: str, forwards: int) -> int:
+    """How many fused-kernel calls ``forwards`` forward passes of one attention layer on ``backend`` make."""
+    return forwards if backend == "torch_sdpa" else 0
+
+
 def test_causal_mask_for_the_last_queries_of_a_longer_sequence():
     expected = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
     assert torch.equal(causal_mask(2, 4), expected)
@@ -136,22 +158,28 @@ def test_causal_mask_for_the_last_queries_of_a_longer_sequence():
 
 
 @pytest.mark.parametrize("window", [None, 3])
-def test_torch_sdpa_backend_matches_naive(window):
+def test_torch_sdpa_backend_matches_naive(window, sdpa_calls):
     naive = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, window=window)
     fused = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, window=window, backend="torch_sdpa")
     fused.load_state_dict(naive.state_dict())
     x = torch.randn(2, 9, 32)
-    torch.testing.assert_close(fused(x), naive(x), rtol=1e-4, atol=1e-5)
+    y_naive = naive(x)
+    assert len(sdpa_calls) == 0  # the naive layer never reaches the fused kernel
+    y_fused = fused(x)
+    assert len(sdpa_calls) == 1  # and the torch_sdpa one does, so the comparison below is of two different paths
+    torch.testing.assert_close(y_fused, y_naive, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("backend", "window"), [("naive", None), ("torch_sdpa", None), ("naive", 2)])
-def test_kv_cache_gives_the_same_outputs_as_one_full_pass(backend, window):
+def test_kv_cache_gives_the_same_outputs_as_one_full_pass(backend, window, sdpa_calls):
     attn = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, backend=backend, window=window)
     x = torch.randn(2, 10, 32)
     cache = attn.make_cache(batch_size=2, max_seq_len=10)
     chunks = [attn(x[:, :4], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(4, 10)]
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 7)  # the prefill and each cached step
     torch.testing.assert_close(torch.cat(chunks, dim=1), attn(x), rtol=1e-4, atol=1e-5)
     assert cache.length == 10
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 8)  # and the full pass
 
 
 def test_kv_cache_overflow_is_a_clear_error():
@@ -211,24 +239,27 @@ def test_sliding_window_keeps_the_prefix_tokens_visible_hand_computed():
 
 
 @pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
-def test_prefix_window_attention_matches_torch_with_the_hand_mask(backend):
+def test_prefix_window_attention_matches_torch_with_the_hand_mask(backend, sdpa_calls):
     weights, x = random_attention_weights(16), torch.randn(2, 10, 16)
     attn = CausalMultiHeadSelfAttention(16, 2, positions="none", window=4, num_prefix=2, backend=backend)
     attn.load_state_dict(weights)
     split = lambda t: t.view(2, 10, 2, 8).transpose(1, 2)  # (B, H, T, hd)
     q, k, v = (split(F.linear(x, weights[f"{n}_proj.weight"])) for n in "qkv")
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=PREFIX_WINDOW_MASK)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=PREFIX_WINDOW_MASK)  # the oracle: F's, not the spied alias
     expected = F.linear(y.transpose(1, 2).reshape(2, 10, 16), weights["output_proj.weight"])
     torch.testing.assert_close(attn(x), expected, rtol=1e-4, atol=1e-5)
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 1)
 
 
 @pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
-def test_kv_cache_with_prefix_and_window_equals_the_full_pass(backend):
+def test_kv_cache_with_prefix_and_window_equals_the_full_pass(backend, sdpa_calls):
     attn = CausalMultiHeadSelfAttention(32, 4, max_seq_len=16, backend=backend, window=4, num_prefix=2)
     x = torch.randn(2, 12, 32)
     cache = attn.make_cache(batch_size=2, max_seq_len=12)
     chunks = [attn(x[:, :3], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(3, 12)]
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 10)  # the prefill and each cached step
     torch.testing.assert_close(torch.cat(chunks, dim=1), attn(x), rtol=1e-4, atol=1e-5)
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 11)  # and the full pass
 
 
 def test_attention_without_output_projection_and_with_shared_keys():
@@ -248,7 +279,7 @@ def test_attention_without_output_projection_and_with_shared_keys():
 
 
 @pytest.mark.parametrize("backend", ["naive", "torch_sdpa"])
-def test_attention_weights_are_the_probabilities_the_forward_pass_uses(backend):
+def test_attention_weights_are_the_probabilities_the_forward_pass_uses(backend, sdpa_calls):
     """Oracle: the torch-native probabilities softmax(QK^T/sqrt(d) + mask) with RoPE, a window and a visible prefix;
     and mixing V with them, then the output projection, reproduces the layer's own output."""
     attn = CausalMultiHeadSelfAttention(16, 2, max_seq_len=16, window=4, num_prefix=2, backend=backend, bias=True)
@@ -266,7 +297,9 @@ def test_attention_weights_are_the_probabilities_the_forward_pass_uses(backend):
     torch.testing.assert_close(probs, expected, rtol=1e-4, atol=1e-6)
     mixed = (probs @ v).transpose(1, 2).reshape(3, 10, 16)
     torch.testing.assert_close(attn.output_proj(mixed), attn(x), rtol=1e-4, atol=1e-5)
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 1)  # the forward pass above, on the backend named
     assert attn.attention_weights(x[0]).shape == (2, 10, 10)  # unbatched input keeps its leading shape
+    assert len(sdpa_calls) == expected_sdpa_calls(backend, 1)  # attention_weights recomputes without the kernel
 
 
 def test_attention_weights_of_a_layer_that_reads_shared_keys():

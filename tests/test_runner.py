@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.utils.checkpoint
 
 import assignment_experiments.runner as runner
 from assignment_experiments.data_sources import PreparedData
@@ -121,6 +122,7 @@ def test_synthetic_task_run_reports_answer_accuracy(tmp_path):
     summary = json.loads((tmp_path / "runs" / "mqar" / "summary.json").read_text())
     assert summary["pattern"] == "AM" and 0.0 <= summary["final_val_accuracy"] <= 1.0
     evals = [json.loads(line) for line in (tmp_path / "runs" / "mqar" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" for r in evals)  # else the all() below holds vacuously
     assert all("val_accuracy" in r for r in evals if r["kind"] == "eval")
 
 
@@ -153,12 +155,26 @@ def test_model_diagnostics_reach_metrics_and_summary(tmp_path):
         assert any(key.startswith("diag/moe/") for key in record), sorted(record)
 
 
-def test_activation_checkpointing_recomputes_the_same_training_trajectory(tmp_path):
+def test_activation_checkpointing_recomputes_the_same_training_trajectory(tmp_path, monkeypatch):
+    # The same trajectory with the switch on and off also comes from a switch that does nothing: count the calls into
+    # torch.utils.checkpoint.checkpoint (the runner imports it when it wraps the layers, so the patch is what it binds)
+    # that run with gradients on, i.e. in training forwards (evaluation and sampling run under no_grad).
+    training_calls = []
+    real_checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting_checkpoint(function, *args, **kwargs):
+        if torch.is_grad_enabled():
+            training_calls.append(1)
+        return real_checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting_checkpoint)
     config = tiny_config(tmp_path, max_steps=4, eval_every=4, checkpoint_every=4)
     runs = tmp_path / "runs"
     assert main(["--config", str(config), "--runs-dir", str(runs), "--name", "plain"]) == 0
+    assert len(training_calls) == 0
     assert main(["--config", str(config), "--runs-dir", str(runs), "--name", "ckpt",
                  "--set", "train.activation_checkpointing=true"]) == 0  # fmt: skip
+    assert len(training_calls) == 4  # the one layer, checkpointed in each of the 4 training steps
     assert train_losses(runs / "ckpt") == train_losses(runs / "plain")
     plain, ckpt = final_weights(runs / "plain"), final_weights(runs / "ckpt")
     for key in plain:
