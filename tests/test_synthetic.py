@@ -1,5 +1,7 @@
 """Specification of the synthetic recall/memory tasks: layout, recoverable answers, determinism and the metric."""
 
+import math
+
 import pytest
 import torch
 
@@ -73,7 +75,10 @@ def test_random_predictor_scores_about_chance(name, kwargs):
     task = make_task(name, **kwargs)
     x, y, m = task.sample_batch(512, torch.Generator().manual_seed(3))
     logits = torch.randn(*x.shape, task.vocab_size, generator=torch.Generator().manual_seed(4))
-    assert task.accuracy(logits, y, m) == pytest.approx(1 / task.vocab_size, abs=0.02)
+    chance, answers = 1 / task.vocab_size, int(m.sum())
+    five_sigma = 5 * math.sqrt(chance * (1 - chance) / answers)  # binomial spread of the scored answers
+    assert five_sigma < chance  # so an accuracy of 0 (or of twice chance) fails
+    assert task.accuracy(logits, y, m) == pytest.approx(chance, abs=five_sigma)
 
 
 @pytest.mark.parametrize("name,kwargs", TASK_CONFIGS)
