@@ -10,7 +10,8 @@ scope (a function's own import does not hide the module's), so ``from torch impo
 caught, while a docstring that mentions ``torch.nn.Linear`` is not. So are the ``torch.*`` twins of functional ops
 (every function ``torch`` shares with ``torch.nn.functional``, less elementwise maths such as ``torch.sigmoid``), the
 raw-op routes ``torch._C._nn``, ``torch.ops.aten`` and ``torch._VF``, and ``.softmax()`` / ``.log_softmax()`` on a
-tensor. What it cannot see: a name built at run time (``getattr(torch.nn, name)``) or passed in from elsewhere.
+tensor. What it cannot see: a torch module object that reaches the code some other way (an argument, an attribute
+of another object, ``sys.modules``).
 """
 
 from __future__ import annotations
