@@ -55,14 +55,17 @@ def test_rmsnorm_matches_torch_rms_norm():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_rmsnorm_computes_in_float32_and_returns_the_input_dtype(dtype):
-    """Exactly the float32 result rounded once: a norm computed in the input dtype differs from it in about half the
-    elements in bf16 (all within bf16's default tolerance, hence the exact check), and in fp16 the squares of inputs
-    of ~1e3 overflow."""
+    """The float32 result rounded once to the input dtype: within one ulp of torch's, and equal in all but a few
+    elements (a fused kernel may differ from ours in float32's last bit, which can flip a rounding). A norm computed
+    in the input dtype differs in about half the elements in bf16 (all within bf16's default tolerance, hence the
+    count), and in fp16 the squares of inputs of ~1e3 overflow."""
     weights, x = torch.randn(32), torch.randn(4, 32) * 1e3
     out = run_rmsnorm(32, 1e-5, weights, x.to(dtype))
     assert out.dtype == dtype
     expected = F.rms_norm(x.to(dtype).float(), (32,), weights, eps=1e-5).to(dtype)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    one_ulp = {torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    torch.testing.assert_close(out, expected, rtol=one_ulp, atol=1e-6)
+    assert (out != expected).float().mean() < 0.02
 
 
 def test_rmsnorm_gain_starts_at_one():

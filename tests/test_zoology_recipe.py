@@ -40,9 +40,13 @@ def test_layer_norm_matches_torch_with_a_trained_gain_and_bias():
     x = torch.randn(3, 5, D) * 4 + 2
     expected = F.layer_norm(x, (D,), norm.weight, norm.bias, eps=1e-5)
     torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
-    low = x.to(torch.bfloat16)  # computed in float32 inside, rounded once to the input dtype
+    # In bf16: computed in float32 inside and rounded once. The float32 results of torch's kernel and ours differ in the
+    # last bits, so a rounding can flip (a few elements in 1e4, one ulp); a norm computed in bf16 differs in about
+    # half the elements, by up to a third.
+    low = x.to(torch.bfloat16)
     expected_low = F.layer_norm(low.float(), (D,), norm.weight, norm.bias, eps=1e-5).to(torch.bfloat16)
-    torch.testing.assert_close(norm(low), expected_low, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm(low), expected_low, rtol=2**-7, atol=1e-6)
+    assert (norm(low) != expected_low).float().mean() < 0.02
 
 
 def test_linear_with_bias_matches_torch_and_keeps_the_bias_free_layout_by_default():
