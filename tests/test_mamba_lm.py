@@ -31,7 +31,7 @@ def _lm(**kwargs) -> mamba_lm:
 def _lm_whose_state_matters(**kwargs) -> mamba_lm:
     """``_lm`` with every step size at softplus(0.5) ~ 0.97. At the default init (dt from 1e-3 to 1e-1) the SSM state
     moves the logits by under 1e-4, so a cache that dropped it would pass a decoding check at 1e-4; here dropping it
-    moves them by ~1e-3, while a correct cache stays within ~5e-7 of the full forward."""
+    moves them by ~2e-4 to 1e-3, while a correct cache stays within ~7e-7 of the full forward."""
     model = _lm(**kwargs)
     with torch.no_grad():
         for layer in model.layers:
@@ -105,8 +105,9 @@ def test_cached_decoding_equals_full_forward_at_every_position(prompt_len):
     with torch.no_grad():
         full = model(ids)
         torch.testing.assert_close(_decode(model, ids, prompt_len), full, rtol=1e-5, atol=1e-5)
-        # the check can fail: a cache that loses the SSM state after the prefill is far outside it
-        assert (_decode(model, ids, prompt_len, drop_ssm_state=True) - full).abs().max() > 1e-4
+        # the check can fail: a cache that loses the SSM state after the prefill is outside it
+        lost = _decode(model, ids, prompt_len, drop_ssm_state=True)
+        assert not torch.allclose(lost, full, rtol=1e-5, atol=1e-5)
 
 
 def test_multi_token_continuation_after_prefill_equals_full_forward():
