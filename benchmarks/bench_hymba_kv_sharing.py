@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--meta", type=int, default=8, help="meta tokens (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="sequences the KV cache holds (default: %(default)s)")
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32], help="model depths to count")
-    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/hymba_kv_sharing.md")
+    parser.add_argument(
+        "--write", action="store_true", help="write the table to benchmarks/results/hymba_kv_sharing.md"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []

@@ -2,10 +2,10 @@
 
     uv run python benchmarks/bench_scored_head.py --steps 10 [--write]
 
-Builds the model of ``configs/mqar_zoology.json`` (2 layers, width 64, vocabulary 8192) and times forward + backward
-of one batch of 64 sequences, once with ``score_mask`` (the LM head on the 4 answers per sequence, what the trainer
-does for synthetic tasks) and once with the full logits; prints both and their ratio. One thread by default, so the
-figure does not depend on what else the machine runs. ``--write`` updates ``benchmarks/results/scored_head.md``.
+Builds the model of ``configs/mqar_zoology.json`` (2 layers, width 64, vocabulary 8192 as shipped) and times forward +
+backward of one batch of 64 sequences, once with ``score_mask`` (the LM head on the 4 answers per sequence, what the
+trainer does for synthetic tasks) and once with the full logits; prints both and their ratio. One thread by default,
+so the figure does not depend on what else the machine runs. ``--write`` updates ``benchmarks/results/scored_head.md``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def main() -> None:
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()}-core CPU "
         f"({platform.machine()}), load average {load:.1f} at the end; torch {torch.__version__}, {args.threads} "
         f"thread(s).  ",
-        f"Model and task: `configs/mqar_zoology.json` (2 layers, width {config.model.d_model}, vocabulary "
+        f"Model and task: `configs/mqar_zoology.json` ({len(model.layers)} layers, width {config.model.d_model}, "
+        "vocabulary "
         f"{config.data.task_options['vocab_size']}), one batch of {inputs.shape[0]} x {inputs.shape[1]} tokens, forward"
         f" + backward, mean of {args.steps} steps after one warm-up step. The losses are equal "
         "(`tests/test_scored_positions.py`).",

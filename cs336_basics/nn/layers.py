@@ -27,8 +27,9 @@ from cs336_basics.nn.functional import silu
 
 
 class Identity(nn.Module):
-    """Returns its input: the stand-in where a configuration turns a norm, a final norm or a mixer off, so the
-    module tree (and every caller) stays the same shape. No parameters, so state dicts are unaffected."""
+    """Returns its input: the stand-in where a configuration turns a norm or the FFN off (``norm="none"``,
+    ``ffn.kind="identity"``) or where Hymba's fused projection replaces its SSM's own ``out_proj``, so the module tree
+    and every caller keep one shape. No parameters, so state dicts are unaffected."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x
