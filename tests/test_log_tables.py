@@ -11,6 +11,7 @@ stands for (a bold cell and a "best" column must be the row's lowest loss), and 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -156,6 +157,12 @@ ZOOLOGY_WIDTH = {"hybrid MA": "hybrid_MA", "transformer": "transformer", "transf
 LR_PART = {"0.01": "", "0.00215": "_lr2e-3"}
 
 
+def _width_cell_run(arch: str, width: str, length: str, lr_part: str, seed: int = 0) -> str:
+    """``mqarzr_<arch>_d<width>[_lr2e-3][_L128]_drop_b999[_s<seed>]``: how the recipe suite names a width-table run."""
+    at_length = "" if length == "64" else f"_L{length}"
+    return f"mqarzr_{arch}_d{width}{lr_part}{at_length}_drop_b999" + (f"_s{seed}" if seed else "")
+
+
 def _check_width_table(header, rows, cells, compare, best_lr) -> None:
     """Each accuracy cell ("mean ± sd (n=N, lr X)" or "value at lr X") against the mean and sample sd of its seeds'
     final accuracies; each steps cell ("a / b / c") against the seeds' target_reached_step at the accuracy table's
@@ -168,19 +175,16 @@ def _check_width_table(header, rows, cells, compare, best_lr) -> None:
             if not match:
                 continue
             length, width = match.groups()
-            stem = f"mqarzr_{arch}_d{width}" + ("" if length == "64" else f"_L{length}")
+            run_name = functools.partial(_width_cell_run, arch, width, length)
             if cell == "not run":
-                ran = [run for lr in LR_PART.values() if _summary(run := f"{stem}{lr}_drop_b999")]
+                ran = [run for lr in LR_PART.values() if _summary(run := run_name(lr))]
                 assert not ran, f"{ran}: finished, but its cell in study 11's width table says 'not run'"
                 continue
             if header[0] == "architecture":
                 lr = re.search(r"lr ([\d.e-]+)", cell).group(1)
                 best_lr[(row[0], column)] = LR_PART[lr]
                 count = re.search(r"n=(\d+)", cell)
-                runs = [
-                    f"{stem}{LR_PART[lr]}_drop_b999" + (f"_s{i}" if i else "")
-                    for i in range(int(count[1]) if count else 1)
-                ]
+                runs = [run_name(LR_PART[lr], i) for i in range(int(count[1]) if count else 1)]
                 values = [_summary(run)["final_val_accuracy"] for run in runs]
                 stated = _numbers(cell.split(" (")[0].split(" at ")[0])
                 compare(f"{runs} mean accuracy", stated[0], statistics.mean(values))
@@ -189,7 +193,7 @@ def _check_width_table(header, rows, cells, compare, best_lr) -> None:
             else:
                 steps = [part.strip() for part in cell.split(" / ")]
                 for seed, part in enumerate(steps):
-                    run = f"{stem}{best_lr[(row[0], column)]}_drop_b999" + (f"_s{seed}" if seed else "")
+                    run = run_name(best_lr[(row[0], column)], seed)
                     reached = _summary(run).get("target_reached_step")
                     if part == "-":
                         assert reached is None, (
