@@ -28,7 +28,7 @@ ENTRY_POINT = re.compile(r'^if __name__ == "__main__":', re.M)
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if ENTRY_POINT.search(p.read_text()))
 WRITES_RESULTS = ["bench_mamba_vs_transformer", "bench_moe", "bench_optim", "bench_parallel_suite", "bench_stories",
                   "bench_threads", "bench_transformer", "bench_compile", "bench_mamba_step", "bench_selective_scan",
-                  "bench_tokenizer", "soak_resume"]  # fmt: skip
+                  "bench_tokenizer", "soak_resume", "bench_hymba_kv_sharing", "bench_scored_head"]  # fmt: skip
 
 
 def test_every_command_line_is_covered():
