@@ -83,12 +83,39 @@ def _imports_of_scope(scope: ast.AST) -> dict[str, str]:
     return aliases
 
 
+def _dotted(expr: ast.AST, scopes: list[dict[str, str]]) -> str | None:
+    """The dotted path an expression stands for, through the imports of the enclosing ``scopes`` (innermost last);
+    None for anything not rooted in an import."""
+    if isinstance(expr, ast.Name):
+        return next((scope[expr.id] for scope in reversed(scopes) if expr.id in scope), None)
+    if isinstance(expr, ast.Attribute):
+        base = _dotted(expr.value, scopes)
+        return f"{base}.{expr.attr}" if base else None
+    if isinstance(expr, ast.Call):
+        return _called_path(expr, scopes)
+    return None
+
+
+def _called_path(call: ast.Call, scopes: list[dict[str, str]]) -> str | None:
+    """What ``getattr(x, "name")`` or ``import_module("a.b")`` evaluates to, when it can be read."""
+    func = _dotted(call.func, scopes) or (call.func.id if isinstance(call.func, ast.Name) else None)
+    arguments = [*call.args, *(k.value for k in call.keywords if k.arg in ("name", "obj"))]
+    constant = next((a.value for a in arguments if isinstance(a, ast.Constant) and isinstance(a.value, str)), None)
+    if func in IMPORTERS and constant is not None:
+        return constant
+    if func == "getattr" and len(call.args) >= 2 and isinstance(call.args[1], ast.Constant):
+        base = _dotted(call.args[0], scopes)
+        return f"{base}.{call.args[1].value}" if base else None
+    return None
+
+
 def forbidden_uses(source: str) -> list[tuple[int, str]]:
     """(line, dotted path) of every use of a guarded namespace outside ``ALLOWED`` in ``source``: an import of one of
     its members, an attribute chain that resolves into it (through the imports of the enclosing scopes), the bare
     namespace used as a value (``n = torch.nn``), ``getattr(namespace, "name")`` and ``import_module("torch.nn...")``,
     a ``torch.*`` twin of a functional op, and a ``.softmax()`` / ``.log_softmax()`` call on a tensor."""
     tree = ast.parse(source)
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}  # judged whole, at the end
 
     def guarded(path: str) -> bool:
         named = path in FUNCTIONAL_TWINS or path in TENSOR_METHOD_PATHS
@@ -102,45 +129,19 @@ def forbidden_uses(source: str) -> list[tuple[int, str]]:
     def visit(node: ast.AST, scopes: list[dict[str, str]]) -> None:
         if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
             scopes = [*scopes, _imports_of_scope(node)]
-
-        def dotted(expr: ast.AST) -> str | None:
-            if isinstance(expr, ast.Name):
-                return next((scope[expr.id] for scope in reversed(scopes) if expr.id in scope), None)
-            if isinstance(expr, ast.Attribute):
-                base = dotted(expr.value)
-                return f"{base}.{expr.attr}" if base else None
-            if isinstance(expr, ast.Call):
-                return called_path(expr)
-            return None
-
-        def called_path(call: ast.Call) -> str | None:
-            """What ``getattr(x, "name")`` or ``import_module("a.b")`` evaluates to, when it can be read."""
-            func = dotted(call.func) or (call.func.id if isinstance(call.func, ast.Name) else None)
-            arguments = [*call.args, *(k.value for k in call.keywords if k.arg in ("name", "obj"))]
-            constant = next((a.value for a in arguments if isinstance(a, ast.Constant) and isinstance(a.value, str)),
-                            None)  # fmt: skip
-            if func in IMPORTERS and constant is not None:
-                return constant
-            if func == "getattr" and len(call.args) >= 2 and isinstance(call.args[1], ast.Constant):
-                base = dotted(call.args[0])
-                return f"{base}.{call.args[1].value}" if base else None
-            return None
-
-        if isinstance(node, ast.Attribute):
-            node.value._inner = True  # type: ignore[attr-defined]  # the chain is judged whole, at its end
         paths: list[str | None] = []
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             paths = [f"{node.module}.{name.name}" for name in node.names]  # ``from torch.nn import Linear``
             paths = [path for path in paths if path not in GUARDED]  # ``from torch import nn`` only names it
-        elif isinstance(node, ast.Attribute | ast.Name) and not getattr(node, "_inner", False):
-            path = dotted(node)
+        elif isinstance(node, ast.Attribute | ast.Name) and id(node) not in inner:
+            path = _dotted(node, scopes)
             base = node.value if isinstance(node, ast.Attribute) else None
             on_self = isinstance(base, ast.Name) and base.id in ("self", "cls")
             if path is None and base is not None and node.attr in TENSOR_METHODS and not on_self:
                 path = f"torch.Tensor.{node.attr}"  # a method of a tensor, not of an imported module
             paths = [path]
         elif isinstance(node, ast.Call):
-            paths = [called_path(node)]  # ``getattr(nn, "Linear")``, ``import_module("torch.nn.functional")``
+            paths = [_called_path(node, scopes)]  # ``getattr(nn, "Linear")``, ``import_module("torch.nn.functional")``
         for path in paths:
             if path and guarded(path) and not allowed(path):
                 uses.append((node.lineno, path))
