@@ -75,6 +75,7 @@ def _stated(cell: str) -> tuple[float, int] | None:
     return float(match.group(0).replace(",", "")), len(match.group(1) or "")
 
 
+@functools.cache  # a pure function of the committed files: several tests read the same result
 def mismatches(document: str = "EXPERIMENT_LOG.md") -> tuple[list[str], int]:
     """Cells of ``document`` that disagree with their run's summary, and how many cells were compared."""
     found, checked = [], 0
@@ -203,6 +204,7 @@ def _check_width_table(header, rows, cells, compare, best_lr) -> None:
                         compare(f"{run} steps to target", _numbers(part)[0], reached)
 
 
+@functools.cache  # a pure function of the committed files: several tests read the same result
 def labelled_mismatches(document: str = "EXPERIMENT_LOG.md") -> tuple[list[str], int]:
     """Cells of the architecture, mHC and MQAR tables and of the learning-rate tables (studies 9, 10, 12 and the scale
     ladder's) of ``document``, checked against the runs their labels stand for."""
