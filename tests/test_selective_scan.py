@@ -110,7 +110,7 @@ def test_chunked_half_precision_inputs_return_input_dtype_and_match_float32(dtyp
     # State accumulates in float32, so the output is the float32 result rounded once: within one unit in the last
     # place of the half type (2^-10 for fp16, 2^-7 for bf16; equal in every element here). A scan that keeps its
     # state in the half type differs in most elements and fails this (max error 8.9e-3 in fp16, 0.10 in bf16).
-    one_ulp = {torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    one_ulp = torch.finfo(dtype).eps  # 2^-10 for fp16, 2^-7 for bf16
     torch.testing.assert_close(y.float(), ref.to(dtype).float(), rtol=one_ulp, atol=1e-6)
 
 

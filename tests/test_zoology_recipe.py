@@ -45,7 +45,7 @@ def test_layer_norm_matches_torch_with_a_trained_gain_and_bias():
     # half the elements, by up to a third.
     low = x.to(torch.bfloat16)
     expected_low = F.layer_norm(low.float(), (D,), norm.weight, norm.bias, eps=1e-5).to(torch.bfloat16)
-    torch.testing.assert_close(norm(low), expected_low, rtol=2**-7, atol=1e-6)
+    torch.testing.assert_close(norm(low), expected_low, rtol=torch.finfo(torch.bfloat16).eps, atol=1e-6)
     assert (norm(low) != expected_low).float().mean() < 0.02
 
 
